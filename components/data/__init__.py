@@ -1,0 +1,1 @@
+"""Row schemas, validated JSONL IO and the verifiable arithmetic task."""

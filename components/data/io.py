@@ -1,0 +1,48 @@
+"""JSONL reading with row-level validation errors, and atomic JSONL writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from components.atomic import write_jsonl_atomic
+
+RowT = TypeVar("RowT", bound=BaseModel)
+
+
+class DataValidationError(ValueError):
+    """A data row is malformed; the message names the file, the 1-based row and the field."""
+
+
+def read_rows(path: Path, schema: type[RowT]) -> list[RowT]:
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(f"{path}: file not found")
+    rows: list[RowT] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataValidationError(f"{path}: row {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(payload, dict):
+                raise DataValidationError(f"{path}: row {number}: expected a JSON object")
+            try:
+                rows.append(schema.model_validate(payload))
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                field = ".".join(str(p) for p in problem["loc"]) or "<row>"
+                kind = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
+                raise DataValidationError(
+                    f"{path}: row {number}: field '{field}': {kind} ({schema.__name__})"
+                ) from None
+    return rows
+
+
+def write_rows(path: Path, rows: list[BaseModel]) -> Path:
+    return write_jsonl_atomic(Path(path), (row.model_dump(mode="json") for row in rows))

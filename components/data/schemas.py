@@ -1,0 +1,63 @@
+"""Row schemas for every file the platform reads or writes.
+
+Validation happens at the boundary (reading a file), so a bad row fails with its file, row
+number and field before any work is done on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProblemRow(_Row):
+    """A verifiable task item: the question, its worked solution and the gold answer."""
+
+    id: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    solution: str = Field(min_length=1)
+    answer: int
+    difficulty: int = Field(ge=1, le=3)
+    template: str
+
+
+class CompletionRow(_Row):
+    """One on-policy sample, scored by the verifier."""
+
+    problem_id: str
+    question: str
+    answer: int
+    sample_index: int = Field(ge=0)
+    completion: str
+    n_tokens: int = Field(ge=0)
+    extracted: float | None = None
+    correct: bool = False
+    reward: float = 0.0
+
+
+class PairRow(_Row):
+    """A pairwise preference with per-pair lineage (who sampled, who scored, which seed)."""
+
+    problem_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    score_chosen: float
+    score_rejected: float
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+class PredictionRow(_Row):
+    """One evaluation prediction, kept so a metric can be audited row by row."""
+
+    problem_id: str
+    answer: int
+    completion: str
+    extracted: float | None
+    correct: bool
+    n_tokens: int

@@ -1,0 +1,72 @@
+"""Batched on-policy sampling: k completions per prompt, seeded per batch.
+
+Each ``generate`` call carries ``batch_size // k`` prompts expanded to k return sequences, so a
+batch is always full and all k samples of a prompt come from one call. The seed of batch b is
+``seed + b``: results do not depend on how many batches ran before a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class Completion:
+    prompt_index: int
+    sample_index: int
+    text: str
+    n_tokens: int
+
+
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    k: int = 1,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Completion]:
+    """Return ``len(prompts) * k`` completions ordered by (prompt, sample)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    prompts_per_call = max(1, batch_size // k)
+    eos_id = tokenizer.eos_token_id
+    results: list[Completion] = []
+    model.eval()
+    tokenizer.padding_side = "left"
+    for batch_number, start in enumerate(range(0, len(prompts), prompts_per_call)):
+        chunk = prompts[start:start + prompts_per_call]
+        encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(seed + batch_number)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos_id,
+                **sampling,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        for row, tokens in enumerate(new_tokens.tolist()):
+            if eos_id in tokens:
+                tokens = tokens[: tokens.index(eos_id)]
+            results.append(Completion(
+                prompt_index=start + row // k,
+                sample_index=row % k,
+                text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                n_tokens=len(tokens),
+            ))
+        if on_batch:
+            on_batch(len(chunk))
+    return results

@@ -1,0 +1,105 @@
+"""Registered models, aliases and the promotion gate.
+
+A version enters as ``candidate``; only a passing gate moves it on to ``staging`` and (when
+the target is production) ``production``. MLflow stages are deprecated, so aliases carry the
+state. The gate compares like with like: the same eval set (by DVC hash) or it refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from components.tracking import Tracker
+
+ALIASES = ("candidate", "staging", "production")
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reason: str
+    candidate_version: str
+    candidate_accuracy: float
+    baseline_accuracy: float
+    baseline_source: str  # "production vN" or "pipeline baseline"
+    min_delta: float
+    eval_dataset: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_markdown(self) -> str:
+        verdict = "PASSED" if self.passed else "BLOCKED"
+        return (f"# Promotion gate: {verdict}\n\n{self.reason}\n\n"
+                f"| quantity | value |\n|---|---|\n"
+                f"| candidate version | {self.candidate_version} |\n"
+                f"| candidate eval accuracy | {self.candidate_accuracy:.4f} |\n"
+                f"| compared with | {self.baseline_source} |\n"
+                f"| its eval accuracy | {self.baseline_accuracy:.4f} |\n"
+                f"| required delta | {self.min_delta:+.4f} |\n"
+                f"| eval dataset (DVC md5) | {self.eval_dataset} |\n")
+
+
+def ensure_registered_model(tracker: Tracker, name: str) -> None:
+    try:
+        tracker.client.get_registered_model(name)
+    except MlflowException:
+        tracker.client.create_registered_model(name, description="Policies produced by alignflow pipelines.")
+
+
+def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir: Path, tags: dict[str, Any]) -> str:
+    """Log the checkpoint under the run and register it; returns the new version number."""
+    ensure_registered_model(tracker, name)
+    tracker.log_artifacts(run_id, checkpoint_dir, "model")
+    source = f"{tracker.client.get_run(run_id).info.artifact_uri}/model"
+    version = tracker.client.create_model_version(name, source=source, run_id=run_id,
+                                                  tags={k: str(v) for k, v in tags.items()})
+    tracker.client.set_registered_model_alias(name, "candidate", version.version)
+    return str(version.version)
+
+
+def version_for_alias(tracker: Tracker, name: str, alias: str) -> Any | None:
+    try:
+        return tracker.client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def decide_gate(candidate_version: str, candidate_accuracy: float, eval_dataset: str, production: Any | None,
+                pipeline_baseline: float, min_delta: float) -> GateDecision:
+    """Pass when candidate ≥ production + min_delta (or ≥ the pipeline's pre-round baseline + min_delta
+    when nothing is in production yet). A production model scored on another eval set is not comparable."""
+    if production is not None:
+        prod_tags = production.tags or {}
+        prod_dataset = prod_tags.get("eval_dataset", "")
+        baseline_source = f"production v{production.version}"
+        if prod_dataset != eval_dataset:
+            return GateDecision(False, f"not comparable: production was evaluated on eval set '{prod_dataset}', "
+                                       f"the candidate on '{eval_dataset}'", candidate_version, candidate_accuracy,
+                                float("nan"), baseline_source, min_delta, eval_dataset)
+        baseline = float(prod_tags.get("eval_accuracy", "nan"))
+    else:
+        baseline, baseline_source = pipeline_baseline, "pipeline baseline (no production model yet)"
+    passed = candidate_accuracy >= baseline + min_delta
+    relation = "≥" if passed else "<"
+    reason = (f"candidate accuracy {candidate_accuracy:.4f} {relation} {baseline_source} accuracy "
+              f"{baseline:.4f} + min_delta {min_delta:+.4f}")
+    return GateDecision(passed, reason, candidate_version, candidate_accuracy, baseline, baseline_source, min_delta,
+                        eval_dataset)
+
+
+def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_alias: str) -> list[str]:
+    """Move aliases for a passing decision; returns the aliases set (empty when blocked)."""
+    if not decision.passed:
+        return []
+    moved = ["staging"] + (["production"] if target_alias == "production" else [])
+    for alias in moved:
+        current = version_for_alias(tracker, name, alias)
+        if current is not None and alias == "production":
+            tracker.client.set_registered_model_alias(name, "previous-production", current.version)
+        tracker.client.set_registered_model_alias(name, alias, decision.candidate_version)
+    return moved

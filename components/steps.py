@@ -1,0 +1,230 @@
+"""The pipeline's stages as plain functions: files in, files out, a result dict back.
+
+Prefect tasks wrap these (adding retries, caching, MLflow child runs and DVC tracking) and the
+CLI calls them directly for ``dvc repro``. Each stage writes its outputs atomically into its
+own directory, so a crash leaves nothing half-written and a re-run simply redoes the stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.atomic import write_bytes_atomic, write_json_atomic
+from components.config import PipelineConfig
+from components.data.arithmetic import generate_dataset
+from components.data.io import read_rows, write_rows
+from components.data.schemas import CompletionRow, PairRow, ProblemRow
+from components.evaluation import evaluate_policy, kl_estimate
+from components.generation import Completion, generate_completions
+from components.lineage import lineage_record
+from components.models import (LoadedModel, attach_lora, is_adapter, load_checkpoint, materialize_base,
+                               load_tokenizer, read_metadata, save_checkpoint)
+from components.pairs import build_pairs
+from components.progress import progress_bar
+from components.prompts import render_prompt
+from components.scoring import SCORER_ID, score_completions
+from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
+from components.trainers.sft import train_sft
+from components.versioning import content_md5
+
+StepResult = dict[str, Any]
+
+
+def _timed(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+def prepare_data(config: PipelineConfig, out_dir: Path) -> StepResult:
+    start = time.perf_counter()
+    d = config.data
+    splits = generate_dataset(d.seed, d.n_sft, d.n_train_prompts, d.n_eval, d.difficulties, d.max_operand)
+    paths = {name: str(write_rows(Path(out_dir) / f"{name}.jsonl", rows)) for name, rows in splits.items()}
+    return {"paths": paths, "counts": {k: len(v) for k, v in splits.items()}, "seconds": _timed(start)}
+
+
+def prepare_base(config: PipelineConfig) -> StepResult:
+    start = time.perf_counter()
+    base = materialize_base(config.model, config.seed, config.state_dir)
+    meta = read_metadata(base)
+    return {"path": str(base), "model_id": meta.get("model_id", f"local:{base}"), "seconds": _timed(start)}
+
+
+def _trainable_policy(config: PipelineConfig, policy_dir: Path) -> LoadedModel:
+    """Continue the policy's adapter if it has one; otherwise start a fresh LoRA (or train fully)."""
+    if is_adapter(policy_dir):
+        return load_checkpoint(policy_dir, trainable=True)
+    loaded = load_checkpoint(policy_dir, trainable=not config.lora.enabled)
+    return attach_lora(loaded, config.lora) if config.lora.enabled else loaded
+
+
+def _base_path_of(policy_dir: Path) -> str:
+    return read_metadata(policy_dir).get("base_path") or str(policy_dir)
+
+
+def _checkpoint_metadata(config: PipelineConfig, model_id: str, parent: LoadedModel | str, produced_by: str,
+                         base_path: str, inputs: dict[str, str], seed: int) -> dict[str, Any]:
+    parent_id = parent.model_id if isinstance(parent, LoadedModel) else parent
+    return {"model_id": model_id, "base_path": base_path, "parent": parent_id,
+            **lineage_record(produced_by, config.content_hash(), seed, parent_id, inputs)}
+
+
+def run_sft(config: PipelineConfig, base_dir: Path, sft_path: Path, out_dir: Path,
+            on_step=None) -> StepResult:
+    start = time.perf_counter()
+    rows = read_rows(sft_path, ProblemRow)
+    policy = _trainable_policy(config, base_dir)
+    parent_id = policy.model_id
+    tok = policy.tokenizer
+    prompts = [render_prompt(tok, r.question) for r in rows]
+    targets = [r.solution + tok.eos_token for r in rows]
+    with progress_bar("SFT", len(range(0, len(rows), config.sft.batch_size)) * config.sft.epochs) as advance:
+        def step_hook(step: int, metrics: dict[str, float]) -> None:
+            advance(1)
+            if on_step:
+                on_step(step, metrics)
+        result = train_sft(policy, prompts, targets, config.sft, seed=config.seed, on_step=step_hook)
+    model_id = f"sft@{config.content_hash()}"
+    save_checkpoint(policy, out_dir, _checkpoint_metadata(config, model_id, parent_id, "sft", str(base_dir),
+                                                         {"sft_data": str(sft_path)}, config.seed))
+    return {"path": str(out_dir), "model_id": model_id, "steps": result.steps, "first_loss": result.first_loss,
+            "final_loss": result.final_loss, "seconds": _timed(start)}
+
+
+def evaluate(config: PipelineConfig, policy_dir: Path, reference_dir: Path | None, eval_path: Path,
+             out_dir: Path, seed: int) -> StepResult:
+    start = time.perf_counter()
+    problems = read_rows(eval_path, ProblemRow)
+    policy = load_checkpoint(policy_dir, merge=True)
+    with progress_bar("eval", len(problems)) as advance:
+        result = evaluate_policy(policy, problems, config.eval.batch_size, config.eval.max_new_tokens, advance)
+    metrics = dict(result.metrics)
+    if reference_dir is not None and config.eval.kl_samples > 0:
+        reference = load_checkpoint(reference_dir, merge=True)
+        metrics["eval/kl_to_reference"] = kl_estimate(policy, reference, problems, config.eval.kl_samples,
+                                                      config.eval.max_new_tokens, config.eval.batch_size, seed)
+    out_dir = Path(out_dir)
+    predictions_path = write_rows(out_dir / "predictions.jsonl", result.predictions)
+    metrics_path = write_json_atomic(out_dir / "metrics.json", {"model_id": policy.model_id, "metrics": metrics})
+    return {"metrics": metrics, "predictions": str(predictions_path), "metrics_file": str(metrics_path),
+            "model_id": policy.model_id, "seconds": _timed(start)}
+
+
+def round_prompts(train: list[ProblemRow], round_index: int, per_round: int) -> list[ProblemRow]:
+    """Round r takes the next ``per_round`` training prompts, wrapping around: fresh prompts each round."""
+    start = ((round_index - 1) * per_round) % len(train)
+    return [train[(start + i) % len(train)] for i in range(min(per_round, len(train)))]
+
+
+def sample(config: PipelineConfig, policy_dir: Path, train_path: Path, round_index: int, out_dir: Path) -> StepResult:
+    start = time.perf_counter()
+    s = config.sampling
+    problems = round_prompts(read_rows(train_path, ProblemRow), round_index, s.prompts_per_round)
+    policy = load_checkpoint(policy_dir, merge=True)
+    prompts = [render_prompt(policy.tokenizer, p.question) for p in problems]
+    seed = config.seed * 1000 + round_index
+    with progress_bar(f"round {round_index}: sampling", len(prompts)) as advance:
+        completions = generate_completions(policy.model, policy.tokenizer, prompts, k=s.k, do_sample=True,
+                                           temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                           batch_size=s.batch_size, seed=seed, on_batch=advance)
+    rows = [CompletionRow(problem_id=problems[c.prompt_index].id, question=problems[c.prompt_index].question,
+                          answer=problems[c.prompt_index].answer, sample_index=c.sample_index, completion=c.text,
+                          n_tokens=c.n_tokens) for c in completions]
+    path = write_rows(Path(out_dir) / "samples.jsonl", rows)
+    n_tokens = sum(r.n_tokens for r in rows)
+    return {"path": str(path), "n_samples": len(rows), "n_prompts": len(problems), "generated_tokens": n_tokens,
+            "policy_model_id": policy.model_id, "seed": seed, "seconds": _timed(start)}
+
+
+def score(samples_path: Path, out_dir: Path) -> StepResult:
+    start = time.perf_counter()
+    samples = read_rows(samples_path, CompletionRow)
+    problems = {}
+    completions = []
+    for row in samples:
+        problems.setdefault(row.problem_id, ProblemRow(id=row.problem_id, question=row.question, solution="-",
+                                                       answer=row.answer, difficulty=1, template="-"))
+        completions.append(row)
+    order = list(problems)
+    scored = score_completions([problems[i] for i in order], [
+        Completion(prompt_index=order.index(r.problem_id), sample_index=r.sample_index, text=r.completion,
+                   n_tokens=r.n_tokens) for r in completions])
+    path = write_rows(Path(out_dir) / "scored.jsonl", scored)
+    accuracy = sum(r.correct for r in scored) / max(1, len(scored))
+    solved = len({r.problem_id for r in scored if r.correct})
+    return {"path": str(path), "sample_accuracy": accuracy, "prompts_with_a_correct_sample": solved,
+            "scorer": SCORER_ID, "seconds": _timed(start)}
+
+
+def make_pairs(config: PipelineConfig, scored_path: Path, policy_model_id: str, round_index: int, seed: int,
+               out_dir: Path) -> StepResult:
+    start = time.perf_counter()
+    scored = read_rows(scored_path, CompletionRow)
+    tokenizer = load_tokenizer(materialize_base(config.model, config.seed, config.state_dir))
+    prompts = {r.problem_id: render_prompt(tokenizer, r.question) for r in scored}
+    lineage = {"policy_model_id": policy_model_id, "scorer": SCORER_ID, "round": round_index, "sampling_seed": seed,
+               "temperature": config.sampling.temperature, "top_p": config.sampling.top_p}
+    pairs = build_pairs(scored, prompts, config.pairs.strategy, config.pairs.max_pairs_per_prompt, seed, lineage)
+    path = write_rows(Path(out_dir) / "pairs.jsonl", pairs)
+    return {"path": str(path), "n_pairs": len(pairs), "seconds": _timed(start)}
+
+
+def reference_cache_path(cache_dir: Path, reference_id: str, pairs_path: Path, config: PipelineConfig) -> Path:
+    """Reference log-probs are a function of (reference model, pair file content, scoring options)."""
+    p = config.preference
+    key = f"{reference_id}|{content_md5(pairs_path)}|{p.loss_type == 'ipo' and p.length_normalize}|{p.max_length}"
+    return Path(cache_dir) / f"ref-logps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, pairs_path: Path, round_index: int,
+                out_dir: Path, ref_cache_dir: Path, on_step=None) -> StepResult:
+    """Preference-train the policy on the round's pairs; reference log-probs are computed once and cached."""
+    start = time.perf_counter()
+    pairs = read_rows(pairs_path, PairRow)
+    if not pairs:
+        raise ValueError(f"{pairs_path}: no pairs — every prompt's samples were all correct or all wrong; "
+                         f"raise sampling.k or sampling.prompts_per_round")
+    policy = _trainable_policy(config, policy_dir)
+    eos = policy.tokenizer.eos_token
+    examples = [PreferenceExample(p.prompt, p.chosen + eos, p.rejected + eos) for p in pairs]
+    reference_id = read_metadata(reference_dir).get("model_id", str(reference_dir))
+    cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_path, config)
+    ref_start = time.perf_counter()
+    ref_cached = cache_file.exists()
+    if ref_cached:
+        ref_logps = torch.load(cache_file)
+    else:
+        reference = load_checkpoint(reference_dir, merge=True)
+        with progress_bar(f"round {round_index}: reference log-probs", len(examples)) as advance:
+            ref_logps = reference_logprobs(reference, examples, config.preference, on_batch=advance)
+        del reference
+        buffer = io.BytesIO()
+        torch.save(ref_logps, buffer)
+        write_bytes_atomic(cache_file, buffer.getvalue())
+    ref_seconds = _timed(ref_start)
+    total_steps = len(range(0, len(examples), config.preference.batch_size)) * config.preference.epochs
+    with progress_bar(f"round {round_index}: {config.preference.loss_type} training", total_steps) as advance:
+        def step_hook(step: int, metrics: dict[str, float]) -> None:
+            advance(1)
+            if on_step:
+                on_step(step, metrics)
+        result = train_preference(policy, examples, ref_logps, config.preference, seed=config.seed + round_index,
+                                  on_step=step_hook)
+    model_id = f"round{round_index}@{config.content_hash()}"
+    save_checkpoint(policy, out_dir, _checkpoint_metadata(
+        config, model_id, policy, f"preference:{config.preference.loss_type}", _base_path_of(policy_dir),
+        {"pairs": str(pairs_path), "reference": reference_id}, config.seed + round_index))
+    final = result.history[-1]
+    return {"path": str(out_dir), "model_id": model_id, "n_pairs": len(examples), "steps": result.steps,
+            "final_metrics": final, "reference_cached": ref_cached, "reference_seconds": ref_seconds,
+            "reference_cache": str(cache_file), "seconds": _timed(start)}
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,48 @@
+"""What every trainer shares: seeded batch order, AdamW on trainable params, warmup schedule."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import torch
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+def seeded_batches(n_items: int, batch_size: int, epochs: int, seed: int) -> Iterator[list[int]]:
+    order = list(range(n_items))
+    for epoch in range(epochs):
+        random.Random(seed + epoch).shuffle(order)
+        for start in range(0, n_items, batch_size):
+            yield order[start:start + batch_size]
+
+
+def n_steps(n_items: int, batch_size: int, epochs: int) -> int:
+    return epochs * ((n_items + batch_size - 1) // batch_size)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+    def factor(step: int) -> float:  # linear warmup, then linear decay to 10% of lr
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(1, total_steps - warmup_steps)
+        return max(0.1, 1.0 - 0.9 * (step - warmup_steps) / remaining)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: torch.optim.lr_scheduler.LambdaLR, max_grad_norm: float) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm

@@ -1,0 +1,41 @@
+"""Supervised fine-tuning on worked solutions: cross-entropy on response tokens only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from components.config import SFTConfig
+from components.logprobs import encode_pairs, response_token_logprobs
+from components.models import LoadedModel
+from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
+
+
+@dataclass
+class SFTResult:
+    steps: int
+    first_loss: float
+    final_loss: float
+
+
+def train_sft(loaded: LoadedModel, prompts: list[str], targets: list[str], config: SFTConfig, seed: int,
+              on_step: StepCallback | None = None) -> SFTResult:
+    if len(prompts) != len(targets) or not prompts:
+        raise ValueError(f"SFT needs equal, non-empty prompts and targets (got {len(prompts)}, {len(targets)})")
+    model = loaded.model
+    model.train()
+    total = n_steps(len(prompts), config.batch_size, config.epochs)
+    optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
+    losses: list[float] = []
+    for step, index in enumerate(seeded_batches(len(prompts), config.batch_size, config.epochs, seed), start=1):
+        batch = encode_pairs(loaded.tokenizer, [prompts[i] for i in index], [targets[i] for i in index], config.max_length)
+        token_logps = response_token_logprobs(model, batch)
+        loss = -token_logps.sum() / batch.response_mask.sum()
+        loss.backward()
+        grad_norm = clip_and_step(model, optimizer, scheduler, max_grad_norm=1.0)
+        losses.append(loss.item())
+        if on_step:
+            on_step(step, {"sft/loss": losses[-1], "sft/grad_norm": grad_norm, "sft/lr": scheduler.get_last_lr()[0]})
+    model.eval()
+    return SFTResult(steps=total, first_loss=losses[0], final_loss=sum(losses[-3:]) / len(losses[-3:]))

@@ -1,0 +1,1 @@
+"""Prefect flows: compose tasks into rounds and pipelines; no ML code here."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over components.steps with retries, caching and tracking."""

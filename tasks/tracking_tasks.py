@@ -1,0 +1,79 @@
+"""Tasks that act on the current MLflow runs and the registry; never cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from components import registry
+from components.atomic import write_json_atomic, write_text_atomic
+from components.config import PipelineConfig
+from components.lineage import git_commit
+from components.tracking import Tracker, flatten
+from tasks.context import TrackingContext
+
+TRACKING = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+
+
+@task(name="open-run", **TRACKING)
+def open_run_task(tracking_uri: str, experiment: str, name: str, parent_run_id: str | None,
+                  tags: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+    tracker = Tracker(tracking_uri, experiment)
+    run_id = tracker.start_run(name, parent_run_id=parent_run_id, tags=tags)
+    if params:
+        tracker.log_params(run_id, params)
+    return run_id
+
+
+@task(name="log-metrics", **TRACKING)
+def log_metrics_task(ctx: TrackingContext, run_id: str, metrics: dict[str, float], step: int = 0,
+                     tags: dict[str, Any] | None = None) -> None:
+    tracker = ctx.tracker()
+    tracker.log_metrics(run_id, metrics, step=step)
+    if tags:
+        tracker.set_tags(run_id, tags)
+
+
+@task(name="close-run", **TRACKING)
+def close_run_task(ctx: TrackingContext, run_id: str, status: str = "FINISHED") -> None:
+    ctx.tracker().end_run(run_id, status)
+
+
+@task(name="register-model", **TRACKING)
+def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: str, model_id: str,
+                  eval_accuracy: float, eval_md5: str, base_model_id: str) -> str:
+    cfg = PipelineConfig.model_validate(config)
+    tracker = ctx.tracker()
+    tags = {"model_id": model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
+            "config_hash": cfg.content_hash(), "git_commit": git_commit(), "base_model": base_model_id,
+            "pipeline_run_id": ctx.parent_run_id}
+    return registry.register_checkpoint(tracker, cfg.tracking.registered_model, ctx.parent_run_id,
+                                        Path(checkpoint_dir), tags)
+
+
+@task(name="promote", **TRACKING)
+def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, eval_accuracy: float, eval_md5: str,
+                 baseline_accuracy: float, report_dir: str) -> dict[str, Any]:
+    cfg = PipelineConfig.model_validate(config)
+    tracker = ctx.tracker()
+    name = cfg.tracking.registered_model
+    production = registry.version_for_alias(tracker, name, "production")
+    decision = registry.decide_gate(version, eval_accuracy, eval_md5, production, baseline_accuracy,
+                                    cfg.promotion.min_delta)
+    moved = registry.apply_promotion(tracker, name, decision, cfg.promotion.target_alias)
+    report = Path(report_dir)
+    write_json_atomic(report / "gate_decision.json", {**decision.as_dict(), "aliases_set": moved})
+    write_text_atomic(report / "gate_report.md", decision.as_markdown())
+    tracker.log_artifact(ctx.parent_run_id, report / "gate_decision.json", "promotion")
+    tracker.log_artifact(ctx.parent_run_id, report / "gate_report.md", "promotion")
+    tracker.set_tags(ctx.parent_run_id, {"promotion.passed": decision.passed, "promotion.version": version,
+                                         "promotion.aliases": ",".join(moved) or "none"})
+    tracker.client.set_model_version_tag(name, version, "gate_passed", str(decision.passed))
+    return {**decision.as_dict(), "aliases_set": moved, "registered_model": name}
+
+
+def pipeline_params(cfg: PipelineConfig) -> dict[str, Any]:
+    return flatten(cfg.model_dump(mode="json"))
