@@ -40,6 +40,7 @@ def configure_environment(cfg: PipelineConfig) -> dict[str, str]:
     from components.services import load_stack
 
     state = Path(cfg.state_dir).resolve()
+    (state / "prefect-home").mkdir(parents=True, exist_ok=True)
     stack = load_stack(state)
     env = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
