@@ -168,8 +168,9 @@ class PipelineConfig(_Section):
     versioning: VersioningConfig = VersioningConfig()
 
     def content_hash(self) -> str:
-        """Hash of everything that changes results; tracking/versioning knobs are left out."""
-        payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "state_dir", "workspace"})
+        """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
+        gate are left out, so re-running with another gate reuses every cached computation."""
+        payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "state_dir", "workspace"})
         payload["model"].pop("cache_dir", None)
         payload["model"].pop("torch_threads", None)
         blob = json.dumps(payload, sort_keys=True).encode()

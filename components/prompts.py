@@ -8,7 +8,7 @@ INSTRUCTION = "Solve step by step. End with 'The answer is N.'"
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    # No system turn: it would add ~20 tokens to every sequence on a CPU-bound budget.
+    # The model's own chat template decides the rest (SmolLM2's adds its default system turn).
     messages = [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

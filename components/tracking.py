@@ -38,7 +38,8 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=_local_artifact_root(tracking_uri, experiment))
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
         all_tags = {"mlflow.runName": name, **{k: str(v) for k, v in (tags or {}).items()}}
@@ -76,6 +77,14 @@ class Tracker:
         dataset = MetaDataset(source=resolve_dataset_source(str(Path(path).resolve())), name=name, digest=digest[:36])
         tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+
+def _local_artifact_root(tracking_uri: str, experiment: str) -> str | None:
+    """With a sqlite store, keep artifacts beside the database instead of in ./mlruns of the cwd."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server decides (its --artifacts-destination)
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlflow-artifacts" / experiment).resolve().as_uri()
 
 
 def _metric_key(key: str) -> str:

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny configs, a tokenizer, real services on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("ALIGNFLOW_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CACHE = Path(os.environ.get("ALIGNFLOW_TEST_MODEL_CACHE", "~/.cache/alignflow/models")).expanduser()
+
+
+def tiny_overrides(tmp: Path, **extra: str) -> list[str]:
+    """A pipeline that exercises every stage with the tiny model in seconds."""
+    base = {
+        "workspace": str(tmp / "workspace"), "state_dir": str(tmp / "state"),
+        "model.source": "tiny", "model.cache_dir": str(MODEL_CACHE),
+        "lora.enabled": "false",
+        "data.n_sft": "16", "data.n_train_prompts": "16", "data.n_eval": "12",
+        "sft.batch_size": "8", "sft.lr": "5.0e-3", "sft.epochs": "8",
+        "sampling.prompts_per_round": "8", "sampling.k": "2", "sampling.max_new_tokens": "8",
+        "sampling.batch_size": "16",
+        "pairs.strategy": "best_vs_worst",
+        "preference.batch_size": "4",
+        "eval.batch_size": "12", "eval.max_new_tokens": "8", "eval.kl_samples": "4",
+        "rounds.n_rounds": "2",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from components.models import load_tokenizer, smollm2_directory
+
+    return load_tokenizer(smollm2_directory(MODEL_CACHE))
+
+
+@pytest.fixture()
+def tiny_loaded(tokenizer):
+    from components.config import TinyModelConfig
+    from components.models import LoadedModel, tiny_model
+
+    return LoadedModel(model=tiny_model(tokenizer, TinyModelConfig(), seed=0), tokenizer=tokenizer,
+                       model_id="tiny-test", path=None)
+
+
+@pytest.fixture()
+def dvc_project(tmp_path: Path) -> Path:
+    """A fresh git + DVC project with a local remote, as a user's checkout would be."""
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")],
+                   cwd=project, check=True)
+    return project
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` subprocess (sqlite backend, local artifacts) on a free loopback port."""
+    from components.services import start_mlflow, stop_process
+
+    state = tmp_path_factory.mktemp("mlflow-server")
+    service, process = start_mlflow(state)
+    yield service.url
+    stop_process(process.pid)

@@ -1,0 +1,97 @@
+"""The whole pipeline on the tiny model: Prefect (test harness), a real mlflow server, real DVC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from components.config import load_config
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+            yield
+
+
+def _run(overrides):
+    from flows.pipeline import alignment_pipeline
+
+    return alignment_pipeline(load_config(None, overrides).model_dump(mode="json"))
+
+
+def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_server, dvc_project, tmp_path):
+    overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
+                                               "tracking.experiment": "it-pipeline",
+                                               "tracking.registered_model": "it-policy"})
+    first = _run(overrides)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("it-pipeline")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=500)}
+    parent = runs[first["parent_run_id"]]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["alignflow.kind"] == "pipeline"
+    assert parent.data.tags["config_hash"] and parent.data.tags["git_commit"]
+    assert parent.data.params["preference.loss_type"] == "sigmoid"
+
+    children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    rounds = sorted((r for r in children if r.data.tags.get("alignflow.kind") == "round"), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in rounds] == ["round-1", "round-2"]
+    for round_run in rounds:
+        assert "eval/accuracy" in round_run.data.metrics and "time/sampling_seconds" in round_run.data.metrics
+        tasks = {r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == round_run.info.run_id}
+        n = round_run.info.run_name.split("-")[1]
+        assert tasks == {f"sample:r{n}", f"score:r{n}", f"pairs:r{n}", f"train:r{n}", f"evaluate:r{n}"}
+    assert {"prepare-data", "sft", "evaluate:baseline"} <= {r.info.run_name for r in children}
+
+    # per-step training metrics and the per-round accuracy curve
+    train_run = next(r for r in runs.values() if r.info.run_name == "train:r1")
+    losses = client.get_metric_history(train_run.info.run_id, "train/loss")
+    assert len(losses) >= 2 and [m.step for m in losses] == sorted(m.step for m in losses)
+    for key in ("train/rewards/chosen", "train/rewards/rejected", "train/rewards/margin", "train/rewards/accuracy"):
+        assert key in train_run.data.metrics
+    curve = client.get_metric_history(parent.info.run_id, "eval/accuracy")
+    assert sorted(m.step for m in curve) == [0, 1, 2]
+
+    # dataset inputs carry the DVC hash of the tracked file
+    data_run = next(r for r in runs.values() if r.info.run_name == "prepare-data")
+    inputs = {d.dataset.name: d for d in data_run.inputs.dataset_inputs}
+    eval_file = Path(first["workspace"]) / "data" / "eval.jsonl"
+    dvc_md5 = yaml.safe_load(Path(f"{eval_file}.dvc").read_text())["outs"][0]["md5"]
+    assert inputs["eval"].dataset.digest == dvc_md5[:36]
+    assert {t.key: t.value for t in inputs["eval"].tags}["dvc_md5"] == dvc_md5
+    assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the DVC remote"
+
+    # registry: version 1 promoted through staging to production
+    assert first["promotion"]["passed"] is True
+    model = client.get_registered_model("it-policy")
+    assert model.aliases == {"candidate": "1", "staging": "1", "production": "1"}
+    version = client.get_model_version("it-policy", "1")
+    assert version.tags["eval_dataset"] == dvc_md5 and float(version.tags["eval_accuracy"]) >= 0
+    assert client.list_artifacts(parent.info.run_id, "promotion")
+
+    # a second run with an unreachable gate registers a candidate but must not promote it
+    second = _run(overrides + ["promotion.min_delta=1.0"])
+    assert second["promotion"]["passed"] is False
+    model = client.get_registered_model("it-policy")
+    assert model.aliases["production"] == "1" and model.aliases["staging"] == "1"
+    assert model.aliases["candidate"] == "2"
+    assert "production v1" in second["promotion"]["baseline_source"]
+    assert client.get_run(second["parent_run_id"]).data.tags["promotion.passed"] == "False"
+    # the second run reused every computation (same config hash): rounds were re-reported, not redone
+    timings = (Path(first["workspace"]) / "timings.jsonl").read_text().splitlines()
+    assert sum('"sample:r1"' in line for line in timings) == 1
+    resumed = [r for r in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['parent_run_id']}'")
+               if r.data.tags.get("alignflow.kind") == "round"]
+    assert len(resumed) == 2 and all(r.data.tags.get("resumed") == "true" for r in resumed)

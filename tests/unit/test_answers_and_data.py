@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from components.data.answers import extract_answer, is_correct
+from components.data.arithmetic import generate_dataset, generate_split
+from components.data.io import DataValidationError, read_rows, write_rows
+from components.data.schemas import ProblemRow
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Start with 4.\n4 + 3 = 7.\nThe answer is 7.", 7.0),
+    ("so the answer is: 1,250 coins", 1250.0),
+    ("The answer is 3. Wait, the answer is 5.", 5.0),
+    ("\\boxed{42}", 42.0),
+    ("#### -8", -8.0),
+    ("I think 12 apples and then 15", 15.0),
+    ("no digits at all", None),
+    ("The answer is 2.5", 2.5),
+])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_is_correct_requires_exact_value():
+    assert is_correct("The answer is 10.", 10)
+    assert not is_correct("The answer is 11.", 10)
+    assert not is_correct("nothing", 10)
+
+
+def test_generator_is_deterministic_and_solutions_are_right():
+    a = generate_split(50, 3, [1, 2, 3], 20, "eval")
+    b = generate_split(50, 3, [1, 2, 3], 20, "eval")
+    assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
+    other_seed = generate_split(50, 4, [1, 2, 3], 20, "eval")
+    assert [r.question for r in other_seed] != [r.question for r in a]
+    for row in a:
+        # replay the worked solution's equations: each must hold and the last result is the answer
+        value = None
+        for line in row.solution.splitlines()[1:-1]:
+            lhs, rhs = line.rstrip(".").split(" = ")
+            left, op, right = lhs.split(" ")
+            computed = {"+": int(left) + int(right), "-": int(left) - int(right),
+                        "*": int(left) * int(right), "/": int(left) // int(right)}[op]
+            assert op != "/" or int(left) % int(right) == 0
+            assert computed == int(rhs) and computed >= 0
+            value = computed
+        assert value == row.answer
+        assert extract_answer(row.solution) == row.answer
+        assert len(row.solution.splitlines()) == row.difficulty + 2
+
+
+def test_several_templates_and_difficulties():
+    rows = generate_split(200, 0, [1, 2, 3], 20, "train")
+    assert len({r.template for r in rows}) >= 4
+    assert {r.difficulty for r in rows} == {1, 2, 3}
+
+
+def test_eval_questions_never_appear_in_training_splits():
+    splits = generate_dataset(0, 200, 200, 200, [1], 5)  # small space: collisions are likely
+    held_out = {r.question for r in splits["eval"]}
+    assert not held_out & {r.question for r in splits["sft"] + splits["train"]}
+    assert len(splits["sft"]) == 200 and len(splits["train"]) == 200
+
+
+def test_malformed_row_names_file_row_and_field(tmp_path):
+    good = generate_split(3, 0, [1], 20, "eval")
+    path = tmp_path / "problems.jsonl"
+    lines = [json.dumps(r.model_dump()) for r in good]
+    broken = dict(good[1].model_dump(), answer="seven")
+    lines[1] = json.dumps(broken)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match=r"problems.jsonl: row 2: field 'answer'"):
+        read_rows(path, ProblemRow)
+
+
+def test_unknown_field_and_bad_json_are_named(tmp_path):
+    path = tmp_path / "p.jsonl"
+    row = generate_split(1, 0, [1], 20, "eval")[0].model_dump()
+    path.write_text(json.dumps({**row, "anwser": 3}) + "\n")
+    with pytest.raises(DataValidationError, match=r"row 1: field 'anwser': unknown field"):
+        read_rows(path, ProblemRow)
+    path.write_text(json.dumps(row) + "\n{not json\n")
+    with pytest.raises(DataValidationError, match=r"row 2: not valid JSON"):
+        read_rows(path, ProblemRow)
+
+
+def test_bad_input_leaves_nothing_written(tmp_path):
+    """A stage reading a malformed file fails before writing: no output, no temp file."""
+    from components import steps
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"problem_id": "x", "question": "q", "answer": "NaNx", "sample_index": 0, '
+                       '"completion": "1", "n_tokens": 1}\n')
+    out = tmp_path / "out"
+    with pytest.raises(DataValidationError, match="samples.jsonl: row 1: field 'answer'"):
+        steps.score(samples, out)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_write_rows_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    write_rows(path, generate_split(2, 0, [1], 20, "eval"))
+    before = path.read_text()
+
+    class Exploding(ProblemRow):
+        def model_dump(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    row = generate_split(1, 0, [1], 20, "eval")[0]
+    with pytest.raises(RuntimeError):
+        write_rows(path, [Exploding.model_validate(row.model_dump())])
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
