@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -184,11 +185,13 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
         policy = Path(trained["path"])
         if cfg.preference.reference == "previous_round":
             reference = policy
+    # A stable path for the eval stage. Adapters are a few MB, so a copy is cheap (and DVC
+    # handles plain files better than links); a full-weight checkpoint is copied too.
     final = out / "final"
-    if final.is_symlink() or final.exists():
-        final.unlink()
-    final.symlink_to(policy.resolve())
-    return {"final_policy": str(policy)}
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(policy, final)
+    return {"final_policy": str(final), "source": str(policy)}
 
 
 def main() -> None:

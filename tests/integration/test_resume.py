@@ -16,9 +16,20 @@ from tests.conftest import tiny_overrides
 pytestmark = pytest.mark.integration
 
 
-def _alignflow(args, cwd, env):
-    return subprocess.run([sys.executable, "-m", "components.cli", "run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+def _alignflow(args, cwd, env, log: Path) -> tuple[int, str]:
+    """Run in its own session and log to a file: a SIGKILLed run leaves its ephemeral Prefect
+    server orphaned, holding any pipe open; we reap the whole group afterwards."""
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "components.cli", "run", *args], cwd=cwd, env=env,
+                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = process.wait(timeout=900)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return code, log.read_text()[-4000:]
 
 
 def test_killed_pipeline_resumes_without_recomputing_round_one(dvc_project, mlflow_server):
@@ -28,8 +39,8 @@ def test_killed_pipeline_resumes_without_recomputing_round_one(dvc_project, mlfl
             for a in ("-s", o)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
            "ALIGNFLOW_KILL_AFTER_ROUND": "1"}
-    killed = _alignflow(args, dvc_project, env)
-    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "killed.log")
+    assert code == -signal.SIGKILL, output
 
     workspace = next((dvc_project / "workspace").iterdir())
     assert (workspace / "round-1" / "round.json").exists()
@@ -39,8 +50,8 @@ def test_killed_pipeline_resumes_without_recomputing_round_one(dvc_project, mlfl
     assert not list(workspace.rglob(".*.tmp-*")), "a half-written file is visible"
 
     env.pop("ALIGNFLOW_KILL_AFTER_ROUND")
-    resumed = _alignflow(args, dvc_project, env)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "resumed.log")
+    assert code == 0, output
 
     steps = [json.loads(line)["step"] for line in (workspace / "timings.jsonl").read_text().splitlines()]
     for step in ("sft", "evaluate:baseline", "sample:r1", "score:r1", "pairs:r1", "train:r1", "evaluate:r1"):

