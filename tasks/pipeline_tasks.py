@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from components import steps
 from components.config import PipelineConfig

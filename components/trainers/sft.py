@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from components.config import SFTConfig
 from components.logprobs import encode_pairs, response_token_logprobs
 from components.models import LoadedModel
