@@ -92,8 +92,15 @@ def _print_summary(result: dict) -> None:
 
 
 @app.command()
-def up(config: ConfigOpt = None, set_: SetOpt = None, prefect: bool = typer.Option(True, help="also start a Prefect server")) -> None:
-    """Start the local stack: mlflow server (sqlite + local artifacts) and prefect server, on loopback."""
+def up(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    prefect: bool = typer.Option(True, help="also start a Prefect server"),
+    artifacts: Annotated[Optional[str], typer.Option(
+        help="MLflow artifact store, e.g. s3://bucket/mlflow (credentials from the AWS_* environment)")] = None,
+    s3_endpoint: Annotated[Optional[str], typer.Option(help="S3 endpoint URL for a non-AWS store (MinIO, SeaweedFS…)")] = None,
+) -> None:
+    """Start the local stack: mlflow server (sqlite; local or S3 artifacts) and prefect server, on loopback."""
     from components.services import load_stack, save_stack, start_mlflow, start_prefect
 
     cfg = _load(config, set_)
@@ -103,7 +110,9 @@ def up(config: ConfigOpt = None, set_: SetOpt = None, prefect: bool = typer.Opti
         console.print(f"already up: {json.dumps(running, indent=1)}")
         return
     services = []
-    mlflow_service, _ = start_mlflow(state, port=5000 if _port_free(5000) else None)
+    extra_env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint} if s3_endpoint else None
+    mlflow_service, _ = start_mlflow(state, port=5000 if _port_free(5000) else None,
+                                     artifacts_destination=artifacts, extra_env=extra_env)
     services.append(mlflow_service)
     if prefect:
         prefect_service, _ = start_prefect(state, port=4200 if _port_free(4200) else None)
@@ -118,6 +127,19 @@ def _port_free(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@app.command()
+def report(config: ConfigOpt = None, set_: SetOpt = None,
+           run_id: Annotated[Optional[str], typer.Option(help="pipeline run id; default: the latest")] = None) -> None:
+    """Print the per-round accuracy curve and wall-time split of a pipeline run (markdown)."""
+    from components.report import round_table
+    from components.tracking import Tracker, resolve_tracking_uri
+
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    print(round_table(tracker, run_id))
 
 
 @app.command()

@@ -67,3 +67,25 @@ def test_push_to_a_dead_endpoint_fails_clearly(dvc_project):
     with pytest.raises(versioning.VersioningError, match="dvc push"):
         versioning.push([data], dvc_project)
     assert data.read_text() == "x"  # nothing lost locally
+
+
+def test_mlflow_server_stores_artifacts_on_s3(s3_endpoint, tmp_path):
+    """`alignflow up --artifacts s3://… --s3-endpoint …`: the server proxies artifacts into the bucket."""
+    from mlflow import MlflowClient
+
+    from components.services import start_mlflow
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="mlflow-artifacts")
+    service, process = start_mlflow(tmp_path / "state", artifacts_destination="s3://mlflow-artifacts/store",
+                                    extra_env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
+    try:
+        client = MlflowClient(service.url)
+        run_id = client.create_run(client.create_experiment("s3-artifacts")).info.run_id
+        report = tmp_path / "gate_report.md"
+        report.write_text("# gate\n")
+        client.log_artifact(run_id, str(report), "promotion")
+        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint)
+                .list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+        assert any(k.endswith("promotion/gate_report.md") for k in keys), keys
+    finally:
+        stop_process(process.pid)
