@@ -141,7 +141,8 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
 
 
-def load_from_directory(path: Path) -> LoadedModel:
+def validate_model_directory(path: Path) -> Path:
+    """Check a local model dir without loading its weights; errors name the path and the problem."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise ModelSourceError(f"model path '{path}': not a directory (expected a Hugging Face model dir)")
@@ -151,6 +152,11 @@ def load_from_directory(path: Path) -> LoadedModel:
         AutoConfig.from_pretrained(str(path))
     except Exception as exc:  # transformers raises several types for a bad config
         raise ModelSourceError(f"model path '{path}': config.json unreadable: {exc}") from exc
+    return path
+
+
+def load_from_directory(path: Path) -> LoadedModel:
+    path = validate_model_directory(path)
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     meta = read_metadata(path)
@@ -182,7 +188,7 @@ def materialize_base(config: ModelConfig, seed: int, state_dir: Path) -> Path:
     if config.source == "smollm2":
         return smollm2_directory(config.cache_dir)
     if config.source != "tiny":
-        return load_from_directory(Path(config.source)).path or Path(config.source)
+        return validate_model_directory(Path(config.source))
     loaded = load_policy(config, seed)
     target = Path(state_dir) / "models" / loaded.model_id
     if not (target / METADATA_FILE).exists():

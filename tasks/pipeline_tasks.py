@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from components import steps
 from components.config import PipelineConfig
@@ -43,7 +43,9 @@ def prepare_data_task(config: dict[str, Any], out_dir: str, ctx: TrackingContext
     return result
 
 
-@task(name="prepare-base-model", **COMPUTE)
+# Not cached: it resolves a directory outside the workspace (the model cache), which may have
+# been cleared since; re-resolving costs one hash of the GGUF (~0.3 s) when the cache exists.
+@task(name="prepare-base-model", cache_policy=NO_CACHE, retries=1)
 def prepare_base_task(config: dict[str, Any], ctx: TrackingContext) -> dict[str, Any]:
     result = steps.prepare_base(_cfg(config))
     record_timing(ctx, "prepare-base-model", result["seconds"])
