@@ -104,6 +104,9 @@ class PreferenceConfig(_Section):
     # ε for cDPO / rDPO: the assumed label-flip rate. rDPO is undefined at ε >= 0.5.
     label_smoothing: float = Field(0.0, ge=0)
     length_normalize: bool = False  # IPO only: mean instead of sum of token log-probs
+    # f-DPO (ALGORITHMS.md §1.5): the margin's divergence; reverse_kl is plain DPO.
+    divergence: Literal["reverse_kl", "forward_kl", "js", "alpha"] = "reverse_kl"
+    alpha: float = Field(0.5, gt=0, lt=1, description="α of the α-divergence")
     lr: float = Field(5e-6, gt=0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)

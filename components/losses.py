@@ -19,6 +19,40 @@ def dpo_margin(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
 
 
+DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
+EXP_CAP = 50.0  # sequence log-ratios can be large: cap exponents before exp (ALGORITHMS.md §1.5)
+
+
+def f_divergence_margin(rho_chosen: torch.Tensor, rho_rejected: torch.Tensor, divergence: str = "reverse_kl",
+                        alpha: float = 0.5) -> torch.Tensor:
+    """f-DPO margin from log-ratios ℓ = ρ(y). reverse_kl gives the DPO margin ℓ_w − ℓ_l."""
+    if divergence == "reverse_kl":
+        return rho_chosen - rho_rejected
+    if divergence == "forward_kl":
+        return torch.exp((-rho_rejected).clamp(max=EXP_CAP)) - torch.exp((-rho_chosen).clamp(max=EXP_CAP))
+    if divergence == "js":
+        return (rho_chosen - rho_rejected) - (F.softplus(rho_chosen) - F.softplus(rho_rejected))
+    if divergence == "alpha":
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"α-divergence needs α in (0, 1), got {alpha}")
+        return (torch.exp((-alpha * rho_rejected).clamp(max=EXP_CAP))
+                - torch.exp((-alpha * rho_chosen).clamp(max=EXP_CAP))) / alpha
+    raise ValueError(f"unknown divergence '{divergence}'; expected one of {DIVERGENCES}")
+
+
+def loss_from_margin(h: torch.Tensor, loss_type: str, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Apply a DPO-family loss to any margin (DPO's h, an f-divergence margin, a joint margin)."""
+    if loss_type == "sigmoid":
+        return sigmoid_loss(h, beta)
+    if loss_type == "ipo":
+        return ipo_loss(h, beta)
+    if loss_type == "cdpo":
+        return cdpo_loss(h, beta, label_smoothing)
+    if loss_type == "rdpo":
+        return rdpo_loss(h, beta, label_smoothing)
+    raise ValueError(f"unknown loss_type '{loss_type}'; expected one of {LOSS_TYPES}")
+
+
 def sigmoid_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
     return -F.logsigmoid(beta * h)
 
@@ -47,18 +81,42 @@ def _check_epsilon(epsilon: float) -> None:
 
 def preference_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
                     ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                    loss_type: str, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Per-example loss for ``loss_type`` in {sigmoid, ipo, cdpo, rdpo}."""
-    h = dpo_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
-    if loss_type == "sigmoid":
-        return sigmoid_loss(h, beta)
-    if loss_type == "ipo":
-        return ipo_loss(h, beta)
-    if loss_type == "cdpo":
-        return cdpo_loss(h, beta, label_smoothing)
-    if loss_type == "rdpo":
-        return rdpo_loss(h, beta, label_smoothing)
-    raise ValueError(f"unknown loss_type '{loss_type}'; expected one of {LOSS_TYPES}")
+                    loss_type: str, beta: float, label_smoothing: float = 0.0,
+                    divergence: str = "reverse_kl", alpha: float = 0.5) -> torch.Tensor:
+    """Per-example loss for ``loss_type`` in {sigmoid, ipo, cdpo, rdpo}, on the f-divergence margin
+    (reverse KL = plain DPO). DOVE's joint loss is this with prompt tokens included in the log-probs."""
+    h = f_divergence_margin(policy_chosen - ref_chosen, policy_rejected - ref_rejected, divergence, alpha)
+    return loss_from_margin(h, loss_type, beta, label_smoothing)
+
+
+def rationale_loss(h: torch.Tensor, rationale_logp: torch.Tensor, beta: float, gamma: float,
+                   form: str = "linear") -> torch.Tensor:
+    """Rationale-enriched DPO (ALGORITHMS.md §4): −log σ(βh) − γ·log π(r|x_rat) ("linear", paper)
+    or −log σ(βh) − log σ(γ·log π(r|x_rat)) ("logsigmoid", released code)."""
+    if form == "linear":
+        return sigmoid_loss(h, beta) - gamma * rationale_logp
+    if form == "logsigmoid":
+        return sigmoid_loss(h, beta) - F.logsigmoid(gamma * rationale_logp)
+    raise ValueError(f"unknown rationale form '{form}'; expected 'linear' or 'logsigmoid'")
+
+
+def conservative_epsilon(visits_chosen: torch.Tensor, visits_rejected: torch.Tensor) -> torch.Tensor:
+    """Step-level DPO's per-pair ε from MCTS visit counts: min(N_l / (N_w + N_l), 0.5)."""
+    total = (visits_chosen + visits_rejected).clamp(min=1)
+    return torch.clamp(visits_rejected / total, max=0.5)
+
+
+# ---- reward-model losses (ALGORITHMS.md §7): functions of scalar rewards r_c, r_r -------------
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float = 0.0,
+                       scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """BT: −log σ(r_c − r_r); margin BT: −log σ(r_c − r_r − m); scaled BT: −m·log σ(r_c − r_r)."""
+    return -scale * F.logsigmoid(r_chosen - r_rejected - margin)
+
+
+def eurus_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """L_BT + L_DR with L_DR = −log σ(r_c) − log σ(−r_r): also fixes the rewards' absolute sign."""
+    return bradley_terry_loss(r_chosen, r_rejected) - F.logsigmoid(r_chosen) - F.logsigmoid(-r_rejected)
 
 
 @torch.no_grad()

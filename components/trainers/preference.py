@@ -73,7 +73,8 @@ def train_preference(policy: LoadedModel, examples: list[PreferenceExample], ref
         policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
         ref = ref_logps[index].to(logps.dtype)
         losses = preference_loss(policy_chosen, policy_rejected, ref[:, 0], ref[:, 1],
-                                 config.loss_type, config.beta, config.label_smoothing)
+                                 config.loss_type, config.beta, config.label_smoothing,
+                                 divergence=config.divergence, alpha=config.alpha)
         loss = losses.mean()
         loss.backward()
         grad_norm = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)

@@ -109,3 +109,13 @@ def test_config_used_by_tests_is_valid(tmp_path):
 
     cfg = load_config(None, tiny_overrides(tmp_path))
     assert cfg.model.source == "tiny"
+
+
+def test_f_dpo_divergence_switch_trains(tiny_loaded):
+    import copy
+
+    examples = [PreferenceExample(f"Q{i}", "The answer is 1.<|im_end|>", "The answer is 9.<|im_end|>") for i in range(4)]
+    cfg = PreferenceConfig(divergence="js", beta=0.5, lr=3e-3, epochs=6, batch_size=4, warmup_steps=0)
+    ref = reference_logprobs(copy.deepcopy(tiny_loaded), examples, cfg)
+    history = train_preference(tiny_loaded, examples, ref, cfg, seed=0).history
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
