@@ -61,6 +61,9 @@ class DataConfig(_Section):
     n_eval: int = Field(200, ge=1)
     difficulties: list[int] = [1, 2]
     max_operand: int = Field(20, ge=2)
+    # The prompts' system turn: null keeps the model's template default (SmolLM2: a 20-token
+    # identity line, a quarter of every prompt); a string replaces it.
+    system_prompt: str | None = None
 
     @field_validator("difficulties")
     @classmethod
@@ -115,6 +118,16 @@ class PreferenceConfig(_Section):
     max_length: int = Field(256, ge=16)
     # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
     reference: Literal["sft", "previous_round"] = "sft"
+    # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
+    # −γ·log π(r|x_rat) ("linear"), the released code −log σ(γ·log π(r|x_rat)) ("logsigmoid").
+    rationale_gamma: float = Field(0.1, ge=0)
+    rationale_form: Literal["linear", "logsigmoid"] = "linear"
+    # List rows (TPO, §5): the exact published weighting is unverified, so both are switches.
+    tpo_lambda_weighting: bool = True
+    tpo_adaptive_step_reward: bool = True
+    gradient_checkpointing: bool = False
+    # bf16 autocast (GPU): matmuls in bf16, weights and optimizer state stay in the model's dtype
+    autocast_bf16: bool = False
 
     @model_validator(mode="after")
     def _epsilon_valid(self) -> "PreferenceConfig":
@@ -122,6 +135,44 @@ class PreferenceConfig(_Section):
             raise ValueError(
                 f"label_smoothing (ε) must be in [0, 0.5) for {self.loss_type}, got {self.label_smoothing}"
             )
+        return self
+
+
+RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]
+_HEAD_FOR_LOSS = {"bt": "scalar", "margin_bt": "scalar", "scaled_bt": "scalar", "eurus": "scalar",
+                  "regression": "multi_attribute", "gpm": "gpm"}
+
+
+class RewardConfig(_Section):
+    """Reward-model training (ALGORITHMS.md §7). The head follows from the loss."""
+
+    loss: RewardLoss = "bt"
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_length: int = Field(256, ge=16)
+    n_attributes: int = Field(5, ge=1)
+    # which attribute a multi-attribute model ranks pairs by (0 = helpfulness)
+    rank_attribute: int = Field(0, ge=0)
+    gpm_k: int = Field(2, ge=1, description="GPM embeds to R^(2k)")
+    gpm_tau: float = Field(0.1, gt=0)
+    # Preference strength from an ensemble of M reward models (Secrets of RLHF II).
+    ensemble_size: int = Field(3, ge=2)
+    strength_mode: Literal["none", "flip", "smooth", "adaptive_margin"] = "none"
+    # smooth: pairs with mean strength below this get label_smoothing = smooth_epsilon
+    strength_threshold: float = 0.0
+    smooth_epsilon: float = Field(0.1, ge=0, lt=0.5)
+
+    @property
+    def head(self) -> str:
+        return _HEAD_FOR_LOSS[self.loss]
+
+    @model_validator(mode="after")
+    def _attribute_in_range(self) -> "RewardConfig":
+        if self.rank_attribute >= self.n_attributes:
+            raise ValueError(f"rank_attribute {self.rank_attribute} is not below n_attributes {self.n_attributes}")
         return self
 
 
@@ -164,6 +215,7 @@ class PipelineConfig(_Section):
     sampling: SamplingConfig = SamplingConfig()
     pairs: PairsConfig = PairsConfig()
     preference: PreferenceConfig = PreferenceConfig()
+    reward: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
     rounds: RoundsConfig = RoundsConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -1,13 +1,14 @@
 """Token batches and response log-probs, shared by every trainer and by evaluation.
 
-Sequences are left-padded so every response ends at the right edge: the logits we need are
-then the last ``max_response_len + 1`` positions, and the LM head (a 49k-wide matmul) runs
-only there instead of over the prompt. Position ids are derived from the attention mask so
-left padding does not shift positions.
+Sequences are left-padded so every response ends at the right edge: the positions that
+predict response tokens are then the last ``max_response_len + 1`` columns, and the LM head
+(a 49k-wide matmul) runs only on those that predict a scored token. Position ids are derived
+from the attention mask so left padding does not shift positions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,19 +22,35 @@ class TokenBatch:
     response_mask: torch.Tensor  # [B, R]: 1 where the last R positions are response tokens
     response_lengths: torch.Tensor  # [B]
 
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                          self.response_mask.to(device), self.response_lengths.to(device))
+
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
-                 max_length: int) -> TokenBatch:
-    """Tokenize prompt+response pairs; the prompt is truncated from the left if too long."""
-    pad_id = tokenizer.pad_token_id
+                 max_length: int, score_prompt: Sequence[bool] | bool = False) -> TokenBatch:
+    """Tokenize prompt+response pairs; the prompt is truncated from the left if too long.
+
+    ``score_prompt`` (per row or for all) also scores the prompt's tokens after its first —
+    DOVE's joint log-probs log π(x, y) need them; everything else scores the response only.
+    """
+    flags = [score_prompt] * len(prompts) if isinstance(score_prompt, bool) else list(score_prompt)
+    if len(flags) != len(prompts):
+        raise ValueError(f"{len(flags)} score_prompt flags for {len(prompts)} rows")
     rows: list[tuple[list[int], int]] = []
-    for prompt, response in zip(prompts, responses, strict=True):
+    for prompt, response, joint in zip(prompts, responses, flags, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         response_ids = response_ids[: max(1, max_length // 2)] if len(response_ids) >= max_length else response_ids
         budget = max_length - len(response_ids)
         prompt_ids = prompt_ids[-budget:] if budget > 0 else []
-        rows.append((prompt_ids + response_ids, len(response_ids)))
+        n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
+        rows.append((prompt_ids + response_ids, n_scored))
+    return _left_pad(rows, tokenizer.pad_token_id)
+
+
+def _left_pad(rows: list[tuple[list[int], int]], pad_id: int) -> TokenBatch:
+    """Rows of (token ids, number of scored tokens at the end) → a left-padded TokenBatch."""
     width = max(len(ids) for ids, _ in rows)
     resp_width = max(n for _, n in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -47,25 +64,79 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
     return TokenBatch(input_ids, attention, response_mask, lengths)
 
 
+def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[list[str]],
+                   max_length: int, separator: str = "\n") -> tuple[TokenBatch, torch.Tensor]:
+    """Responses given as reasoning steps (TPO rows): the batch plus [B, R] step ids per scored
+    token (−1 where not scored). Steps are tokenized one by one, each but the last followed by
+    ``separator``, so every token belongs to exactly one step."""
+    rows: list[tuple[list[int], int]] = []
+    step_rows: list[list[int]] = []
+    for prompt, steps in zip(prompts, responses, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not steps:
+            raise ValueError("a listed response has no steps")
+        ids: list[int] = []
+        owner: list[int] = []
+        for k, step in enumerate(steps):
+            text = step + (separator if k < len(steps) - 1 else "")
+            step_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += step_ids
+            owner += [k] * len(step_ids)
+        keep = max(1, max_length // 2) if len(ids) >= max_length else len(ids)  # as encode_pairs
+        ids, owner = ids[:keep], owner[:keep]
+        budget = max_length - len(ids)
+        context = prompt_ids[-budget:] if budget > 0 else []
+        rows.append((context + ids, len(ids)))
+        step_rows.append(owner)
+    batch = _left_pad(rows, tokenizer.pad_token_id)
+    step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
+    for i, owner in enumerate(step_rows):
+        if owner:
+            step_ids[i, step_ids.shape[1] - len(owner):] = torch.tensor(owner, dtype=torch.long)
+    return batch, step_ids
+
+
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch) -> torch.Tensor:
-    """[B, R] log-probs of each response token (zeros where masked)."""
+def _plain_lm_head(model: PreTrainedModel) -> bool:
+    """True when logits are exactly lm_head(hidden): no soft-capping or scaling to replicate."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return all(getattr(config, name, None) in (None, 1.0) for name in
+               ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+
+
+def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hidden: bool = False
+                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """[B, R] log-probs of each response token (zeros where masked); with ``return_hidden`` also
+    the last layer's hidden states at those R tokens, [B, R, H].
+
+    The LM head (a 49k-wide matmul for SmolLM2) runs only on the positions that predict a scored
+    token — not on the prompt, not on padding — and the vocabulary-sized tensor is reduced with
+    one logsumexp instead of a full log-softmax, so it is materialised once, not three times.
+    """
     resp_width = batch.response_mask.shape[1]
-    # logits at position t predict token t+1: keep R+1 positions, drop the last.
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=position_ids_for(batch.attention_mask),
-        logits_to_keep=resp_width + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :].float()
+    position_ids = position_ids_for(batch.attention_mask)
     targets = batch.input_ids[:, -resp_width:]
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return token_logps * batch.response_mask
+    if not _plain_lm_head(model):  # generic path: the model's own logits for the last R+1 positions
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+                    logits_to_keep=resp_width + 1, use_cache=False, output_hidden_states=return_hidden)
+        logits = out.logits[:, :-1, :].float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        token_logps = token_logps * batch.response_mask
+        return (token_logps, out.hidden_states[-1][:, -resp_width:, :]) if return_hidden else token_logps
+    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 position_ids=position_ids, use_cache=False).last_hidden_state
+    # hidden at position t predicts token t+1: the R positions before the last R+1 … −1
+    predicting = hidden[:, -resp_width - 1:-1, :]
+    scored = batch.response_mask > 0
+    logits = model.get_output_embeddings()(predicting[scored])  # [N_scored, V]
+    picked = logits.gather(-1, targets[scored].unsqueeze(-1)).squeeze(-1).float()
+    values = picked - torch.logsumexp(logits.float(), dim=-1)
+    token_logps = torch.zeros(batch.response_mask.shape, dtype=values.dtype, device=values.device)
+    token_logps = token_logps.masked_scatter(scored, values)
+    return (token_logps, hidden[:, -resp_width:, :]) if return_hidden else token_logps
 
 
 def sequence_logprobs(model: PreTrainedModel, batch: TokenBatch, average: bool = False) -> torch.Tensor:

@@ -40,7 +40,8 @@ def f_divergence_margin(rho_chosen: torch.Tensor, rho_rejected: torch.Tensor, di
     raise ValueError(f"unknown divergence '{divergence}'; expected one of {DIVERGENCES}")
 
 
-def loss_from_margin(h: torch.Tensor, loss_type: str, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+def loss_from_margin(h: torch.Tensor, loss_type: str, beta: float,
+                     label_smoothing: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Apply a DPO-family loss to any margin (DPO's h, an f-divergence margin, a joint margin)."""
     if loss_type == "sigmoid":
         return sigmoid_loss(h, beta)
@@ -62,26 +63,28 @@ def ipo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
     return (h - 1.0 / (2.0 * beta)) ** 2
 
 
-def cdpo_loss(h: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
+def cdpo_loss(h: torch.Tensor, beta: float, epsilon: float | torch.Tensor) -> torch.Tensor:
     """Label smoothing: (1−ε)·(−log σ(βh)) + ε·(−log σ(−βh))."""
     _check_epsilon(epsilon)
     return (1 - epsilon) * -F.logsigmoid(beta * h) + epsilon * -F.logsigmoid(-beta * h)
 
 
-def rdpo_loss(h: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
+def rdpo_loss(h: torch.Tensor, beta: float, epsilon: float | torch.Tensor) -> torch.Tensor:
     """Unbiased under a symmetric flip rate ε; note the minus, and that it is unbounded below."""
     _check_epsilon(epsilon)
     return ((1 - epsilon) * -F.logsigmoid(beta * h) - epsilon * -F.logsigmoid(-beta * h)) / (1 - 2 * epsilon)
 
 
-def _check_epsilon(epsilon: float) -> None:
-    if not 0.0 <= epsilon < 0.5:
-        raise ValueError(f"label-flip rate ε must be in [0, 0.5), got {epsilon}")
+def _check_epsilon(epsilon: float | torch.Tensor) -> None:
+    """ε may be one rate or a per-pair tensor (ensemble smoothing, step-level visit ε)."""
+    eps = torch.as_tensor(epsilon, dtype=torch.float64)
+    if bool(((eps < 0) | (eps >= 0.5)).any()):
+        raise ValueError(f"label-flip rate ε must be in [0, 0.5), got {eps.min().item()}..{eps.max().item()}")
 
 
 def preference_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
                     ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                    loss_type: str, beta: float, label_smoothing: float = 0.0,
+                    loss_type: str, beta: float, label_smoothing: float | torch.Tensor = 0.0,
                     divergence: str = "reverse_kl", alpha: float = 0.5) -> torch.Tensor:
     """Per-example loss for ``loss_type`` in {sigmoid, ipo, cdpo, rdpo}, on the f-divergence margin
     (reverse KL = plain DPO). DOVE's joint loss is this with prompt tokens included in the log-probs."""
@@ -89,15 +92,20 @@ def preference_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return loss_from_margin(h, loss_type, beta, label_smoothing)
 
 
+def rationale_term(rationale_logp: torch.Tensor, gamma: float, form: str = "linear") -> torch.Tensor:
+    """The rationale part of ALGORITHMS.md §4: −γ·log π(r|x_rat) ("linear", paper) or
+    −log σ(γ·log π(r|x_rat)) ("logsigmoid", released code)."""
+    if form == "linear":
+        return -gamma * rationale_logp
+    if form == "logsigmoid":
+        return -F.logsigmoid(gamma * rationale_logp)
+    raise ValueError(f"unknown rationale form '{form}'; expected 'linear' or 'logsigmoid'")
+
+
 def rationale_loss(h: torch.Tensor, rationale_logp: torch.Tensor, beta: float, gamma: float,
                    form: str = "linear") -> torch.Tensor:
-    """Rationale-enriched DPO (ALGORITHMS.md §4): −log σ(βh) − γ·log π(r|x_rat) ("linear", paper)
-    or −log σ(βh) − log σ(γ·log π(r|x_rat)) ("logsigmoid", released code)."""
-    if form == "linear":
-        return sigmoid_loss(h, beta) - gamma * rationale_logp
-    if form == "logsigmoid":
-        return sigmoid_loss(h, beta) - F.logsigmoid(gamma * rationale_logp)
-    raise ValueError(f"unknown rationale form '{form}'; expected 'linear' or 'logsigmoid'")
+    """Rationale-enriched DPO: −log σ(βh) plus the rationale term."""
+    return sigmoid_loss(h, beta) + rationale_term(rationale_logp, gamma, form)
 
 
 def conservative_epsilon(visits_chosen: torch.Tensor, visits_rejected: torch.Tensor) -> torch.Tensor:

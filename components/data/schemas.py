@@ -50,6 +50,13 @@ class PairRow(_Row):
     score_chosen: float
     score_rejected: float
     lineage: dict[str, Any] = Field(default_factory=dict)
+    # Written back by an ensemble of reward models (components.preference_strength): the mean and
+    # spread of r_m(chosen) − r_m(rejected), and what curation did with them.
+    strength_mean: float | None = None
+    strength_std: float | None = None
+    flipped: bool = False
+    label_smoothing: float | None = Field(None, ge=0, lt=0.5)
+    margin: float | None = None
 
 
 class PredictionRow(_Row):

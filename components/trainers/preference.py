@@ -1,4 +1,12 @@
-"""The preference trainer: one loop, the DPO-family loss chosen by config.
+"""The preference trainer: one loop for pairwise, joint (DOVE), rationale and list (TPO) rows.
+
+- Pairwise rows: the DPO-family loss of ``config.loss_type`` on the (f-divergence) margin; a
+  row's own ``label_smoothing`` (ensemble smoothing, step-level visit ε) overrides the config's
+  and turns plain sigmoid into cDPO for that row (cDPO with ε = 0 is DPO).
+- Joint rows (``prompt_rejected`` set): log-probs cover prompt *and* response (§6); with equal
+  prompts this is DPO, since the prompt terms cancel in the margin.
+- Rationale rows (``rationale`` set): plus the rationale term on log π_θ(r | x_rat) (§4).
+- List rows (``ListExample``): TPO's λ-weighted pairwise ranking of step-averaged log-ratios (§5).
 
 Reference log-probs are computed once, before training, by ``reference_logprobs`` and passed
 in; the policy scores chosen and rejected in one concatenated forward per batch.
@@ -6,15 +14,18 @@ in; the policy scores chosen and rejected in one concatenated forward per batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 
 from components.config import PreferenceConfig
-from components.logprobs import encode_pairs, sequence_logprobs
-from components.losses import preference_loss, preference_metrics
+from components.logprobs import TokenBatch, encode_pairs, encode_stepped, response_token_logprobs, sequence_logprobs
+from components.losses import loss_from_margin, f_divergence_margin, preference_metrics, rationale_term
 from components.models import LoadedModel
+from components.prompts import rationale_prompt
+from components.ranking import asr_weights, response_reward, step_means, tpo_loss
 from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
 
 
@@ -23,6 +34,30 @@ class PreferenceExample:
     prompt: str
     chosen: str
     rejected: str
+    prompt_rejected: str | None = None  # DOVE: the rejected response's own instruction
+    rationale: str | None = None  # why chosen is better: the §4 target
+    rationale_prompt: str | None = None  # x_rat; built from (prompt, chosen, rejected) when None
+    label_smoothing: float | None = None  # per-pair ε, overriding the config's
+
+    @property
+    def joint(self) -> bool:
+        return self.prompt_rejected is not None
+
+
+@dataclass
+class ListExample:
+    prompt: str
+    responses: list[list[str]]  # each response as its reasoning steps
+    scores: list[float] = field(default_factory=list)  # higher is better
+
+    def __post_init__(self) -> None:
+        if len(self.responses) < 2 or len(self.responses) != len(self.scores):
+            raise ValueError(f"a list row needs >= 2 responses with one score each, got "
+                             f"{len(self.responses)} responses and {len(self.scores)} scores")
+
+
+Example = PreferenceExample | ListExample
+ReferenceLogps = torch.Tensor | list[torch.Tensor]
 
 
 @dataclass
@@ -35,54 +70,177 @@ def _uses_mean_logps(config: PreferenceConfig) -> bool:
     return config.loss_type == "ipo" and config.length_normalize
 
 
+def _kind(examples: Sequence[Example]) -> str:
+    if all(isinstance(e, PreferenceExample) for e in examples):
+        return "pairs"
+    if all(isinstance(e, ListExample) for e in examples):
+        return "lists"
+    raise ValueError("a preference dataset is either all pair rows or all list rows")
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(config: PreferenceConfig, device: torch.device):
+    if config.autocast_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> TokenBatch:
+    """Chosen rows then rejected rows, so one forward scores both halves of every pair."""
+    return encode_pairs(tokenizer, [e.prompt for e in chunk] + [e.prompt_rejected or e.prompt for e in chunk],
+                        [e.chosen for e in chunk] + [e.rejected for e in chunk], max_length,
+                        score_prompt=[e.joint for e in chunk] * 2)
+
+
+def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool):
+    prompts = [e.prompt for e in chunk for _ in e.responses]
+    responses = [r for e in chunk for r in e.responses]
+    batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length)
+    device = _device(model)
+    out = response_token_logprobs(model, batch.to(device), return_hidden=hidden)
+    return out, batch.response_mask.to(device), step_ids.to(device)
+
+
 @torch.no_grad()
-def reference_logprobs(reference: LoadedModel, examples: list[PreferenceExample], config: PreferenceConfig,
-                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """[N, 2] (chosen, rejected) log-probs under the frozen reference, computed once per round."""
+def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], config: PreferenceConfig,
+                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> ReferenceLogps:
+    """Pairs: [N, 2] (chosen, rejected) sequence log-probs. Lists: per row an [n, R] tensor of
+    token log-probs (TPO needs them per step). Computed once per round, then cached."""
     reference.model.eval()
+    device = _device(reference.model)
+    lists = _kind(examples) == "lists"
     average = _uses_mean_logps(config)
     out: list[torch.Tensor] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = encode_pairs(reference.tokenizer, [e.prompt for e in chunk] * 2,
-                             [e.chosen for e in chunk] + [e.rejected for e in chunk], config.max_length)
-        logps = sequence_logprobs(reference.model, batch, average=average)
-        out.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1))
+        with _autocast(config, device):
+            if lists:
+                token_logps, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config, hidden=False)
+                offset = 0
+                for e in chunk:
+                    out.append(token_logps[offset:offset + len(e.responses)].double().cpu())
+                    offset += len(e.responses)
+            else:
+                batch = encode_pair_batch(reference.tokenizer, chunk, config.max_length).to(device)
+                logps = sequence_logprobs(reference.model, batch, average=average).double().cpu()
+                out.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1))
         if on_batch:
             on_batch(len(chunk))
-    return torch.cat(out).double()
+    if lists:
+        return out
+    return torch.cat(out)
 
 
-def train_preference(policy: LoadedModel, examples: list[PreferenceExample], ref_logps: torch.Tensor,
+def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> torch.Tensor:
+    """Sum log π_θ(r | x_rat) for the rows that carry a rationale (others: 0, masked by caller)."""
+    rows = [e for e in chunk if e.rationale]
+    prompts = [e.rationale_prompt or rationale_prompt(tokenizer, e.prompt, e.chosen, e.rejected) for e in rows]
+    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], max_length).to(_device(model))
+    values = sequence_logprobs(model, batch)
+    full = torch.zeros(len(chunk), dtype=values.dtype, device=values.device)
+    full[torch.tensor([i for i, e in enumerate(chunk) if e.rationale], device=values.device)] = values
+    return full
+
+
+def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], ref: torch.Tensor, config: PreferenceConfig
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    device = _device(model)
+    batch = encode_pair_batch(tokenizer, chunk, config.max_length).to(device)
+    logps = sequence_logprobs(model, batch, average=_uses_mean_logps(config)).float()
+    policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
+    ref = ref.to(device=device, dtype=logps.dtype)
+    h = f_divergence_margin(policy_chosen - ref[:, 0], policy_rejected - ref[:, 1], config.divergence, config.alpha)
+    per_pair = [e.label_smoothing for e in chunk]
+    if any(eps is not None for eps in per_pair):
+        eps = torch.tensor([config.label_smoothing if v is None else v for v in per_pair], device=device)
+        loss_type = "cdpo" if config.loss_type == "sigmoid" else config.loss_type
+        losses = loss_from_margin(h, loss_type, config.beta, eps)
+    else:
+        losses = loss_from_margin(h, config.loss_type, config.beta, config.label_smoothing)
+    metrics: dict[str, float] = {}
+    if any(e.rationale for e in chunk):
+        rationale_logp = _rationale_logps(model, tokenizer, chunk, config.max_length).float()
+        has = torch.tensor([bool(e.rationale) for e in chunk], device=device)
+        losses = losses + torch.where(has, rationale_term(rationale_logp, config.rationale_gamma, config.rationale_form),
+                                      torch.zeros_like(losses))
+        metrics["train/rationale_logp"] = rationale_logp[has].mean().item()
+    metrics.update({f"train/{k}": v for k, v in preference_metrics(
+        policy_chosen.detach(), policy_rejected.detach(), ref[:, 0], ref[:, 1], config.beta).items()})
+    return losses.mean(), metrics
+
+
+def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[torch.Tensor], config: PreferenceConfig
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    asr = config.tpo_adaptive_step_reward
+    out, mask, step_ids = _list_token_logps(model, tokenizer, chunk, config, hidden=asr)
+    token_logps, hidden = out if asr else (out, None)
+    width = token_logps.shape[1]
+    losses, correct, ordered = [], 0, 0
+    offset = 0
+    for e, ref_row in zip(chunk, ref, strict=True):
+        n = len(e.responses)
+        rows = slice(offset, offset + n)
+        offset += n
+        ref_tokens = torch.zeros((n, width), dtype=token_logps.dtype, device=token_logps.device)
+        r_width = min(width, ref_row.shape[1])
+        ref_tokens[:, width - r_width:] = ref_row[:, ref_row.shape[1] - r_width:].to(ref_tokens)
+        ratios = (token_logps[rows].float() - ref_tokens.float()) * mask[rows]
+        scores = torch.tensor(e.scores, dtype=ratios.dtype, device=ratios.device)
+        top = int(torch.argmax(scores))
+        top_steps = int(step_ids[rows][top].max()) + 1
+        top_hidden = step_means(hidden[rows][top].float(), step_ids[rows][top], top_steps).detach() if asr else None
+        rewards = []
+        for i in range(n):
+            k = int(step_ids[rows][i].max()) + 1
+            per_step = step_means(ratios[i], step_ids[rows][i], k)
+            weights = asr_weights(step_means(hidden[rows][i].float(), step_ids[rows][i], k).detach(), top_hidden) if asr else None
+            rewards.append(response_reward(per_step, weights))
+        rewards_t = torch.stack(rewards)
+        losses.append(tpo_loss(rewards_t, scores, config.beta, config.tpo_lambda_weighting))
+        better = scores[:, None] > scores[None, :]
+        correct += int(((rewards_t[:, None] > rewards_t[None, :]) & better).sum())
+        ordered += int(better.sum())
+    loss = torch.stack(losses).mean()
+    return loss, {"train/list_pair_accuracy": correct / max(1, ordered)}
+
+
+def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps: ReferenceLogps,
                      config: PreferenceConfig, seed: int, on_step: StepCallback | None = None) -> PreferenceResult:
     if not examples:
         raise ValueError("no preference pairs to train on")
-    if ref_logps.shape != (len(examples), 2):
-        raise ValueError(f"reference log-probs have shape {tuple(ref_logps.shape)}, expected ({len(examples)}, 2)")
+    lists = _kind(examples) == "lists"
+    expected = len(examples) if lists else (len(examples), 2)
+    got = len(ref_logps) if lists else tuple(ref_logps.shape)
+    if got != expected:
+        raise ValueError(f"reference log-probs have shape {got}, expected {expected}")
     model = policy.model
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # LoRA: frozen embeddings would cut the graph
     model.train()
+    device = _device(model)
     total = n_steps(len(examples), config.batch_size, config.epochs)
     optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
-    average = _uses_mean_logps(config)
     history: list[dict[str, float]] = []
     for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
         chunk = [examples[i] for i in index]
-        batch = encode_pairs(policy.tokenizer, [e.prompt for e in chunk] * 2,
-                             [e.chosen for e in chunk] + [e.rejected for e in chunk], config.max_length)
-        logps = sequence_logprobs(model, batch, average=average)  # one forward: chosen then rejected
-        policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
-        ref = ref_logps[index].to(logps.dtype)
-        losses = preference_loss(policy_chosen, policy_rejected, ref[:, 0], ref[:, 1],
-                                 config.loss_type, config.beta, config.label_smoothing,
-                                 divergence=config.divergence, alpha=config.alpha)
-        loss = losses.mean()
+        with _autocast(config, device):
+            if lists:
+                loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in index], config)
+            else:
+                loss, metrics = _pair_step(model, policy.tokenizer, chunk, ref_logps[index], config)
         loss.backward()
         grad_norm = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)
-        metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}
-        metrics.update({f"train/{k}": v for k, v in preference_metrics(
-            policy_chosen.detach(), policy_rejected.detach(), ref[:, 0], ref[:, 1], config.beta).items()})
+        metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
+                   **metrics}
         history.append(metrics)
         if on_step:
             on_step(step, metrics)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     model.eval()
     return PreferenceResult(steps=total, history=history)

@@ -1,0 +1,150 @@
+"""The reward trainer: one loop for every head and loss of ALGORITHMS.md §7.
+
+Pairs are scored chosen-then-rejected in one concatenated forward. A pair's *logit* is what
+the model says about "chosen ≻ rejected" on the log-odds scale: r_c − r_r for scalar heads,
+the ranked attribute's difference for a multi-attribute head, s(c≻r)/τ for GPM. Evaluation,
+ensembles and training all go through it, so a head is added in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+
+from components.config import RewardConfig
+from components.logprobs import encode_pairs
+from components.losses import bradley_terry_loss, eurus_loss
+from components.reward_model import RewardModel, gpm_loss, gpm_score
+from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
+
+
+@dataclass
+class RewardPair:
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0  # margin BT's m (an ensemble's μ̂ for the adaptive margin)
+    strength: float = 1.0  # scaled BT's m ∈ {1, 2, 3}
+    category: str = ""
+
+
+@dataclass
+class AttributeExample:
+    prompt: str
+    response: str
+    attributes: list[float] = field(default_factory=list)  # Likert 0–4, in LIKERT_ATTRIBUTES order
+
+
+@dataclass
+class RewardResult:
+    steps: int
+    history: list[dict[str, float]]
+
+
+def check_head(model: RewardModel, config: RewardConfig) -> None:
+    if model.head_type != config.head:
+        raise ValueError(f"reward loss '{config.loss}' needs a '{config.head}' head, the model has '{model.head_type}'")
+
+
+def pair_forward(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
+                 max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    device = next(model.parameters()).device
+    batch = encode_pairs(tokenizer, [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
+                         max_length).to(device)
+    out = model(batch)
+    n = len(pairs)
+    return {k: v[:n] for k, v in out.items()}, {k: v[n:] for k, v in out.items()}
+
+
+def pair_logit(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: dict[str, torch.Tensor],
+               config: RewardConfig) -> torch.Tensor:
+    """log-odds that chosen ≻ rejected, per pair."""
+    if model.head_type == "scalar":
+        return chosen["reward"] - rejected["reward"]
+    if model.head_type == "multi_attribute":
+        a = config.rank_attribute
+        return chosen["attributes"][:, a] - rejected["attributes"][:, a]
+    return gpm_score(chosen["embedding"], rejected["embedding"], chosen["gate"]) / config.gpm_tau
+
+
+def pair_losses(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: dict[str, torch.Tensor],
+                pairs: Sequence[RewardPair], config: RewardConfig) -> torch.Tensor:
+    device = next(model.parameters()).device
+    if config.loss == "gpm":
+        return gpm_loss(gpm_score(chosen["embedding"], rejected["embedding"], chosen["gate"]), config.gpm_tau)
+    r_c, r_r = chosen["reward"], rejected["reward"]
+    if config.loss == "bt":
+        return bradley_terry_loss(r_c, r_r)
+    if config.loss == "margin_bt":
+        return bradley_terry_loss(r_c, r_r, margin=torch.tensor([p.margin for p in pairs], device=device, dtype=r_c.dtype))
+    if config.loss == "scaled_bt":
+        return bradley_terry_loss(r_c, r_r, scale=torch.tensor([p.strength for p in pairs], device=device, dtype=r_c.dtype))
+    if config.loss == "eurus":
+        return eurus_loss(r_c, r_r)
+    raise ValueError(f"reward loss '{config.loss}' does not train on pairs")
+
+
+def _regression_step(model: RewardModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[AttributeExample],
+                     config: RewardConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    device = next(model.parameters()).device
+    batch = encode_pairs(tokenizer, [r.prompt for r in rows], [r.response for r in rows], config.max_length).to(device)
+    predicted = model(batch)["attributes"]
+    target = torch.tensor([r.attributes for r in rows], dtype=predicted.dtype, device=device)
+    if target.shape != predicted.shape:
+        raise ValueError(f"attribute rows have {target.shape[-1]} values, the head predicts {predicted.shape[-1]}")
+    loss = F.mse_loss(predicted, target)
+    return loss, {"train/loss": loss.item(), "train/mae": (predicted - target).abs().mean().item()}
+
+
+def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
+                 rows: Sequence[RewardPair] | Sequence[AttributeExample], config: RewardConfig, seed: int,
+                 on_step: StepCallback | None = None) -> RewardResult:
+    """Pairs for bt / margin_bt / scaled_bt / eurus / gpm; attribute rows for regression."""
+    if not rows:
+        raise ValueError("no reward-model training rows")
+    check_head(model, config)
+    regression = config.loss == "regression"
+    expected = AttributeExample if regression else RewardPair
+    if not all(isinstance(r, expected) for r in rows):
+        raise ValueError(f"reward loss '{config.loss}' trains on {expected.__name__} rows")
+    model.train()
+    total = n_steps(len(rows), config.batch_size, config.epochs)
+    optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
+    history: list[dict[str, float]] = []
+    for step, index in enumerate(seeded_batches(len(rows), config.batch_size, config.epochs, seed), start=1):
+        chunk = [rows[i] for i in index]
+        if regression:
+            loss, metrics = _regression_step(model, tokenizer, chunk, config)
+        else:
+            chosen, rejected = pair_forward(model, tokenizer, chunk, config.max_length)
+            loss = pair_losses(model, chosen, rejected, chunk, config).mean()
+            logit = pair_logit(model, chosen, rejected, config).detach()
+            metrics = {"train/loss": loss.item(), "train/accuracy": (logit > 0).float().mean().item(),
+                       "train/logit": logit.mean().item()}
+        loss.backward()
+        metrics["train/grad_norm"] = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        history.append(metrics)
+        if on_step:
+            on_step(step, metrics)
+    model.eval()
+    return RewardResult(steps=total, history=history)
+
+
+@torch.no_grad()
+def score_pairs(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
+                config: RewardConfig, batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """[N] pair logits (chosen ≻ rejected), in float64 for metrics."""
+    model.eval()
+    out: list[torch.Tensor] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        chosen, rejected = pair_forward(model, tokenizer, chunk, config.max_length)
+        out.append(pair_logit(model, chosen, rejected, config).double().cpu())
+        if on_batch:
+            on_batch(len(chunk))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
