@@ -26,8 +26,8 @@ class EvalResult:
 
 
 def evaluate_policy(policy: LoadedModel, problems: list[ProblemRow], batch_size: int, max_new_tokens: int,
-                    on_batch: Callable[[int], None] | None = None) -> EvalResult:
-    prompts = [render_prompt(policy.tokenizer, p.question) for p in problems]
+                    on_batch: Callable[[int], None] | None = None, system_prompt: str | None = None) -> EvalResult:
+    prompts = [render_prompt(policy.tokenizer, p.question, system_prompt) for p in problems]
     completions = generate_completions(policy.model, policy.tokenizer, prompts, k=1, do_sample=False,
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
     predictions = []
@@ -51,11 +51,11 @@ def evaluate_policy(policy: LoadedModel, problems: list[ProblemRow], batch_size:
 
 @torch.no_grad()
 def kl_estimate(policy: LoadedModel, reference: LoadedModel, problems: list[ProblemRow], n_samples: int,
-                max_new_tokens: int, batch_size: int, seed: int) -> float:
+                max_new_tokens: int, batch_size: int, seed: int, system_prompt: str | None = None) -> float:
     if n_samples == 0 or not problems:
         return float("nan")
     chosen = problems[:n_samples]
-    prompts = [render_prompt(policy.tokenizer, p.question) for p in chosen]
+    prompts = [render_prompt(policy.tokenizer, p.question, system_prompt) for p in chosen]
     samples = generate_completions(policy.model, policy.tokenizer, prompts, k=1, do_sample=True, temperature=1.0,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     eos = policy.tokenizer.eos_token

@@ -82,7 +82,7 @@ def run_sft(config: PipelineConfig, base_dir: Path, sft_path: Path, out_dir: Pat
     policy = _trainable_policy(config, base_dir)
     parent_id = policy.model_id
     tok = policy.tokenizer
-    prompts = [render_prompt(tok, r.question) for r in rows]
+    prompts = [render_prompt(tok, r.question, config.data.system_prompt) for r in rows]
     targets = [r.solution + tok.eos_token for r in rows]
     with progress_bar("SFT", len(range(0, len(rows), config.sft.batch_size)) * config.sft.epochs) as advance:
         def step_hook(step: int, metrics: dict[str, float]) -> None:
@@ -103,12 +103,14 @@ def evaluate(config: PipelineConfig, policy_dir: Path, reference_dir: Path | Non
     problems = read_rows(eval_path, ProblemRow)
     policy = load_checkpoint(policy_dir, merge=True)
     with progress_bar("eval", len(problems)) as advance:
-        result = evaluate_policy(policy, problems, config.eval.batch_size, config.eval.max_new_tokens, advance)
+        result = evaluate_policy(policy, problems, config.eval.batch_size, config.eval.max_new_tokens, advance,
+                                 system_prompt=config.data.system_prompt)
     metrics = dict(result.metrics)
     if reference_dir is not None and config.eval.kl_samples > 0:
         reference = load_checkpoint(reference_dir, merge=True)
         metrics["eval/kl_to_reference"] = kl_estimate(policy, reference, problems, config.eval.kl_samples,
-                                                      config.eval.max_new_tokens, config.eval.batch_size, seed)
+                                                      config.eval.max_new_tokens, config.eval.batch_size, seed,
+                                                      system_prompt=config.data.system_prompt)
     out_dir = Path(out_dir)
     predictions_path = write_rows(out_dir / "predictions.jsonl", result.predictions)
     metrics_path = write_json_atomic(out_dir / "metrics.json", {"model_id": policy.model_id, "metrics": metrics})
@@ -127,7 +129,7 @@ def sample(config: PipelineConfig, policy_dir: Path, train_path: Path, round_ind
     s = config.sampling
     problems = round_prompts(read_rows(train_path, ProblemRow), round_index, s.prompts_per_round)
     policy = load_checkpoint(policy_dir, merge=True)
-    prompts = [render_prompt(policy.tokenizer, p.question) for p in problems]
+    prompts = [render_prompt(policy.tokenizer, p.question, config.data.system_prompt) for p in problems]
     seed = config.seed * 1000 + round_index
     with progress_bar(f"round {round_index}: sampling", len(prompts)) as advance:
         completions = generate_completions(policy.model, policy.tokenizer, prompts, k=s.k, do_sample=True,
@@ -167,7 +169,7 @@ def make_pairs(config: PipelineConfig, scored_path: Path, policy_model_id: str, 
     start = time.perf_counter()
     scored = read_rows(scored_path, CompletionRow)
     tokenizer = load_tokenizer(materialize_base(config.model, config.seed, config.state_dir))
-    prompts = {r.problem_id: render_prompt(tokenizer, r.question) for r in scored}
+    prompts = {r.problem_id: render_prompt(tokenizer, r.question, config.data.system_prompt) for r in scored}
     lineage = {"policy_model_id": policy_model_id, "scorer": SCORER_ID, "round": round_index, "sampling_seed": seed,
                "temperature": config.sampling.temperature, "top_p": config.sampling.top_p}
     pairs = build_pairs(scored, prompts, config.pairs.strategy, config.pairs.max_pairs_per_prompt, seed, lineage)
