@@ -4,8 +4,8 @@ Both start from the same random-init weights, train sigmoid DPO for one epoch ov
 text pairs with the same batch size, max length, learning rate and precision, and both
 precompute reference log-probs (TRL: ``precompute_ref_log_probs=True``; its default of a second
 model forwarded every step is slower still). Timed: text → trained weights (tokenization,
-reference pass, training loop), with the loop also reported alone. A short warm-up run of each
-trainer comes first so CUDA initialisation is charged to neither.
+reference pass, training loop), with the loop also reported alone. Each trainer runs in its own
+process after a short warm-up run, so CUDA initialisation and the other's memory count for neither.
 
     python bench/dpo_throughput.py --device cpu --shape tiny                          # CPU
     python bench/dpo_throughput.py --device cuda --shape smollm2-135m --bf16          # GPU
@@ -23,6 +23,7 @@ import copy
 import gc
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,6 +168,16 @@ def model_flops(base, tokens: int, response_tokens: int) -> float:
     return 8 * (body * tokens + head * response_tokens)
 
 
+def measure_one(args: argparse.Namespace) -> dict:
+    """One trainer in this process: a 2-batch warm-up, then the timed run."""
+    tokenizer = load_tokenizer(args.tokenizer)
+    base = build_model(tokenizer, args.shape, seed=0)
+    pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
+    run = run_trl if args.only == "trl" else run_ours
+    run(base, tokenizer, pairs[: 2 * args.batch_size], args)
+    return run(base, tokenizer, pairs, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -181,30 +192,43 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer dir (default: SmolLM2's, converted)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--only", choices=["trl", "alignflow"], default=None,
+                        help="(internal) measure one trainer in this process and print its result")
     args = parser.parse_args()
 
     if args.tokenizer is None:
         from components.models import smollm2_directory
 
         args.tokenizer = smollm2_directory(Path("~/.cache/alignflow/models").expanduser())
+    if args.only:
+        print("RESULT " + json.dumps(measure_one(args)))
+        return
+
+    # Each trainer runs in its own process, so neither inherits the other's allocations,
+    # compiled kernels or allocator state.
+    results = {}
+    for name in ("trl", "alignflow"):
+        argv = [sys.executable, __file__, *sys.argv[1:], "--only", name, "--tokenizer", str(args.tokenizer)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"{name} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        results[name] = json.loads(lines[-1][len("RESULT "):])
+
     tokenizer = load_tokenizer(args.tokenizer)
     base = build_model(tokenizer, args.shape, seed=0)
     pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
     tokens, response_tokens = count_tokens(tokenizer, pairs, args.max_length)
-
-    warm = argparse.Namespace(**{**vars(args)})
-    run_ours(base, tokenizer, pairs[: 2 * args.batch_size], warm)
-    run_trl(base, tokenizer, pairs[: 2 * args.batch_size], warm)
-    results = {"trl": run_trl(base, tokenizer, pairs, args), "alignflow": run_ours(base, tokenizer, pairs, args)}
-
     flops = model_flops(base, tokens, response_tokens)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None) if args.bf16 else None
     n_params = sum(p.numel() for p in base.parameters())
     print(f"\n{args.shape} ({n_params / 1e6:.0f}M params) on {device_name}; {args.pairs} pairs, batch {args.batch_size}, "
-          f"max_length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+          f"max_length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}"
+          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
           f"{tokens} tokens ({response_tokens} response)")
-    print(f"{'trainer':<10} {'pairs/s':>9} {'tokens/s':>10} {'loop pairs/s':>13} {'peak GiB':>9} {'MFU':>6} {'loss':>8}")
+    print(f"| trainer | pairs/s | tokens/s | loop pairs/s | peak GiB | MFU | final loss |")
+    print(f"|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["pairs_per_s"] = args.pairs / r["total_s"]
         r["tokens_per_s"] = tokens / r["total_s"]
@@ -212,8 +236,8 @@ def main() -> None:
         r["mfu"] = flops / r["total_s"] / peak if peak else None
         mem = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{name:<10} {r['pairs_per_s']:>9.1f} {r['tokens_per_s']:>10.0f} {r['loop_pairs_per_s']:>13.1f} "
-              f"{mem:>9} {mfu:>6} {r['final_loss']:>8.4f}")
+        print(f"| {name} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['loop_pairs_per_s']:.1f} | "
+              f"{mem} | {mfu} | {r['final_loss']:.4f} |")
     ratio = results["alignflow"]["pairs_per_s"] / results["trl"]["pairs_per_s"]
     print(f"throughput ratio alignflow / TRL: {ratio:.2f}x (loop only: "
           f"{results['alignflow']['loop_pairs_per_s'] / results['trl']['loop_pairs_per_s']:.2f}x)")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -107,6 +108,29 @@ def _plain_lm_head(model: PreTrainedModel) -> bool:
                ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
 
 
+HEAD_CHUNK_TOKENS = 1024
+
+
+def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), dim=-1)
+
+
+def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for [N, H] hidden states, HEAD_CHUNK_TOKENS rows at a time. On GPU, training
+    recomputes each chunk's logits in the backward pass instead of keeping [N, V] of them
+    (≈ +7% FLOPs for SmolLM2, gigabytes less memory); on CPU memory is cheaper than FLOPs."""
+    recompute = torch.is_grad_enabled() and hidden.is_cuda
+    pieces = []
+    for start in range(0, hidden.shape[0], HEAD_CHUNK_TOKENS):
+        h, t = hidden[start:start + HEAD_CHUNK_TOKENS], targets[start:start + HEAD_CHUNK_TOKENS]
+        if recompute:
+            pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, h, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(head, h, t))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
 def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hidden: bool = False
                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """[B, R] log-probs of each response token (zeros where masked); with ``return_hidden`` also
@@ -131,9 +155,7 @@ def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hi
     # hidden at position t predicts token t+1: the R positions before the last R+1 … −1
     predicting = hidden[:, -resp_width - 1:-1, :]
     scored = batch.response_mask > 0
-    logits = model.get_output_embeddings()(predicting[scored])  # [N_scored, V]
-    picked = logits.gather(-1, targets[scored].unsqueeze(-1)).squeeze(-1).float()
-    values = picked - torch.logsumexp(logits.float(), dim=-1)
+    values = _head_logprobs(model.get_output_embeddings(), predicting[scored], targets[scored])
     token_logps = torch.zeros(batch.response_mask.shape, dtype=values.dtype, device=values.device)
     token_logps = token_logps.masked_scatter(scored, values)
     return (token_logps, hidden[:, -resp_width:, :]) if return_hidden else token_logps
