@@ -28,9 +28,12 @@ class TokenBatch:
                           self.response_mask.to(device), self.response_lengths.to(device))
 
 
-def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
-                 max_length: int, score_prompt: Sequence[bool] | bool = False) -> TokenBatch:
-    """Tokenize prompt+response pairs; the prompt is truncated from the left if too long.
+TokenRow = tuple[list[int], int]  # (prompt + response ids, number of scored tokens at the end)
+
+
+def tokenize_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
+                  max_length: int, score_prompt: Sequence[bool] | bool = False) -> list[TokenRow]:
+    """Token rows for prompt+response pairs; the prompt is truncated from the left if too long.
 
     ``score_prompt`` (per row or for all) also scores the prompt's tokens after its first —
     DOVE's joint log-probs log π(x, y) need them; everything else scores the response only.
@@ -38,7 +41,7 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
     flags = [score_prompt] * len(prompts) if isinstance(score_prompt, bool) else list(score_prompt)
     if len(flags) != len(prompts):
         raise ValueError(f"{len(flags)} score_prompt flags for {len(prompts)} rows")
-    rows: list[tuple[list[int], int]] = []
+    rows: list[TokenRow] = []
     for prompt, response, joint in zip(prompts, responses, flags, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -47,10 +50,16 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
         prompt_ids = prompt_ids[-budget:] if budget > 0 else []
         n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
         rows.append((prompt_ids + response_ids, n_scored))
-    return _left_pad(rows, tokenizer.pad_token_id)
+    return rows
 
 
-def _left_pad(rows: list[tuple[list[int], int]], pad_id: int) -> TokenBatch:
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
+                 max_length: int, score_prompt: Sequence[bool] | bool = False) -> TokenBatch:
+    """``tokenize_rows`` then left-pad into one batch."""
+    return pad_rows(tokenize_rows(tokenizer, prompts, responses, max_length, score_prompt), tokenizer.pad_token_id)
+
+
+def pad_rows(rows: list[TokenRow], pad_id: int) -> TokenBatch:
     """Rows of (token ids, number of scored tokens at the end) → a left-padded TokenBatch."""
     width = max(len(ids) for ids, _ in rows)
     resp_width = max(n for _, n in rows)
@@ -89,7 +98,7 @@ def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respo
         context = prompt_ids[-budget:] if budget > 0 else []
         rows.append((context + ids, len(ids)))
         step_rows.append(owner)
-    batch = _left_pad(rows, tokenizer.pad_token_id)
+    batch = pad_rows(rows, tokenizer.pad_token_id)
     step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
     for i, owner in enumerate(step_rows):
         if owner:

@@ -128,16 +128,24 @@ def eurus_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def preference_metrics(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-                       ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float) -> dict[str, float]:
+def preference_metric_tensors(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+                              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """The always-logged quantities as 0-d tensors: reading them is left to the caller, so a
+    training loop can read a step's metrics once, late, instead of syncing the device per metric."""
     chosen_reward = beta * (policy_chosen - ref_chosen)
     rejected_reward = beta * (policy_rejected - ref_rejected)
     margin = chosen_reward - rejected_reward
     return {
-        "rewards/chosen": chosen_reward.mean().item(),
-        "rewards/rejected": rejected_reward.mean().item(),
-        "rewards/margin": margin.mean().item(),
-        "rewards/accuracy": (margin > 0).float().mean().item(),
+        "rewards/chosen": chosen_reward.mean(),
+        "rewards/rejected": rejected_reward.mean(),
+        "rewards/margin": margin.mean(),
+        "rewards/accuracy": (margin > 0).float().mean(),
         # sequence-level log-ratio on the training pairs: a cheap KL proxy, not an estimate
-        "kl_proxy": 0.5 * ((policy_chosen - ref_chosen) + (policy_rejected - ref_rejected)).mean().item(),
+        "kl_proxy": 0.5 * ((policy_chosen - ref_chosen) + (policy_rejected - ref_rejected)).mean(),
     }
+
+
+def preference_metrics(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+                       ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float) -> dict[str, float]:
+    return {k: v.item() for k, v in preference_metric_tensors(policy_chosen, policy_rejected, ref_chosen,
+                                                              ref_rejected, beta).items()}

@@ -41,10 +41,44 @@ def make_optimizer(model: torch.nn.Module, lr: float, total_steps: int, warmup_s
 
 
 def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: torch.optim.lr_scheduler.LambdaLR, max_grad_norm: float) -> float:
+                  scheduler: torch.optim.lr_scheduler.LambdaLR, max_grad_norm: float) -> torch.Tensor:
+    """Clip, step, zero. Returns the pre-clip grad norm as a tensor (reading it syncs the device)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm
+    return grad_norm.detach()
+
+
+MetricValue = float | torch.Tensor
+
+
+class DeferredMetrics:
+    """Reads step t's metric tensors after step t+1 has been queued.
+
+    Reading a GPU value waits for the device; doing it right after each step would stop the
+    host from queueing the next step's kernels while the GPU finishes. One step late, the read
+    overlaps with the next step's work, and all of a step's values come back in one transfer.
+    """
+
+    def __init__(self, history: list[dict[str, float]], on_step: StepCallback | None) -> None:
+        self.history, self.on_step = history, on_step
+        self.pending: tuple[int, dict[str, MetricValue]] | None = None
+
+    def push(self, step: int, metrics: dict[str, MetricValue]) -> None:
+        self.flush()
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, metrics = self.pending
+        self.pending = None
+        keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        device = metrics[keys[0]].device if keys else None
+        values = torch.stack([metrics[k].detach().float().reshape(()).to(device) for k in keys]).tolist() if keys else []
+        resolved = {k: (dict(zip(keys, values))[k] if k in keys else float(v)) for k, v in metrics.items()}
+        self.history.append(resolved)
+        if self.on_step:
+            self.on_step(step, resolved)

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 import torch
 
 from components.config import PreferenceConfig
-from components.logprobs import TokenBatch, encode_pairs, encode_stepped, response_token_logprobs, sequence_logprobs
-from components.losses import loss_from_margin, f_divergence_margin, preference_metrics, rationale_term
+from components.logprobs import (TokenBatch, TokenRow, encode_pairs, encode_stepped, pad_rows, response_token_logprobs,
+                                 sequence_logprobs, tokenize_rows)
+from components.losses import f_divergence_margin, loss_from_margin, preference_metric_tensors, rationale_term
 from components.models import LoadedModel
 from components.prompts import rationale_prompt
 from components.ranking import asr_weights, response_reward, step_means, tpo_loss
-from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
+from components.trainers.common import (DeferredMetrics, StepCallback, clip_and_step, make_optimizer, n_steps,
+                                       seeded_batches)
 
 
 @dataclass
@@ -88,11 +90,22 @@ def _autocast(config: PreferenceConfig, device: torch.device):
     return nullcontext()
 
 
-def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> TokenBatch:
+def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[tuple[TokenRow, TokenRow]]:
+    """(chosen row, rejected row) per example, tokenized once before any forward pass."""
+    chosen = tokenize_rows(tokenizer, [e.prompt for e in examples], [e.chosen for e in examples], max_length,
+                           score_prompt=[e.joint for e in examples])
+    rejected = tokenize_rows(tokenizer, [e.prompt_rejected or e.prompt for e in examples],
+                             [e.rejected for e in examples], max_length, score_prompt=[e.joint for e in examples])
+    return list(zip(chosen, rejected, strict=True))
+
+
+def pair_batch(rows: Sequence[tuple[TokenRow, TokenRow]], pad_id: int) -> TokenBatch:
     """Chosen rows then rejected rows, so one forward scores both halves of every pair."""
-    return encode_pairs(tokenizer, [e.prompt for e in chunk] + [e.prompt_rejected or e.prompt for e in chunk],
-                        [e.chosen for e in chunk] + [e.rejected for e in chunk], max_length,
-                        score_prompt=[e.joint for e in chunk] * 2)
+    return pad_rows([c for c, _ in rows] + [r for _, r in rows], pad_id)
+
+
+def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> TokenBatch:
+    return pair_batch(tokenize_pairs(tokenizer, chunk, max_length), tokenizer.pad_token_id)
 
 
 def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool):
@@ -145,10 +158,10 @@ def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_l
     return full
 
 
-def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], ref: torch.Tensor, config: PreferenceConfig
-               ) -> tuple[torch.Tensor, dict[str, float]]:
+def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Sequence[tuple[TokenRow, TokenRow]],
+               ref: torch.Tensor, config: PreferenceConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     device = _device(model)
-    batch = encode_pair_batch(tokenizer, chunk, config.max_length).to(device)
+    batch = pair_batch(rows, tokenizer.pad_token_id).to(device)
     logps = sequence_logprobs(model, batch, average=_uses_mean_logps(config)).float()
     policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
     ref = ref.to(device=device, dtype=logps.dtype)
@@ -160,14 +173,14 @@ def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], ref: torch.
         losses = loss_from_margin(h, loss_type, config.beta, eps)
     else:
         losses = loss_from_margin(h, config.loss_type, config.beta, config.label_smoothing)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, torch.Tensor] = {}
     if any(e.rationale for e in chunk):
         rationale_logp = _rationale_logps(model, tokenizer, chunk, config.max_length).float()
         has = torch.tensor([bool(e.rationale) for e in chunk], device=device)
         losses = losses + torch.where(has, rationale_term(rationale_logp, config.rationale_gamma, config.rationale_form),
                                       torch.zeros_like(losses))
-        metrics["train/rationale_logp"] = rationale_logp[has].mean().item()
-    metrics.update({f"train/{k}": v for k, v in preference_metrics(
+        metrics["train/rationale_logp"] = rationale_logp[has].mean().detach()
+    metrics.update({f"train/{k}": v for k, v in preference_metric_tensors(
         policy_chosen.detach(), policy_rejected.detach(), ref[:, 0], ref[:, 1], config.beta).items()})
     return losses.mean(), metrics
 
@@ -225,21 +238,22 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     device = _device(model)
     total = n_steps(len(examples), config.batch_size, config.epochs)
     optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
+    rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)
     history: list[dict[str, float]] = []
+    reader = DeferredMetrics(history, on_step)
     for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
         chunk = [examples[i] for i in index]
         with _autocast(config, device):
             if lists:
                 loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in index], config)
             else:
-                loss, metrics = _pair_step(model, policy.tokenizer, chunk, ref_logps[index], config)
+                loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in index],
+                                           ref_logps[index], config)
         loss.backward()
         grad_norm = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)
-        metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
-                   **metrics}
-        history.append(metrics)
-        if on_step:
-            on_step(step, metrics)
+        reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm,
+                           "train/lr": scheduler.get_last_lr()[0], **metrics})
+    reader.flush()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()

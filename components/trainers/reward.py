@@ -126,7 +126,7 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
             metrics = {"train/loss": loss.item(), "train/accuracy": (logit > 0).float().mean().item(),
                        "train/logit": logit.mean().item()}
         loss.backward()
-        metrics["train/grad_norm"] = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)
+        metrics["train/grad_norm"] = clip_and_step(model, optimizer, scheduler, config.max_grad_norm).item()
         metrics["train/lr"] = scheduler.get_last_lr()[0]
         history.append(metrics)
         if on_step:

@@ -31,7 +31,7 @@ def train_sft(loaded: LoadedModel, prompts: list[str], targets: list[str], confi
         token_logps = response_token_logprobs(model, batch)
         loss = -token_logps.sum() / batch.response_mask.sum()
         loss.backward()
-        grad_norm = clip_and_step(model, optimizer, scheduler, max_grad_norm=1.0)
+        grad_norm = clip_and_step(model, optimizer, scheduler, max_grad_norm=1.0).item()
         losses.append(loss.item())
         if on_step:
             on_step(step, {"sft/loss": losses[-1], "sft/grad_norm": grad_norm, "sft/lr": scheduler.get_last_lr()[0]})
