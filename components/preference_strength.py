@@ -12,16 +12,38 @@ modes, written back to the pair file so the preference trainer and data curation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from components.config import RewardConfig
 from components.data.io import read_rows, write_rows
 from components.data.schemas import PairRow
+from components.reward_model import RewardModel
+from components.trainers.reward import RewardPair, score_pairs, train_reward
 
 STRENGTH_MODES = ("none", "flip", "smooth", "adaptive_margin")
+
+
+def train_ensemble(make_model: Callable[[int], RewardModel], tokenizer, pairs: Sequence[RewardPair],
+                   config: RewardConfig, seeds: Sequence[int]) -> list[RewardModel]:
+    """M reward models differing in initialisation and data order (one seed each)."""
+    if len(seeds) < 2:
+        raise ValueError("an ensemble needs at least 2 seeds")
+    models = []
+    for seed in seeds:
+        model = make_model(seed)
+        train_reward(model, tokenizer, pairs, config, seed=seed)
+        models.append(model)
+    return models
+
+
+def ensemble_differences(models: Sequence[RewardModel], tokenizer, pairs: Sequence[RewardPair],
+                         config: RewardConfig) -> torch.Tensor:
+    """[M, N] d_m = r_m(chosen) − r_m(rejected) (for GPM: s(c≻r)/τ)."""
+    return torch.stack([score_pairs(m, tokenizer, pairs, config) for m in models])
 
 
 def strength_statistics(differences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -208,6 +208,12 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
         del reference
         buffer = io.BytesIO()
         torch.save(ref_logps, buffer)
+        # lineage first, tensor last: a cache entry exists only once both are complete
+        write_json_atomic(cache_file.with_suffix(".json"), lineage_record(
+            "reference-logprobs", config.content_hash(), config.seed, parent_model=reference_id,
+            inputs={"pairs": str(pairs_path), "pairs_md5": content_md5(pairs_path)},
+            length_normalized=config.preference.loss_type == "ipo" and config.preference.length_normalize,
+            max_length=config.preference.max_length, shape=list(ref_logps.shape)))
         write_bytes_atomic(cache_file, buffer.getvalue())
     ref_seconds = _timed(ref_start)
     total_steps = len(range(0, len(examples), config.preference.batch_size)) * config.preference.epochs
@@ -225,7 +231,8 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
     final = result.history[-1]
     return {"path": str(out_dir), "model_id": model_id, "n_pairs": len(examples), "steps": result.steps,
             "final_metrics": final, "reference_cached": ref_cached, "reference_seconds": ref_seconds,
-            "reference_cache": str(cache_file), "seconds": _timed(start)}
+            "reference_cache": str(cache_file), "reference_lineage": str(cache_file.with_suffix(".json")),
+            "seconds": _timed(start)}
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -136,6 +136,10 @@ def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pair
                                    Path(out_dir), Path(ref_cache_dir), on_step=metric_logger(tracker, run_id))
         tracker.set_tags(run_id, {"model_id": result["model_id"], "reference_cache": result["reference_cache"],
                                   "reference_cached": result["reference_cached"]})
+        # the reference log-probs this round trained against, with what produced them
+        for key in ("reference_cache", "reference_lineage"):
+            if Path(result[key]).exists():
+                tracker.log_artifact(run_id, Path(result[key]), "reference_logps")
         tracker.log_metrics(run_id, {"time/train_seconds": result["seconds"],
                                      "time/reference_logprobs_seconds": result["reference_seconds"]})
     record_timing(ctx, f"train:r{round_index}", result["seconds"])

@@ -61,6 +61,9 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     assert len(losses) >= 2 and [m.step for m in losses] == sorted(m.step for m in losses)
     for key in ("train/rewards/chosen", "train/rewards/rejected", "train/rewards/margin", "train/rewards/accuracy"):
         assert key in train_run.data.metrics
+    # the reference log-probs trained against are an artifact, with their lineage beside them
+    ref_files = {Path(a.path).suffix for a in client.list_artifacts(train_run.info.run_id, "reference_logps")}
+    assert ref_files == {".pt", ".json"}
     curve = client.get_metric_history(parent.info.run_id, "eval/accuracy")
     assert sorted(m.step for m in curve) == [0, 1, 2]
 

@@ -169,3 +169,26 @@ def test_gpm_fits_cyclic_preferences_that_bradley_terry_cannot(tokenizer):
         results[loss] = reward_model_metrics(score_pairs(model, tokenizer, pairs[:3], cfg))["rm/accuracy"]
     assert results["gpm"] == 1.0
     assert results["bt"] <= 2 / 3 + 1e-9
+
+
+def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_path):
+    from components.data.io import read_rows, write_rows
+    from components.data.schemas import PairRow
+    from components.preference_strength import annotate_pair_file, ensemble_differences, train_ensemble
+
+    rows = [PairRow(problem_id=str(i), prompt=f"Q{i}", chosen="The answer is right.", rejected="Nonsense words here.",
+                    score_chosen=1.0, score_rejected=0.0) for i in range(11)]
+    rows.append(PairRow(problem_id="bad", prompt="Q11", chosen="Nonsense words here.", rejected="The answer is right.",
+                        score_chosen=1.0, score_rejected=0.0))  # a flipped label
+    pairs = [RewardPair(r.prompt, r.chosen, r.rejected) for r in rows]
+    cfg = RewardConfig(loss="bt", lr=2e-3, epochs=6, batch_size=6)
+    models = train_ensemble(lambda seed: _reward_model(tokenizer, "scalar", seed=seed), tokenizer, pairs, cfg, seeds=[0, 1])
+    diffs = ensemble_differences(models, tokenizer, pairs, cfg)
+    assert diffs.shape == (2, 12)
+    path = tmp_path / "pairs.jsonl"
+    write_rows(path, rows)
+    annotate_pair_file(path, diffs, "flip", lineage={"ensemble_seeds": [0, 1]})
+    back = read_rows(path, PairRow)
+    assert back[-1].flipped and back[-1].chosen == "The answer is right."
+    assert not any(r.flipped for r in back[:-1])
+    assert all(r.strength_mean > 0 and r.strength_std is not None for r in back)
