@@ -28,6 +28,15 @@ class TokenBatch:
                           self.response_mask.to(device), self.response_lengths.to(device))
 
 
+def _fit(prompt_ids: list[int], response_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Fit prompt + response into max_length: a response that alone fills it keeps its first
+    half; the prompt then loses tokens from the left (its end is what the response continues)."""
+    if len(response_ids) >= max_length:
+        response_ids = response_ids[: max(1, max_length // 2)]
+    budget = max_length - len(response_ids)
+    return (prompt_ids[-budget:] if budget > 0 else []), response_ids
+
+
 TokenRow = tuple[list[int], int]  # (prompt + response ids, number of scored tokens at the end)
 
 
@@ -45,9 +54,7 @@ def tokenize_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respon
     for prompt, response, joint in zip(prompts, responses, flags, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        response_ids = response_ids[: max(1, max_length // 2)] if len(response_ids) >= max_length else response_ids
-        budget = max_length - len(response_ids)
-        prompt_ids = prompt_ids[-budget:] if budget > 0 else []
+        prompt_ids, response_ids = _fit(prompt_ids, response_ids, max_length)
         n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
         rows.append((prompt_ids + response_ids, n_scored))
     return rows
@@ -92,12 +99,9 @@ def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respo
             step_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += step_ids
             owner += [k] * len(step_ids)
-        keep = max(1, max_length // 2) if len(ids) >= max_length else len(ids)  # as encode_pairs
-        ids, owner = ids[:keep], owner[:keep]
-        budget = max_length - len(ids)
-        context = prompt_ids[-budget:] if budget > 0 else []
+        context, ids = _fit(prompt_ids, ids, max_length)
         rows.append((context + ids, len(ids)))
-        step_rows.append(owner)
+        step_rows.append(owner[: len(ids)])
     batch = pad_rows(rows, tokenizer.pad_token_id)
     step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
     for i, owner in enumerate(step_rows):

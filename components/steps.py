@@ -177,10 +177,10 @@ def make_pairs(config: PipelineConfig, scored_path: Path, policy_model_id: str, 
     return {"path": str(path), "n_pairs": len(pairs), "seconds": _timed(start)}
 
 
-def reference_cache_path(cache_dir: Path, reference_id: str, pairs_path: Path, config: PipelineConfig) -> Path:
+def reference_cache_path(cache_dir: Path, reference_id: str, pairs_md5: str, config: PipelineConfig) -> Path:
     """Reference log-probs are a function of (reference model, pair file content, scoring options)."""
     p = config.preference
-    key = f"{reference_id}|{content_md5(pairs_path)}|{p.loss_type == 'ipo' and p.length_normalize}|{p.max_length}"
+    key = f"{reference_id}|{pairs_md5}|{p.loss_type == 'ipo' and p.length_normalize}|{p.max_length}"
     return Path(cache_dir) / f"ref-logps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -196,7 +196,8 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
     eos = policy.tokenizer.eos_token
     examples = [PreferenceExample(p.prompt, p.chosen + eos, p.rejected + eos) for p in pairs]
     reference_id = read_metadata(reference_dir).get("model_id", str(reference_dir))
-    cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_path, config)
+    pairs_md5 = content_md5(pairs_path)
+    cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_md5, config)
     ref_start = time.perf_counter()
     ref_cached = cache_file.exists()
     if ref_cached:
@@ -211,7 +212,7 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
         # lineage first, tensor last: a cache entry exists only once both are complete
         write_json_atomic(cache_file.with_suffix(".json"), lineage_record(
             "reference-logprobs", config.content_hash(), config.seed, parent_model=reference_id,
-            inputs={"pairs": str(pairs_path), "pairs_md5": content_md5(pairs_path)},
+            inputs={"pairs": str(pairs_path), "pairs_md5": pairs_md5},
             length_normalized=config.preference.loss_type == "ipo" and config.preference.length_normalize,
             max_length=config.preference.max_length, shape=list(ref_logps.shape)))
         write_bytes_atomic(cache_file, buffer.getvalue())

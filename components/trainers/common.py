@@ -10,6 +10,11 @@ import torch
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters live: batches are moved there."""
+    return next(model.parameters()).device
+
+
 def seeded_batches(n_items: int, batch_size: int, epochs: int, seed: int) -> Iterator[list[int]]:
     order = list(range(n_items))
     for epoch in range(epochs):
@@ -76,9 +81,12 @@ class DeferredMetrics:
         step, metrics = self.pending
         self.pending = None
         keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
-        device = metrics[keys[0]].device if keys else None
-        values = torch.stack([metrics[k].detach().float().reshape(()).to(device) for k in keys]).tolist() if keys else []
-        resolved = {k: (dict(zip(keys, values))[k] if k in keys else float(v)) for k, v in metrics.items()}
+        read: dict[str, float] = {}
+        if keys:
+            device = metrics[keys[0]].device
+            values = torch.stack([metrics[k].detach().float().reshape(()).to(device) for k in keys]).tolist()
+            read = dict(zip(keys, values, strict=True))
+        resolved = {k: read[k] if k in read else float(v) for k, v in metrics.items()}
         self.history.append(resolved)
         if self.on_step:
             self.on_step(step, resolved)

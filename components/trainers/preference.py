@@ -27,8 +27,8 @@ from components.losses import f_divergence_margin, loss_from_margin, preference_
 from components.models import LoadedModel
 from components.prompts import rationale_prompt
 from components.ranking import asr_weights, response_reward, step_means, tpo_loss
-from components.trainers.common import (DeferredMetrics, StepCallback, clip_and_step, make_optimizer, n_steps,
-                                       seeded_batches)
+from components.trainers.common import (DeferredMetrics, StepCallback, clip_and_step, make_optimizer, model_device,
+                                       n_steps, seeded_batches)
 
 
 @dataclass
@@ -80,10 +80,6 @@ def _kind(examples: Sequence[Example]) -> str:
     raise ValueError("a preference dataset is either all pair rows or all list rows")
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _autocast(config: PreferenceConfig, device: torch.device):
     if config.autocast_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -112,9 +108,10 @@ def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: Pr
     prompts = [e.prompt for e in chunk for _ in e.responses]
     responses = [r for e in chunk for r in e.responses]
     batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length)
-    device = _device(model)
+    n_steps_kept = (step_ids.max(dim=1).values + 1).tolist()  # on the host: no device sync per response
+    device = model_device(model)
     out = response_token_logprobs(model, batch.to(device), return_hidden=hidden)
-    return out, batch.response_mask.to(device), step_ids.to(device)
+    return out, batch.response_mask.to(device), step_ids.to(device), n_steps_kept
 
 
 @torch.no_grad()
@@ -123,7 +120,7 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
     """Pairs: [N, 2] (chosen, rejected) sequence log-probs. Lists: per row an [n, R] tensor of
     token log-probs (TPO needs them per step). Computed once per round, then cached."""
     reference.model.eval()
-    device = _device(reference.model)
+    device = model_device(reference.model)
     lists = _kind(examples) == "lists"
     average = _uses_mean_logps(config)
     out: list[torch.Tensor] = []
@@ -131,7 +128,7 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
         chunk = examples[start:start + batch_size]
         with _autocast(config, device):
             if lists:
-                token_logps, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config, hidden=False)
+                token_logps, _, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config, hidden=False)
                 offset = 0
                 for e in chunk:
                     out.append(token_logps[offset:offset + len(e.responses)].double().cpu())
@@ -151,7 +148,7 @@ def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_l
     """Sum log π_θ(r | x_rat) for the rows that carry a rationale (others: 0, masked by caller)."""
     rows = [e for e in chunk if e.rationale]
     prompts = [e.rationale_prompt or rationale_prompt(tokenizer, e.prompt, e.chosen, e.rejected) for e in rows]
-    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], max_length).to(_device(model))
+    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], max_length).to(model_device(model))
     values = sequence_logprobs(model, batch)
     full = torch.zeros(len(chunk), dtype=values.dtype, device=values.device)
     full[torch.tensor([i for i, e in enumerate(chunk) if e.rationale], device=values.device)] = values
@@ -160,7 +157,7 @@ def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_l
 
 def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Sequence[tuple[TokenRow, TokenRow]],
                ref: torch.Tensor, config: PreferenceConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    device = _device(model)
+    device = model_device(model)
     batch = pair_batch(rows, tokenizer.pad_token_id).to(device)
     logps = sequence_logprobs(model, batch, average=_uses_mean_logps(config)).float()
     policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
@@ -188,7 +185,7 @@ def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Seque
 def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[torch.Tensor], config: PreferenceConfig
                ) -> tuple[torch.Tensor, dict[str, float]]:
     asr = config.tpo_adaptive_step_reward
-    out, mask, step_ids = _list_token_logps(model, tokenizer, chunk, config, hidden=asr)
+    out, mask, step_ids, n_steps_kept = _list_token_logps(model, tokenizer, chunk, config, hidden=asr)
     token_logps, hidden = out if asr else (out, None)
     width = token_logps.shape[1]
     losses, correct, ordered = [], 0, 0
@@ -202,14 +199,14 @@ def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[tor
         ref_tokens[:, width - r_width:] = ref_row[:, ref_row.shape[1] - r_width:].to(ref_tokens)
         ratios = (token_logps[rows].float() - ref_tokens.float()) * mask[rows]
         scores = torch.tensor(e.scores, dtype=ratios.dtype, device=ratios.device)
-        top = int(torch.argmax(scores))
-        top_steps = int(step_ids[rows][top].max()) + 1
-        top_hidden = step_means(hidden[rows][top].float(), step_ids[rows][top], top_steps).detach() if asr else None
+        steps, counts = step_ids[rows], n_steps_kept[rows]
+        step_hidden = ([step_means(h.float(), s, k).detach() for h, s, k in zip(hidden[rows], steps, counts)]
+                       if asr else None)
+        top = max(range(n), key=lambda i: (e.scores[i], -i))  # argmax, first on ties
         rewards = []
         for i in range(n):
-            k = int(step_ids[rows][i].max()) + 1
-            per_step = step_means(ratios[i], step_ids[rows][i], k)
-            weights = asr_weights(step_means(hidden[rows][i].float(), step_ids[rows][i], k).detach(), top_hidden) if asr else None
+            per_step = step_means(ratios[i], steps[i], counts[i])
+            weights = asr_weights(step_hidden[i], step_hidden[top]) if asr else None
             rewards.append(response_reward(per_step, weights))
         rewards_t = torch.stack(rewards)
         losses.append(tpo_loss(rewards_t, scores, config.beta, config.tpo_lambda_weighting))
@@ -235,7 +232,7 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # LoRA: frozen embeddings would cut the graph
     model.train()
-    device = _device(model)
+    device = model_device(model)
     total = n_steps(len(examples), config.batch_size, config.epochs)
     optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
     rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)

@@ -19,7 +19,8 @@ from components.config import RewardConfig
 from components.logprobs import encode_pairs
 from components.losses import bradley_terry_loss, eurus_loss
 from components.reward_model import RewardModel, gpm_loss, gpm_score
-from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
+from components.trainers.common import (StepCallback, clip_and_step, make_optimizer, model_device, n_steps,
+                                       seeded_batches)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def check_head(model: RewardModel, config: RewardConfig) -> None:
 
 def pair_forward(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
                  max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = encode_pairs(tokenizer, [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
                          max_length).to(device)
     out = model(batch)
@@ -73,7 +74,7 @@ def pair_logit(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: di
 
 def pair_losses(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: dict[str, torch.Tensor],
                 pairs: Sequence[RewardPair], config: RewardConfig) -> torch.Tensor:
-    device = next(model.parameters()).device
+    device = model_device(model)
     if config.loss == "gpm":
         return gpm_loss(gpm_score(chosen["embedding"], rejected["embedding"], chosen["gate"]), config.gpm_tau)
     r_c, r_r = chosen["reward"], rejected["reward"]
@@ -90,7 +91,7 @@ def pair_losses(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: d
 
 def _regression_step(model: RewardModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[AttributeExample],
                      config: RewardConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = encode_pairs(tokenizer, [r.prompt for r in rows], [r.response for r in rows], config.max_length).to(device)
     predicted = model(batch)["attributes"]
     target = torch.tensor([r.attributes for r in rows], dtype=predicted.dtype, device=device)
