@@ -10,6 +10,7 @@ process after a short warm-up run, so CUDA initialisation and the other's memory
     python bench/dpo_throughput.py --device cpu --shape tiny                          # CPU
     python bench/dpo_throughput.py --device cuda --shape smollm2-135m --bf16          # GPU
     python bench/dpo_throughput.py --device cuda --shape llama-1b --bf16
+    python bench/dpo_throughput.py --device cpu --shape tiny --packing              # + padding-free row
 
 TRL is a bench-only dependency (``pip install -e '.[bench]'``). MFU counts the same model FLOPs
 for both (6·N per trained token, 2·N per reference token; the LM head only where a response
@@ -110,7 +111,8 @@ def run_ours(base, tokenizer, pairs, args) -> dict:
     model = copy.deepcopy(base).to(args.device)
     cfg = PreferenceConfig(loss_type="sigmoid", beta=0.1, lr=args.lr, epochs=1, batch_size=args.batch_size,
                            max_length=args.max_length, warmup_steps=0, max_grad_norm=10.0,
-                           autocast_bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing)
+                           autocast_bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+                           packing=args.only == "alignflow-packed", pack_length=args.pack_length)
     loaded = LoadedModel(model=model, tokenizer=tokenizer, model_id="bench", path=None)
     reset_memory(args.device)
     sync(args.device)
@@ -192,7 +194,11 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer dir (default: SmolLM2's, converted)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--only", choices=["trl", "alignflow"], default=None,
+    parser.add_argument("--packing", action="store_true",
+                        help="also run our trainer padding-free (packing=True) as a third row")
+    parser.add_argument("--pack-length", type=int, default=None,
+                        help="tokens per packed row (default: the batch's longest row)")
+    parser.add_argument("--only", choices=["trl", "alignflow", "alignflow-packed"], default=None,
                         help="(internal) measure one trainer in this process and print its result")
     args = parser.parse_args()
 
@@ -207,7 +213,7 @@ def main() -> None:
     # Each trainer runs in its own process, so neither inherits the other's allocations,
     # compiled kernels or allocator state.
     results = {}
-    for name in ("trl", "alignflow"):
+    for name in ("trl", "alignflow", "alignflow-packed")[: 3 if args.packing else 2]:
         argv = [sys.executable, __file__, *sys.argv[1:], "--only", name, "--tokenizer", str(args.tokenizer)]
         proc = subprocess.run(argv, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -239,8 +245,9 @@ def main() -> None:
         print(f"| {name} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['loop_pairs_per_s']:.1f} | "
               f"{mem} | {mfu} | {r['final_loss']:.4f} |")
     ratio = results["alignflow"]["pairs_per_s"] / results["trl"]["pairs_per_s"]
-    print(f"throughput ratio alignflow / TRL: {ratio:.2f}x (loop only: "
-          f"{results['alignflow']['loop_pairs_per_s'] / results['trl']['loop_pairs_per_s']:.2f}x)")
+    for name in [n for n in results if n != "trl"]:
+        print(f"throughput ratio {name} / TRL: {results[name]['pairs_per_s'] / results['trl']['pairs_per_s']:.2f}x "
+              f"(loop only: {results[name]['loop_pairs_per_s'] / results['trl']['loop_pairs_per_s']:.2f}x)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "device": device_name,
                                          "tokens": tokens, "response_tokens": response_tokens, "ratio": ratio,

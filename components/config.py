@@ -126,8 +126,23 @@ class PreferenceConfig(_Section):
     tpo_lambda_weighting: bool = True
     tpo_adaptive_step_reward: bool = True
     gradient_checkpointing: bool = False
+    # padding-free: a batch's rows end to end in packed rows, attention kept per row through
+    # restarting position ids (block-diagonal mask on sdpa/eager, varlen on FlashAttention)
+    packing: bool = False
+    # tokens per packed row; None: the batch's longest row, so attention never spans more than
+    # with padding (right for sdpa). With FlashAttention, a large value puts a batch in one row.
+    pack_length: int | None = Field(None, ge=16)
+    # a DeepSpeed JSON (e.g. infra/deepspeed/zero2.json): ZeRO-2/3 around the same AdamW and schedule
+    deepspeed_config: str | None = None
     # bf16 autocast (GPU): matmuls in bf16, weights and optimizer state stay in the model's dtype
     autocast_bf16: bool = False
+
+    @model_validator(mode="after")
+    def _pack_length_fits(self) -> "PreferenceConfig":
+        if self.pack_length is not None and self.pack_length < self.max_length:
+            raise ValueError(f"pack_length ({self.pack_length}) must be >= max_length ({self.max_length}): "
+                             f"a packed row has to hold the longest row")
+        return self
 
     @model_validator(mode="after")
     def _epsilon_valid(self) -> "PreferenceConfig":
@@ -158,6 +173,7 @@ class RewardConfig(_Section):
     rank_attribute: int = Field(0, ge=0)
     gpm_k: int = Field(2, ge=1, description="GPM embeds to R^(2k)")
     gpm_tau: float = Field(0.1, gt=0)
+    deepspeed_config: str | None = None  # as PreferenceConfig.deepspeed_config
     # Preference strength from an ensemble of M reward models (Secrets of RLHF II).
     ensemble_size: int = Field(3, ge=2)
     strength_mode: Literal["none", "flip", "smooth", "adaptive_margin"] = "none"

@@ -1,9 +1,17 @@
 """Token batches and response log-probs, shared by every trainer and by evaluation.
 
-Sequences are left-padded so every response ends at the right edge: the positions that
-predict response tokens are then the last ``max_response_len + 1`` columns, and the LM head
-(a 49k-wide matmul) runs only on those that predict a scored token. Position ids are derived
-from the attention mask so left padding does not shift positions.
+Two layouts of the same rows, chosen by the caller:
+
+- ``TokenBatch`` (``pad_rows``): left-padded so every response ends at the right edge; the
+  positions that predict response tokens are the last ``max_response_len + 1`` columns.
+  Position ids come from the attention mask so left padding does not shift positions.
+- ``PackedBatch`` (``pack_rows``): padding-free — the rows laid end to end in packed rows of a
+  fixed length (one row for a whole batch, or several), position ids restarting at each row. transformers turns restarting position ids into a
+  block-diagonal causal mask (sdpa, eager) or variable-length attention (FlashAttention), so no
+  row sees another; no FLOPs go to pad tokens.
+
+Either way the LM head (a 49k-wide matmul) runs only on positions that predict a scored token,
+and log-probs come back as the same right-aligned [B, R] matrix.
 """
 
 from __future__ import annotations
@@ -56,33 +64,115 @@ def tokenize_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respon
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         prompt_ids, response_ids = _fit(prompt_ids, response_ids, max_length)
         n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
-        rows.append((prompt_ids + response_ids, n_scored))
+        ids = prompt_ids + response_ids
+        # a first token has no context to be predicted from: never scored (an empty prompt)
+        rows.append((ids, min(n_scored, len(ids) - 1)))
     return rows
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
-                 max_length: int, score_prompt: Sequence[bool] | bool = False) -> TokenBatch:
-    """``tokenize_rows`` then left-pad into one batch."""
-    return pad_rows(tokenize_rows(tokenizer, prompts, responses, max_length, score_prompt), tokenizer.pad_token_id)
+                 max_length: int, score_prompt: Sequence[bool] | bool = False, packed: bool = False,
+                 pack_length: int | None = None) -> Batch:
+    """``tokenize_rows`` then one batch: left-padded, or packed without padding."""
+    rows = tokenize_rows(tokenizer, prompts, responses, max_length, score_prompt)
+    return collate(rows, tokenizer.pad_token_id, packed, pack_length)
+
+
+def collate(rows: list[TokenRow], pad_id: int, packed: bool = False, pack_length: int | None = None) -> Batch:
+    return pack_rows(rows, pad_id, pack_length) if packed else pad_rows(rows, pad_id)
 
 
 def pad_rows(rows: list[TokenRow], pad_id: int) -> TokenBatch:
     """Rows of (token ids, number of scored tokens at the end) → a left-padded TokenBatch."""
     width = max(len(ids) for ids, _ in rows)
-    resp_width = max(n for _, n in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
-    response_mask = torch.zeros((len(rows), resp_width), dtype=torch.float32)
-    for i, (ids, n_resp) in enumerate(rows):
+    for i, (ids, _) in enumerate(rows):
         input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
         attention[i, width - len(ids):] = 1
-        response_mask[i, resp_width - n_resp:] = 1.0
     lengths = torch.tensor([n for _, n in rows], dtype=torch.long)
-    return TokenBatch(input_ids, attention, response_mask, lengths)
+    return TokenBatch(input_ids, attention, _response_mask(rows), lengths)
+
+
+@dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # [P, L]: rows end to end in P packed rows
+    position_ids: torch.Tensor  # [P, L]: 0, 1, … restarting at each row
+    response_mask: torch.Tensor  # [B, R], right-aligned as in TokenBatch
+    response_lengths: torch.Tensor  # [B]
+    target_index: torch.Tensor  # [M]: flat (P·L) positions of the scored tokens, row by row
+
+    def to(self, device: torch.device | str) -> "PackedBatch":
+        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.response_mask.to(device),
+                           self.response_lengths.to(device), self.target_index.to(device))
+
+
+Batch = TokenBatch | PackedBatch
+
+
+def _response_mask(rows: list[TokenRow]) -> torch.Tensor:
+    resp_width = max(n for _, n in rows)
+    mask = torch.zeros((len(rows), resp_width), dtype=torch.float32)
+    for i, (_, n) in enumerate(rows):
+        mask[i, resp_width - n:] = 1.0
+    return mask
+
+
+def _first_fit_decreasing(lengths: list[int], capacity: int) -> list[tuple[int, int]]:
+    """(bin, offset) per row: longest rows first, each into the first bin with room."""
+    free: list[int] = []
+    placed: dict[int, tuple[int, int]] = {}
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        b = next((b for b, room in enumerate(free) if room >= lengths[i]), None)
+        if b is None:
+            b = len(free)
+            free.append(capacity)
+        placed[i] = (b, capacity - free[b])
+        free[b] -= lengths[i]
+    return [placed[i] for i in range(len(lengths))]
+
+
+def pack_rows(rows: list[TokenRow], pad_id: int | None = None, pack_length: int | None = None) -> PackedBatch:
+    """Rows of (token ids, number of scored tokens at the end) → packed rows of ``pack_length``
+    tokens (default: the longest row, so no packed row attends over more than a padded one
+    would). Rows are placed first-fit-decreasing; only the tail of a packed row is padding, and
+    its positions continue the last sequence's, so it is never attended to."""
+    lengths = [len(ids) for ids, _ in rows]
+    for row, (row_ids, n_scored) in enumerate(rows):
+        if not row_ids or n_scored > len(row_ids) - 1:
+            raise ValueError(f"row {row}: {n_scored} scored tokens in a row of {len(row_ids)}; the first token "
+                             f"of a row cannot be scored")
+    capacity = max(lengths) if pack_length is None else pack_length
+    if capacity < max(lengths):
+        raise ValueError(f"pack_length {capacity} is shorter than a row of {max(lengths)} tokens; "
+                         f"raise it to at least max_length")
+    placement = _first_fit_decreasing(lengths, capacity)
+    n_bins = 1 + max(b for b, _ in placement)
+    used = [0] * n_bins
+    for (b, offset), n in zip(placement, lengths, strict=True):
+        used[b] = max(used[b], offset + n)
+    width = max(used)  # never wider than needed
+    input_ids = torch.full((n_bins, width), 0 if pad_id is None else pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n_bins, width), dtype=torch.long)
+    targets: list[int] = []
+    for (row_ids, n_scored), (b, offset) in zip(rows, placement, strict=True):
+        n = len(row_ids)
+        input_ids[b, offset:offset + n] = torch.tensor(row_ids, dtype=torch.long)
+        position_ids[b, offset:offset + n] = torch.arange(n)
+        start = b * width + offset
+        targets += range(start + n - n_scored, start + n)
+    for b in range(n_bins):  # the tail continues the last sequence's positions
+        tail = width - used[b]
+        if tail:
+            last = int(position_ids[b, used[b] - 1])
+            position_ids[b, used[b]:] = torch.arange(last + 1, last + 1 + tail)
+    return PackedBatch(input_ids, position_ids, _response_mask(rows), torch.tensor([n for _, n in rows]),
+                       torch.tensor(targets, dtype=torch.long))
 
 
 def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[list[str]],
-                   max_length: int, separator: str = "\n") -> tuple[TokenBatch, torch.Tensor]:
+                   max_length: int, separator: str = "\n", packed: bool = False,
+                   pack_length: int | None = None) -> tuple[Batch, torch.Tensor]:
     """Responses given as reasoning steps (TPO rows): the batch plus [B, R] step ids per scored
     token (−1 where not scored). Steps are tokenized one by one, each but the last followed by
     ``separator``, so every token belongs to exactly one step."""
@@ -100,9 +190,11 @@ def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respo
             ids += step_ids
             owner += [k] * len(step_ids)
         context, ids = _fit(prompt_ids, ids, max_length)
+        if not context:
+            raise ValueError("a listed response needs a non-empty prompt: its first token has nothing to follow")
         rows.append((context + ids, len(ids)))
         step_rows.append(owner[: len(ids)])
-    batch = pad_rows(rows, tokenizer.pad_token_id)
+    batch = collate(rows, tokenizer.pad_token_id, packed, pack_length)
     step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
     for i, owner in enumerate(step_rows):
         if owner:
@@ -144,7 +236,34 @@ def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.T
     return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hidden: bool = False
+def _packed_token_logprobs(model: PreTrainedModel, batch: PackedBatch, return_hidden: bool
+                           ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``response_token_logprobs`` for a packed batch: gather the predicting positions (each
+    scored token's predecessor, always in the same row) instead of slicing the right edge."""
+    targets = batch.input_ids.reshape(-1)[batch.target_index]
+    predicting_index = batch.target_index - 1
+    attention_mask = None  # restarting position_ids are the mask: transformers builds it per row
+    if not _plain_lm_head(model):
+        out = model(input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=batch.position_ids,
+                    use_cache=False, output_hidden_states=return_hidden)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])[predicting_index].float()
+        values = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        hidden = out.hidden_states[-1].flatten(0, 1) if return_hidden else None
+    else:
+        hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=attention_mask,
+                                     position_ids=batch.position_ids, use_cache=False).last_hidden_state.flatten(0, 1)
+        values = _head_logprobs(model.get_output_embeddings(), hidden[predicting_index], targets)
+    scored = batch.response_mask > 0
+    token_logps = torch.zeros(batch.response_mask.shape, dtype=values.dtype, device=values.device)
+    token_logps = token_logps.masked_scatter(scored, values)
+    if not return_hidden:
+        return token_logps
+    response_hidden = hidden.new_zeros((*batch.response_mask.shape, hidden.shape[-1]))
+    response_hidden[scored] = hidden[batch.target_index]
+    return token_logps, response_hidden
+
+
+def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden: bool = False
                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """[B, R] log-probs of each response token (zeros where masked); with ``return_hidden`` also
     the last layer's hidden states at those R tokens, [B, R, H].
@@ -153,6 +272,8 @@ def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hi
     token — not on the prompt, not on padding — and the vocabulary-sized tensor is reduced with
     one logsumexp instead of a full log-softmax, so it is materialised once, not three times.
     """
+    if isinstance(batch, PackedBatch):
+        return _packed_token_logprobs(model, batch, return_hidden)
     resp_width = batch.response_mask.shape[1]
     position_ids = position_ids_for(batch.attention_mask)
     targets = batch.input_ids[:, -resp_width:]
@@ -174,7 +295,7 @@ def response_token_logprobs(model: PreTrainedModel, batch: TokenBatch, return_hi
     return (token_logps, hidden[:, -resp_width:, :]) if return_hidden else token_logps
 
 
-def sequence_logprobs(model: PreTrainedModel, batch: TokenBatch, average: bool = False) -> torch.Tensor:
+def sequence_logprobs(model: PreTrainedModel, batch: Batch, average: bool = False) -> torch.Tensor:
     """Sum (or mean) of response log-probs per sequence."""
     token_logps = response_token_logprobs(model, batch)
     total = token_logps.sum(-1)

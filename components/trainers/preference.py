@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 import torch
 
 from components.config import PreferenceConfig
-from components.logprobs import (TokenBatch, TokenRow, encode_pairs, encode_stepped, pad_rows, response_token_logprobs,
+from components.logprobs import (Batch, TokenRow, collate, encode_pairs, encode_stepped, response_token_logprobs,
                                  sequence_logprobs, tokenize_rows)
 from components.losses import f_divergence_margin, loss_from_margin, preference_metric_tensors, rationale_term
 from components.models import LoadedModel
 from components.prompts import rationale_prompt
 from components.ranking import asr_weights, response_reward, step_means, tpo_loss
-from components.trainers.common import (DeferredMetrics, StepCallback, clip_and_step, make_optimizer, model_device,
-                                       n_steps, seeded_batches)
+from components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
+from components.trainers.stepping import make_stepper
 
 
 @dataclass
@@ -95,19 +95,20 @@ def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length:
     return list(zip(chosen, rejected, strict=True))
 
 
-def pair_batch(rows: Sequence[tuple[TokenRow, TokenRow]], pad_id: int) -> TokenBatch:
+def pair_batch(rows: Sequence[tuple[TokenRow, TokenRow]], pad_id: int, config: PreferenceConfig) -> Batch:
     """Chosen rows then rejected rows, so one forward scores both halves of every pair."""
-    return pad_rows([c for c, _ in rows] + [r for _, r in rows], pad_id)
+    return collate([c for c, _ in rows] + [r for _, r in rows], pad_id, config.packing, config.pack_length)
 
 
-def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> TokenBatch:
-    return pair_batch(tokenize_pairs(tokenizer, chunk, max_length), tokenizer.pad_token_id)
+def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], config: PreferenceConfig) -> Batch:
+    return pair_batch(tokenize_pairs(tokenizer, chunk, config.max_length), tokenizer.pad_token_id, config)
 
 
 def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool):
     prompts = [e.prompt for e in chunk for _ in e.responses]
     responses = [r for e in chunk for r in e.responses]
-    batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length)
+    batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length, packed=config.packing,
+                                     pack_length=config.pack_length)
     n_steps_kept = (step_ids.max(dim=1).values + 1).tolist()  # on the host: no device sync per response
     device = model_device(model)
     out = response_token_logprobs(model, batch.to(device), return_hidden=hidden)
@@ -134,7 +135,7 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
                     out.append(token_logps[offset:offset + len(e.responses)].double().cpu())
                     offset += len(e.responses)
             else:
-                batch = encode_pair_batch(reference.tokenizer, chunk, config.max_length).to(device)
+                batch = encode_pair_batch(reference.tokenizer, chunk, config).to(device)
                 logps = sequence_logprobs(reference.model, batch, average=average).double().cpu()
                 out.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1))
         if on_batch:
@@ -144,11 +145,12 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
     return torch.cat(out)
 
 
-def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_length: int) -> torch.Tensor:
+def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], config: PreferenceConfig) -> torch.Tensor:
     """Sum log π_θ(r | x_rat) for the rows that carry a rationale (others: 0, masked by caller)."""
     rows = [e for e in chunk if e.rationale]
     prompts = [e.rationale_prompt or rationale_prompt(tokenizer, e.prompt, e.chosen, e.rejected) for e in rows]
-    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], max_length).to(model_device(model))
+    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], config.max_length,
+                         packed=config.packing, pack_length=config.pack_length).to(model_device(model))
     values = sequence_logprobs(model, batch)
     full = torch.zeros(len(chunk), dtype=values.dtype, device=values.device)
     full[torch.tensor([i for i, e in enumerate(chunk) if e.rationale], device=values.device)] = values
@@ -158,7 +160,7 @@ def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], max_l
 def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Sequence[tuple[TokenRow, TokenRow]],
                ref: torch.Tensor, config: PreferenceConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     device = model_device(model)
-    batch = pair_batch(rows, tokenizer.pad_token_id).to(device)
+    batch = pair_batch(rows, tokenizer.pad_token_id, config).to(device)
     logps = sequence_logprobs(model, batch, average=_uses_mean_logps(config)).float()
     policy_chosen, policy_rejected = logps[: len(chunk)], logps[len(chunk):]
     ref = ref.to(device=device, dtype=logps.dtype)
@@ -172,7 +174,7 @@ def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Seque
         losses = loss_from_margin(h, config.loss_type, config.beta, config.label_smoothing)
     metrics: dict[str, torch.Tensor] = {}
     if any(e.rationale for e in chunk):
-        rationale_logp = _rationale_logps(model, tokenizer, chunk, config.max_length).float()
+        rationale_logp = _rationale_logps(model, tokenizer, chunk, config).float()
         has = torch.tensor([bool(e.rationale) for e in chunk], device=device)
         losses = losses + torch.where(has, rationale_term(rationale_logp, config.rationale_gamma, config.rationale_form),
                                       torch.zeros_like(losses))
@@ -234,7 +236,8 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     model.train()
     device = model_device(model)
     total = n_steps(len(examples), config.batch_size, config.epochs)
-    optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
+    stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
+                           config.deepspeed_config, bf16=config.autocast_bf16)
     rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)
     history: list[dict[str, float]] = []
     reader = DeferredMetrics(history, on_step)
@@ -246,11 +249,12 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
             else:
                 loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in index],
                                            ref_logps[index], config)
-        loss.backward()
-        grad_norm = clip_and_step(model, optimizer, scheduler, config.max_grad_norm)
-        reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm,
-                           "train/lr": scheduler.get_last_lr()[0], **metrics})
+        stepper.backward(loss)
+        grad_norm = stepper.step()
+        reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm, "train/lr": stepper.last_lr(),
+                           **metrics})
     reader.flush()
+    stepper.finish()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()

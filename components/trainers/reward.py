@@ -19,8 +19,8 @@ from components.config import RewardConfig
 from components.logprobs import encode_pairs
 from components.losses import bradley_terry_loss, eurus_loss
 from components.reward_model import RewardModel, gpm_loss, gpm_score
-from components.trainers.common import (StepCallback, clip_and_step, make_optimizer, model_device, n_steps,
-                                       seeded_batches)
+from components.trainers.common import StepCallback, model_device, n_steps, seeded_batches
+from components.trainers.stepping import make_stepper
 
 
 @dataclass
@@ -114,7 +114,8 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
         raise ValueError(f"reward loss '{config.loss}' trains on {expected.__name__} rows")
     model.train()
     total = n_steps(len(rows), config.batch_size, config.epochs)
-    optimizer, scheduler = make_optimizer(model, config.lr, total, config.warmup_steps)
+    stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
+                           config.deepspeed_config)
     history: list[dict[str, float]] = []
     for step, index in enumerate(seeded_batches(len(rows), config.batch_size, config.epochs, seed), start=1):
         chunk = [rows[i] for i in index]
@@ -126,12 +127,13 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
             logit = pair_logit(model, chosen, rejected, config).detach()
             metrics = {"train/loss": loss.item(), "train/accuracy": (logit > 0).float().mean().item(),
                        "train/logit": logit.mean().item()}
-        loss.backward()
-        metrics["train/grad_norm"] = clip_and_step(model, optimizer, scheduler, config.max_grad_norm).item()
-        metrics["train/lr"] = scheduler.get_last_lr()[0]
+        stepper.backward(loss)
+        metrics["train/grad_norm"] = float(stepper.step())
+        metrics["train/lr"] = stepper.last_lr()
         history.append(metrics)
         if on_step:
             on_step(step, metrics)
+    stepper.finish()
     model.eval()
     return RewardResult(steps=total, history=history)
 

@@ -1,0 +1,169 @@
+"""How a trainer applies a step: plain PyTorch, or a DeepSpeed ZeRO engine.
+
+Trainers compute a loss and hand it to a ``Stepper``; the stepper owns backward, clipping,
+the optimizer and the schedule. The plain stepper is AdamW + global-norm clipping. The
+DeepSpeed stepper wraps the same AdamW and schedule in a ZeRO-2/3 engine described by a JSON
+file (``infra/deepspeed/zero{2,3}.json``), so a multi-GPU job (torchrun/deepspeed launcher,
+one process per GPU) runs the very same trainer code; with no launcher it starts a one-process
+group itself (gloo on CPU, nccl on GPU) — how the path is tested on machines without GPUs.
+
+After training, ``finish`` hands back an ordinary module: hooks removed and, under ZeRO-3,
+full parameters gathered back in place, so evaluation and ``save_pretrained`` work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from components.trainers.common import clip_and_step, make_optimizer
+
+
+class Stepper(Protocol):
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> torch.Tensor | float:
+        """Clip, update, advance the schedule, zero the grads; return the pre-clip grad norm."""
+
+    def last_lr(self) -> float: ...
+
+    def finish(self) -> None:
+        """Leave the model usable as a plain module."""
+
+
+class PlainStepper:
+    def __init__(self, model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int,
+                 max_grad_norm: float) -> None:
+        self.model, self.max_grad_norm = model, max_grad_norm
+        self.optimizer, self.scheduler = make_optimizer(model, lr, total_steps, warmup_steps)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> torch.Tensor:
+        return clip_and_step(self.model, self.optimizer, self.scheduler, self.max_grad_norm)
+
+    def last_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def finish(self) -> None:
+        pass
+
+
+# Fields the trainer's own config decides; a DeepSpeed file may leave them out or say "auto".
+_OWNED_BY_TRAINER = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+# Sections the trainer provides itself: the same AdamW and warmup schedule as without DeepSpeed.
+_REFUSED_SECTIONS = ("optimizer", "scheduler")
+
+
+def load_deepspeed_config(path: str | Path, batch_size: int, max_grad_norm: float, bf16: bool) -> dict[str, Any]:
+    """Read a DeepSpeed JSON and fill in what the trainer's config owns.
+
+    A value the file sets explicitly must agree with the trainer's config: two sources of
+    truth for the batch size would make the logged params lie about the run."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"DeepSpeed config {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a DeepSpeed config is a JSON object, got {type(config).__name__}")
+    for section in _REFUSED_SECTIONS:
+        if section in config:
+            raise ValueError(f"{path}: field '{section}': remove it — the trainer passes its own AdamW and "
+                             f"warmup schedule (lr, warmup_steps come from the preference/reward config)")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    wanted = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
+              "gradient_clipping": max_grad_norm}
+    for key in _OWNED_BY_TRAINER:
+        given = config.get(key, "auto")
+        if given != "auto" and given != wanted[key]:
+            raise ValueError(f"{path}: field '{key}' is {given!r} but the trainer's config gives {wanted[key]!r}; "
+                             f"set it to \"auto\" or remove it")
+        config[key] = wanted[key]
+    total = batch_size * world_size
+    if config.get("train_batch_size", "auto") not in ("auto", total):
+        raise ValueError(f"{path}: field 'train_batch_size' is {config['train_batch_size']!r}, expected "
+                         f"{total} (batch_size {batch_size} × {world_size} processes) or \"auto\"")
+    config["train_batch_size"] = total
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"{path}: field 'zero_optimization.stage' must be 0, 1, 2 or 3, got {stage!r}")
+    for precision in ("bf16", "fp16"):
+        section = config.get(precision)
+        if isinstance(section, dict) and section.get("enabled") == "auto":
+            section["enabled"] = bf16 and precision == "bf16"
+    # torch's AdamW is not on DeepSpeed's list of ZeRO-tested optimizers, though it works with it
+    config.setdefault("zero_allow_untested_optimizer", True)
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_process_group(device: torch.device) -> None:
+    """Join the launcher's process group, or start a one-process group when there is none."""
+    import deepspeed
+
+    if not torch.distributed.is_initialized() and "RANK" not in os.environ:
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+                           "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+
+
+class DeepSpeedStepper:
+    def __init__(self, model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int,
+                 max_grad_norm: float, config: dict[str, Any]) -> None:
+        try:
+            import deepspeed
+        except ImportError:
+            raise ImportError("a DeepSpeed config was given but deepspeed is not installed: "
+                              "pip install deepspeed==0.19.8") from None
+        ensure_process_group(next(model.parameters()).device)
+        optimizer, scheduler = make_optimizer(model, lr, total_steps, warmup_steps)
+        self.model, self.stage = model, config.get("zero_optimization", {}).get("stage", 0)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                                 lr_scheduler=scheduler, config=config)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> float:
+        self.engine.step()  # clips by gradient_clipping, steps the optimizer and the schedule, zeroes grads
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def last_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def finish(self) -> None:
+        """ZeRO-3 keeps only a shard of each parameter in the module: gather them back in place
+        before removing the engine's hooks, so the model is whole for eval and saving."""
+        params = list(self.model.parameters())
+        if self.stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(params):
+                full = [p.data.clone() for p in params]
+        self.engine.destroy()
+        if self.stage == 3:
+            for p, data in zip(params, full, strict=True):
+                p.data = data
+
+
+def make_stepper(model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int, max_grad_norm: float,
+                 batch_size: int, deepspeed_config: str | None, bf16: bool = False) -> Stepper:
+    if deepspeed_config is None:
+        return PlainStepper(model, lr, total_steps, warmup_steps, max_grad_norm)
+    config = load_deepspeed_config(deepspeed_config, batch_size, max_grad_norm, bf16)
+    return DeepSpeedStepper(model, lr, total_steps, warmup_steps, max_grad_norm, config)
