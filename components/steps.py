@@ -7,6 +7,7 @@ own directory, so a crash leaves nothing half-written and a re-run simply redoes
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -27,10 +28,13 @@ from components.lineage import lineage_record
 from components.models import (LoadedModel, attach_lora, is_adapter, load_checkpoint, materialize_base,
                                load_tokenizer, read_metadata, save_checkpoint)
 from components.pairs import build_pairs
+from components.preference_strength import apply_strength, ensemble_differences, strength_statistics, train_ensemble
 from components.progress import progress_bar
 from components.prompts import render_prompt
+from components.reward_model import RewardModel
 from components.scoring import SCORER_ID, score_completions
 from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
+from components.trainers.reward import RewardPair
 from components.trainers.sft import train_sft
 from components.versioning import content_md5
 
@@ -177,6 +181,54 @@ def make_pairs(config: PipelineConfig, scored_path: Path, policy_model_id: str, 
     return {"path": str(path), "n_pairs": len(pairs), "seconds": _timed(start)}
 
 
+def preference_strength(config: PipelineConfig, backbone_dir: Path, pairs_path: Path, round_index: int,
+                        out_dir: Path) -> StepResult:
+    """Score the round's pairs with an ensemble of reward models and write a curated copy.
+
+    M reward models (the reference model's backbone, as InstructGPT starts its reward model from
+    the SFT model, + the configured head, one seed each, fully trained) are trained
+    on the round's pairs; μ̂/σ̂ of r_m(chosen) − r_m(rejected) and the ``strength_mode`` decision
+    (flip / smooth / adaptive margin) go into ``pairs-strength.jsonl``. The original pair file
+    stays as it was: it is versioned, and its hash keys the round's caches."""
+    start = time.perf_counter()
+    r = config.reward
+    pairs = read_rows(pairs_path, PairRow)
+    if not pairs:
+        raise ValueError(f"{pairs_path}: no pairs to score with the reward ensemble")
+    loaded = load_checkpoint(backbone_dir, merge=True)  # an adapter is folded in: members train all weights
+    backbone_id, tokenizer = loaded.model_id, loaded.tokenizer
+    eos = tokenizer.eos_token
+    reward_pairs = [RewardPair(p.prompt, p.chosen + eos, p.rejected + eos) for p in pairs]
+    seeds = [config.seed + 1000 * round_index + m for m in range(r.ensemble_size)]
+
+    def make_model(seed: int) -> RewardModel:
+        torch.manual_seed(seed)  # same backbone for every member; its own head init and data order
+        backbone = copy.deepcopy(loaded.model).requires_grad_(True)
+        return RewardModel(backbone, head=r.head, gpm_k=r.gpm_k, n_attributes=r.n_attributes)
+
+    with progress_bar(f"round {round_index}: reward ensemble ({r.ensemble_size} models)", 1) as advance:
+        models = train_ensemble(make_model, tokenizer, reward_pairs, r, seeds)
+        differences = ensemble_differences(models, tokenizer, reward_pairs, r)
+        advance(1)
+    mean, std = strength_statistics(differences)
+    lineage = lineage_record("preference-strength", config.content_hash(), config.seed, parent_model=backbone_id,
+                             inputs={"pairs": str(pairs_path), "pairs_md5": content_md5(pairs_path)},
+                             ensemble_seeds=seeds, reward_loss=r.loss, strength_mode=r.strength_mode)
+    annotated = apply_strength(pairs, mean, std, r.strength_mode, r.strength_threshold, r.smooth_epsilon, lineage)
+    path = write_rows(Path(out_dir) / "pairs-strength.jsonl", annotated)
+    return {"path": str(path), "n_pairs": len(annotated), "n_flipped": sum(a.flipped != p.flipped for a, p in
+                                                                            zip(annotated, pairs, strict=True)),
+            "n_smoothed": sum(a.label_smoothing is not None for a in annotated),
+            "strength_mean": float(mean.mean()), "strength_std": float(std.mean()),
+            "ensemble_agreement": float((mean > 0).double().mean()), "seconds": _timed(start)}
+
+
+def preference_examples(pairs: list[PairRow], eos: str) -> list[PreferenceExample]:
+    """Pair rows → trainer rows; a row's own label smoothing (from the reward ensemble) goes along."""
+    return [PreferenceExample(p.prompt, p.chosen + eos, p.rejected + eos, label_smoothing=p.label_smoothing)
+            for p in pairs]
+
+
 def reference_cache_path(cache_dir: Path, reference_id: str, pairs_md5: str, config: PipelineConfig) -> Path:
     """Reference log-probs are a function of (reference model, pair file content, scoring options)."""
     p = config.preference
@@ -194,7 +246,7 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
                          f"raise sampling.k or sampling.prompts_per_round")
     policy = _trainable_policy(config, policy_dir)
     eos = policy.tokenizer.eos_token
-    examples = [PreferenceExample(p.prompt, p.chosen + eos, p.rejected + eos) for p in pairs]
+    examples = preference_examples(pairs, eos)
     reference_id = read_metadata(reference_dir).get("model_id", str(reference_dir))
     pairs_md5 = content_md5(pairs_path)
     cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_md5, config)

@@ -125,12 +125,32 @@ def pairs_task(config: dict[str, Any], scored_path: str, scored_md5: str, policy
     return result
 
 
+@task(name="preference-strength", **COMPUTE)
+def strength_task(config: dict[str, Any], base_dir: str, pairs_path: str, pairs_md5: str, round_index: int,
+                  out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
+    with child_run(ctx, f"strength:r{round_index}") as (tracker, run_id):
+        tracker.log_dataset(run_id, Path(pairs_path), f"pairs-r{round_index}", pairs_md5, context="scoring",
+                            extra_tags={"dvc_md5": pairs_md5})
+        tracker.log_params(run_id, {f"reward.{k}": v for k, v in config["reward"].items()})
+        result = steps.preference_strength(_cfg(config), Path(base_dir), Path(pairs_path), round_index, Path(out_dir))
+        result["md5"] = version_outputs(ctx, [Path(result["path"])])[result["path"]]
+        tracker.log_dataset(run_id, Path(result["path"]), f"pairs-strength-r{round_index}", result["md5"],
+                            context="pairs", extra_tags={"dvc_md5": result["md5"], "pairs_md5": pairs_md5})
+        tracker.log_metrics(run_id, {"strength/n_flipped": result["n_flipped"], "strength/n_smoothed": result["n_smoothed"],
+                                     "strength/mean": result["strength_mean"], "strength/std": result["strength_std"],
+                                     "strength/ensemble_agreement": result["ensemble_agreement"],
+                                     "time/strength_seconds": result["seconds"]})
+    record_timing(ctx, f"strength:r{round_index}", result["seconds"])
+    return result
+
+
 @task(name="train-preference", **COMPUTE)
 def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pairs_path: str, pairs_md5: str,
                round_index: int, out_dir: str, ref_cache_dir: str, ctx: TrackingContext) -> dict[str, Any]:
     with child_run(ctx, f"train:r{round_index}") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(pairs_path), f"pairs-r{round_index}", pairs_md5, context="training",
-                            extra_tags={"dvc_md5": pairs_md5})
+        # pairs-rN, or pairs-strength-rN when a reward ensemble curated them
+        tracker.log_dataset(run_id, Path(pairs_path), f"{Path(pairs_path).stem}-r{round_index}", pairs_md5,
+                            context="training", extra_tags={"dvc_md5": pairs_md5})
         tracker.log_params(run_id, {f"preference.{k}": v for k, v in config["preference"].items()})
         result = steps.train_round(_cfg(config), Path(policy_dir), Path(reference_dir), Path(pairs_path), round_index,
                                    Path(out_dir), Path(ref_cache_dir), on_step=metric_logger(tracker, run_id))

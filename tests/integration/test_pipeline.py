@@ -98,3 +98,30 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     resumed = [r for r in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['parent_run_id']}'")
                if r.data.tags.get("alignflow.kind") == "round"]
     assert len(resumed) == 2 and all(r.data.tags.get("resumed") == "true" for r in resumed)
+
+
+def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness, mlflow_server, dvc_project):
+    """reward.strength_mode on: a strength task trains an ensemble, writes a curated copy of the
+    pair file with μ̂/σ̂ and per-pair ε, and the train task trains on that copy."""
+    from components.data.io import read_rows
+    from components.data.schemas import PairRow
+
+    overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
+                                               "tracking.experiment": "it-strength", "rounds.n_rounds": "1",
+                                               "reward.strength_mode": "smooth", "reward.ensemble_size": "2",
+                                               "reward.strength_threshold": "1.0e9", "reward.smooth_epsilon": "0.2",
+                                               "reward.epochs": "2", "reward.batch_size": "4"})
+    result = _run(overrides)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("it-strength")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
+    strength, train = runs["strength:r1"], runs["train:r1"]
+    assert strength.data.params["reward.strength_mode"] == "smooth" and strength.data.params["reward.ensemble_size"] == "2"
+    curated = Path(result["workspace"]) / "round-1" / "pairs-strength.jsonl"
+    rows = read_rows(curated, PairRow)
+    assert rows and all(r.label_smoothing == 0.2 and r.strength_std is not None for r in rows)
+    assert all(r.lineage["strength"]["ensemble_seeds"] == [1000, 1001] for r in rows)
+    assert strength.data.metrics["strength/n_smoothed"] == len(rows)
+    assert Path(f"{curated}.dvc").exists()  # versioned like every other pair file
+    trained_on = {d.dataset.name for d in train.inputs.dataset_inputs}
+    assert trained_on == {"pairs-strength-r1"}

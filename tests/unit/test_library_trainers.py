@@ -192,3 +192,15 @@ def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_pat
     assert back[-1].flipped and back[-1].chosen == "The answer is right."
     assert not any(r.flipped for r in back[:-1])
     assert all(r.strength_mean > 0 and r.strength_std is not None for r in back)
+
+
+def test_pipeline_training_rows_carry_the_ensemble_label_smoothing():
+    from components.data.schemas import PairRow
+    from components.steps import preference_examples
+
+    rows = [PairRow(problem_id="1", prompt="Q", chosen="a", rejected="b", score_chosen=1, score_rejected=0,
+                    label_smoothing=0.2),
+            PairRow(problem_id="2", prompt="Q", chosen="a", rejected="b", score_chosen=1, score_rejected=0)]
+    examples = preference_examples(rows, END)
+    assert [e.label_smoothing for e in examples] == [0.2, None]
+    assert examples[0].chosen == "a" + END
