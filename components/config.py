@@ -192,6 +192,29 @@ class RewardConfig(_Section):
         return self
 
 
+class MCTSConfig(_Section):
+    """Step-level MCTS (ALGORITHMS.md §2). Defaults: the published ones scaled down for CPU
+    (published, math 7B: n_iters 64, depth_limit 3, 2 + 2 actions, 128 tokens per step)."""
+
+    n_iters: int = Field(4, ge=1, description="iterations per root after the first")
+    first_root_iterations_factor: int = Field(4, ge=1, description="the first root gets factor × n_iters")
+    depth_limit: int = Field(4, ge=1, description="steps; a node this deep is closed and verified")
+    n_init_actions: int = Field(2, ge=1, description="children of the first root")
+    n_actions: int = Field(2, ge=1, description="children of every later node")
+    breadth_limit: int = Field(4, ge=1)
+    c_puct: float = Field(1.0, ge=0)
+    length_penalty: float = Field(1.25, ge=0, description="λ of the prior exp(log π / |a|^λ)")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens_per_step: int = Field(32, ge=1)
+    rejected_strategy: Literal["worst", "random"] = "random"  # the released code effectively uses random
+    filter: bool = True  # keep a tree's pairs only if its final trajectory is correct
+    max_pairs_per_tree: int = Field(8, ge=1)
+    self_eval_depth_offset: int = Field(3, ge=0, description="value = C / max(parent_depth − offset, 1) + O")
+    # p(B) over the vocabulary (spec) or p(B) / (p(A) + p(B)) (unverified alternative)
+    self_eval_normalize: bool = False
+    reuse_prefix_cache: bool = True
+
+
 class EvalConfig(_Section):
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(96, ge=1)

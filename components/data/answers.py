@@ -33,6 +33,12 @@ def extract_answer(text: str) -> float | None:
     return _to_number(numbers[-1]) if numbers else None
 
 
+def states_final_answer(text: str) -> bool:
+    """True when the text gives an explicit final answer ("The answer is N", \\boxed{N}, #### N):
+    a step search stops there. A bare number mid-solution does not count."""
+    return any(pattern.search(text) for pattern in _ANSWER_PATTERNS)
+
+
 def is_correct(text: str, gold: int | float) -> bool:
     value = extract_answer(text)
     return value is not None and abs(value - float(gold)) < 1e-6

@@ -1,0 +1,92 @@
+"""MCTS search on the tiny model: the KV-reuse expansion scores steps exactly as a full
+re-encode does, the search is deterministic under a seed, and the tree's counts add up."""
+
+import pytest
+import torch
+
+from components.config import MCTSConfig
+from components.data.answers import states_final_answer
+from components.logprobs import position_ids_for
+from components.mcts.policy import Candidate, StepPolicy, cut_step
+from components.mcts.search import SearchProblem, distinct_candidates, search
+from components.mcts.tree import number_nodes, to_dict
+from components.prompts import render_prompt
+
+
+def _contexts(tokenizer):
+    return [render_prompt(tokenizer, "Ava has 3 apples. She picks 4 more. How many now?", ""),
+            render_prompt(tokenizer, "Ben has 10 coins and spends 2. How many are left?", "") + "Ben starts with 10.\n"]
+
+
+def _full_reencode_logp(model, tokenizer, context: str, token_ids: list[int]) -> float:
+    ids = tokenizer(context, add_special_tokens=False)["input_ids"] + token_ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(input_ids=x, position_ids=position_ids_for(torch.ones_like(x))).logits[0].float()
+    logps = torch.log_softmax(logits[:-1], dim=-1).gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1)
+    return float(logps[-len(token_ids):].sum())
+
+
+def test_prefix_cache_reuse_scores_steps_like_a_full_re_encode(tiny_loaded):
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    contexts = _contexts(tok)  # different lengths: left padding is in play
+    cached = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=True)
+    sampled = cached.sample_steps(contexts, k=3, seed=0)
+    assert [len(c) for c in sampled] == [3, 3]
+    for context, candidates in zip(contexts, sampled, strict=True):
+        for c in candidates:
+            assert len(c.token_ids) == c.n_tokens >= 1
+            assert c.logp == pytest.approx(_full_reencode_logp(model, tok, context, c.token_ids), abs=2e-3)
+    # the naive path (every child re-encodes its prefix) samples the same steps under the same seed
+    naive = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=False)
+    again = naive.sample_steps(contexts, k=3, seed=0)
+    assert [[c.token_ids for c in row] for row in again] == [[c.token_ids for c in row] for row in sampled]
+    assert naive.expanded_tokens == 3 * cached.expanded_tokens  # each prefix encoded once, not k times
+
+
+def test_step_cutting_and_candidate_filtering(tokenizer):
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    ids = tokenizer("3 + 4 = 7\nThe answer", add_special_tokens=False)["input_ids"]
+    c = cut_step(ids, [-0.5] * len(ids), tokenizer.eos_token_id, decode)
+    assert c.text == "3 + 4 = 7" and not c.ended and c.token_ids == ids[: c.n_tokens]
+    assert c.logp == pytest.approx(-0.5 * c.n_tokens)
+    ended = cut_step(ids[:3] + [tokenizer.eos_token_id, 5], [-1.0] * 5, tokenizer.eos_token_id, decode)
+    assert ended.ended and ended.n_tokens == 4 and ended.logp == pytest.approx(-4.0)
+    cands = [Candidate("A  step", -1, 2, False, [1]), Candidate("a step", -1, 2, False, [2]),
+             Candidate("", -1, 1, False, [3]), Candidate("Other", -1, 1, False, [4]),
+             Candidate("Third", -1, 1, False, [5])]
+    assert [c.text for c in distinct_candidates(cands, breadth_limit=2)] == ["A  step", "Other"]
+    assert states_final_answer("So the answer is 7.") and not states_final_answer("3 + 4 = 7")
+
+
+def _problems(tokenizer):
+    return [SearchProblem("p1", "Ava has 3 apples. She picks 4 more. How many now?", 7,
+                          render_prompt(tokenizer, "Ava has 3 apples. She picks 4 more. How many now?", ""),
+                          "3 + 4 = 7\nThe answer is 7."),
+            SearchProblem("p2", "Ben has 10 coins and spends 2. How many are left?", 8,
+                          render_prompt(tokenizer, "Ben has 10 coins and spends 2. How many are left?", ""))]
+
+
+def test_search_is_deterministic_under_a_seed_and_counts_add_up(tiny_loaded):
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    cfg = MCTSConfig(n_iters=2, first_root_iterations_factor=2, depth_limit=2, max_new_tokens_per_step=6,
+                     filter=False)
+
+    def run(seed):
+        policy = StepPolicy(model, tok, cfg.max_new_tokens_per_step, cfg.temperature)
+        results = search(policy, _problems(tok), cfg, seed=seed)
+        for r in results:
+            number_nodes(r.root)
+        return results
+
+    first, second = run(0), run(0)
+    assert [to_dict(r.root) for r in first] == [to_dict(r.root) for r in second]
+    assert [to_dict(r.root) for r in run(1)] != [to_dict(r.root) for r in first]
+    for r in first:
+        assert r.root.N == cfg.first_root_iterations_factor * cfg.n_iters  # one backup per iteration at it
+        assert 1 <= len(r.root.children) <= cfg.n_init_actions
+        assert r.path[0] is r.root and r.path[-1].terminal  # the search ran to a terminal root
+        assert all(node.depth <= cfg.depth_limit for node in r.path)
+        assert r.path[-1].correct is not None
+        for pair in r.pairs:
+            assert pair.q_chosen > pair.q_rejected and 0 <= pair.epsilon <= 0.5
