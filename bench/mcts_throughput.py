@@ -64,7 +64,10 @@ class NaiveStepPolicy(StepPolicy):
 
     @torch.inference_mode()
     def probability_of(self, prompts: list[str], answer: str, batch_size: int = 1) -> list[float]:
-        return [p for prompt in prompts for p in super().probability_of([prompt], answer, batch_size=1)]
+        out: list[float] = []
+        for prompt in prompts:  # one forward per self-evaluation
+            out += StepPolicy.probability_of(self, [prompt], answer, batch_size=1)
+        return out
 
 
 def problems(tokenizer, n: int, seed: int) -> list[SearchProblem]:
