@@ -198,10 +198,15 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
     reference = policy
     for round_index in range(1, cfg.rounds.n_rounds + 1):
         round_dir = out / f"round-{round_index}"
-        sampled = steps.sample(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
-        scored = steps.score(Path(sampled["path"]), round_dir)
-        pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index, sampled["seed"],
-                                 round_dir)
+        if cfg.rounds.kind == "mcts":
+            pairs = steps.mcts_collect(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+        else:
+            sampled = steps.sample(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+            scored = steps.score(Path(sampled["path"]), round_dir)
+            pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index,
+                                     sampled["seed"], round_dir)
+        if cfg.reward.strength_mode != "none":
+            pairs = steps.preference_strength(cfg, reference, Path(pairs["path"]), round_index, round_dir)
         trained = steps.train_round(cfg, policy, reference, Path(pairs["path"]), round_index, round_dir / "checkpoint",
                                     Path(cfg.state_dir) / "reference-logps")
         policy = Path(trained["path"])

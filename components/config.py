@@ -213,6 +213,8 @@ class MCTSConfig(_Section):
     # p(B) over the vocabulary (spec) or p(B) / (p(A) + p(B)) (unverified alternative)
     self_eval_normalize: bool = False
     reuse_prefix_cache: bool = True
+    # step-level DPO: per-pair ε = min(N_l / (N_w + N_l), 0.5) from visit counts (conservative variant)
+    conservative: bool = True
 
 
 class EvalConfig(_Section):
@@ -223,6 +225,8 @@ class EvalConfig(_Section):
 
 class RoundsConfig(_Section):
     n_rounds: int = Field(2, ge=0)
+    # on_policy: sample k completions, verifier pairs. mcts: step-level MCTS pairs (ALGORITHMS.md §2)
+    kind: Literal["on_policy", "mcts"] = "on_policy"
 
 
 class TrackingConfig(_Section):
@@ -255,6 +259,7 @@ class PipelineConfig(_Section):
     pairs: PairsConfig = PairsConfig()
     preference: PreferenceConfig = PreferenceConfig()
     reward: RewardConfig = RewardConfig()
+    mcts: MCTSConfig = MCTSConfig()
     eval: EvalConfig = EvalConfig()
     rounds: RoundsConfig = RoundsConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from components.atomic import write_bytes_atomic, write_json_atomic
+from components.atomic import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from components.config import PipelineConfig
 from components.data.arithmetic import generate_dataset
 from components.data.io import read_rows, write_rows
@@ -25,6 +25,11 @@ from components.data.schemas import CompletionRow, PairRow, ProblemRow
 from components.evaluation import evaluate_policy, kl_estimate
 from components.generation import Completion, generate_completions
 from components.lineage import lineage_record
+from components.mcts.pairs import step_pair_rows
+from components.mcts.policy import StepPolicy
+from components.mcts.render import render_tree_html
+from components.mcts.search import SearchProblem, search
+from components.mcts.tree import number_nodes, to_dict
 from components.models import (LoadedModel, attach_lora, is_adapter, load_checkpoint, materialize_base,
                                load_tokenizer, read_metadata, save_checkpoint)
 from components.pairs import build_pairs
@@ -148,6 +153,52 @@ def sample(config: PipelineConfig, policy_dir: Path, train_path: Path, round_ind
             "policy_model_id": policy.model_id, "seed": seed, "seconds": _timed(start)}
 
 
+def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, round_index: int,
+                 out_dir: Path) -> StepResult:
+    """Search one step-level MCTS tree per round prompt with the current policy (ALGORITHMS.md §2);
+    write the trees (JSON lines), the largest tree as an HTML page, and the step pairs."""
+    start = time.perf_counter()
+    m = config.mcts
+    problems = round_prompts(read_rows(train_path, ProblemRow), round_index, config.sampling.prompts_per_round)
+    policy = load_checkpoint(policy_dir, merge=True)
+    tok = policy.tokenizer
+    items = [SearchProblem(p.id, p.question, p.answer, render_prompt(tok, p.question, config.data.system_prompt),
+                           p.solution) for p in problems]
+    seed = config.seed * 1000 + round_index
+    step_policy = StepPolicy(policy.model, tok, m.max_new_tokens_per_step, m.temperature, m.reuse_prefix_cache)
+    per_tree = m.first_root_iterations_factor * m.n_iters + (m.depth_limit - 1) * m.n_iters  # at most
+    with progress_bar(f"round {round_index}: MCTS over {len(items)} prompts", per_tree * len(items)) as advance:
+        results = search(step_policy, items, m, seed, on_iteration=advance)
+    search_seconds = _timed(start)
+    out_dir = Path(out_dir)
+    tree_lines = []
+    for r in results:
+        number_nodes(r.root)
+        tree_lines.append({"problem_id": r.problem.problem_id, "path": [n.node_id for n in r.path],
+                           "final_correct": r.final_correct, "kept": r.kept, "tree": to_dict(r.root)})
+    trees_path = write_jsonl_atomic(out_dir / "trees.jsonl", tree_lines)
+    largest = max(results, key=lambda r: r.root.N)
+    html_path = out_dir / f"tree-r{round_index}.html"
+    write_bytes_atomic(html_path, render_tree_html(largest.root, largest.path,
+                                                   f"round {round_index}, problem {largest.problem.problem_id}: "
+                                                   f"{largest.problem.question}").encode())
+    lineage = {"policy_model_id": policy.model_id, "round": round_index, "search_seed": seed, "source": "mcts",
+               "mcts": m.model_dump(mode="json")}
+    pairs = step_pair_rows(results, tok.eos_token, m.conservative, lineage)
+    pairs_path = write_rows(out_dir / "pairs.jsonl", pairs)
+    n_nodes = sum(_count_nodes(r.root) - 1 for r in results)
+    return {"path": str(pairs_path), "trees": str(trees_path), "tree_html": str(html_path), "n_pairs": len(pairs),
+            "n_trees": len(results), "trees_kept": sum(r.kept for r in results), "n_nodes": n_nodes,
+            "final_accuracy": sum(r.final_correct for r in results) / max(1, len(results)),
+            "nodes_per_second": n_nodes / max(search_seconds, 1e-9), "search_seconds": search_seconds,
+            "prefix_tokens_encoded": step_policy.expanded_tokens, "policy_model_id": policy.model_id, "seed": seed,
+            "seconds": _timed(start)}
+
+
+def _count_nodes(node) -> int:
+    return 1 + sum(_count_nodes(c) for c in node.children)
+
+
 def score(samples_path: Path, out_dir: Path) -> StepResult:
     start = time.perf_counter()
     samples = read_rows(samples_path, CompletionRow)
@@ -224,8 +275,10 @@ def preference_strength(config: PipelineConfig, backbone_dir: Path, pairs_path: 
 
 
 def preference_examples(pairs: list[PairRow], eos: str) -> list[PreferenceExample]:
-    """Pair rows → trainer rows; a row's own label smoothing (from the reward ensemble) goes along."""
-    return [PreferenceExample(p.prompt, p.chosen + eos, p.rejected + eos, label_smoothing=p.label_smoothing)
+    """Pair rows → trainer rows; a row's own label smoothing (reward ensemble, visit-count ε) goes
+    along; step-level rows keep their exact continuations."""
+    return [PreferenceExample(p.prompt, p.chosen + (eos if p.complete_responses else ""),
+                              p.rejected + (eos if p.complete_responses else ""), label_smoothing=p.label_smoothing)
             for p in pairs]
 
 

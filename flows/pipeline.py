@@ -17,7 +17,7 @@ from components.config import PipelineConfig
 from components.lineage import git_commit
 from components.tracking import resolve_tracking_uri
 from components.versioning import find_repo_root
-from flows.rounds import on_policy_round
+from flows.rounds import mcts_round, on_policy_round
 from tasks.context import TrackingContext
 from tasks.pipeline_tasks import evaluate_task, prepare_base_task, prepare_data_task, sft_task
 from tasks.tracking_tasks import (close_run_task, log_metrics_task, open_run_task, pipeline_params, promote_task,
@@ -64,10 +64,10 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
         log_metrics_task(ctx, parent, baseline["metrics"], step=0)
         history = [baseline["metrics"]["eval/accuracy"]]
         for round_index in range(1, cfg.rounds.n_rounds + 1):
-            manifest = on_policy_round(config, round_index, policy, reference_dir, data,
-                                       str(layout["workspace"] / f"round-{round_index}"),
-                                       str(layout["checkpoints"] / f"round-{round_index}"),
-                                       str(layout["ref_cache"]), ctx)
+            run_round = mcts_round if cfg.rounds.kind == "mcts" else on_policy_round
+            manifest = run_round(config, round_index, policy, reference_dir, data,
+                                 str(layout["workspace"] / f"round-{round_index}"),
+                                 str(layout["checkpoints"] / f"round-{round_index}"), str(layout["ref_cache"]), ctx)
             policy = manifest["policy"]
             if cfg.preference.reference == "previous_round":
                 reference_dir = policy["path"]

@@ -1,5 +1,9 @@
-"""One on-policy round: sample → score → pairs → [reward-ensemble curation] → train → eval, as a
-resumable subflow.
+"""One alignment round as a resumable subflow: collect pairs → [reward-ensemble curation] →
+train → eval. Two ways to collect:
+
+- ``on_policy_round``: sample k completions per prompt, verifier scores, response-level pairs;
+- ``mcts_round``: step-level MCTS with the current policy (ALGORITHMS.md §2), step pairs with
+  visit-count ε, trees logged as JSON and one as an HTML picture.
 
 A finished round leaves ``round.json`` (written last, atomically). Re-running finds it and
 only re-reports its metrics under the new pipeline run; a round that crashed midway re-runs,
@@ -9,6 +13,7 @@ and its finished tasks come back from Prefect's result cache.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +23,41 @@ from components.atomic import write_json_atomic
 from components.faults import maybe_kill_after_round
 from components.steps import load_json
 from tasks.context import TrackingContext
-from tasks.pipeline_tasks import evaluate_task, pairs_task, sample_task, score_task, strength_task, train_task
+from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, sample_task, score_task, strength_task,
+                                  train_task)
 from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
 
+# (config, round index, policy, data, round dir, ctx) → (pairs result, seconds by stage, metrics, files)
+Collector = Callable[..., tuple[dict[str, Any], dict[str, float], dict[str, float], dict[str, Any]]]
 
-@flow(name="on-policy-round")
-def on_policy_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
-                    data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
-                    ctx: TrackingContext) -> dict[str, Any]:
+
+def _collect_on_policy(config, round_index, policy, data, round_dir, ctx):
+    paths, md5 = data["paths"], data["md5"]
+    sampled = sample_task(config, policy["path"], paths["train"], md5[paths["train"]], round_index, round_dir, ctx)
+    scored = score_task(sampled["path"], sampled["md5"], round_index, round_dir, ctx)
+    pairs = pairs_task(config, scored["path"], scored["md5"], sampled["policy_model_id"], round_index,
+                       sampled["seed"], round_dir, ctx)
+    seconds = {"sampling": sampled["seconds"], "scoring": scored["seconds"], "pairs": pairs["seconds"]}
+    metrics = {"round/sample_accuracy": scored["sample_accuracy"]}
+    return pairs, seconds, metrics, {"samples": {"path": sampled["path"], "md5": sampled["md5"]}}
+
+
+def _collect_mcts(config, round_index, policy, data, round_dir, ctx):
+    paths, md5 = data["paths"], data["md5"]
+    searched = mcts_task(config, policy["path"], paths["train"], md5[paths["train"]], round_index, round_dir, ctx)
+    metrics = {"round/search_final_accuracy": searched["final_accuracy"], "round/trees": searched["n_trees"],
+               "round/trees_kept": searched["trees_kept"], "round/search_nodes": searched["n_nodes"],
+               "round/search_nodes_per_second": searched["nodes_per_second"]}
+    return searched, {"search": searched["seconds"]}, metrics, {"trees": searched["trees"]}
+
+
+def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: int, policy: dict[str, Any],
+           reference_dir: str, data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
+           ctx: TrackingContext) -> dict[str, Any]:
     manifest_path = Path(round_dir) / "round.json"
     round_run = open_run_task(ctx.tracking_uri, ctx.experiment, f"round-{round_index}", ctx.parent_run_id,
-                              {"alignflow.kind": "round", "round": round_index, "policy_in": policy["model_id"]})
+                              {"alignflow.kind": "round", "round": round_index, "round_kind": kind,
+                               "policy_in": policy["model_id"]})
     round_ctx = ctx.model_copy(update={"parent_run_id": round_run})
     if manifest_path.exists():
         manifest = load_json(manifest_path)
@@ -38,41 +67,48 @@ def on_policy_round(config: dict[str, Any], round_index: int, policy: dict[str, 
         return manifest
     started = time.perf_counter()
     try:
-        paths, md5 = data["paths"], data["md5"]
-        sampled = sample_task(config, policy["path"], paths["train"], md5[paths["train"]], round_index,
-                              round_dir, round_ctx)
-        scored = score_task(sampled["path"], sampled["md5"], round_index, round_dir, round_ctx)
-        pairs = pairs_task(config, scored["path"], scored["md5"], sampled["policy_model_id"], round_index,
-                           sampled["seed"], round_dir, round_ctx)
+        pairs, compute, collect_metrics, files = collect(config, round_index, policy, data, round_dir, round_ctx)
         training_pairs = pairs
         if config["reward"]["strength_mode"] != "none":  # curate with a reward-model ensemble first
             training_pairs = strength_task(config, reference_dir, pairs["path"], pairs["md5"], round_index,
                                            round_dir, round_ctx)
+            compute["strength"] = training_pairs["seconds"]
         trained = train_task(config, policy["path"], reference_dir, training_pairs["path"], training_pairs["md5"],
                              round_index, checkpoint_dir, ref_cache_dir, round_ctx)
-        evaluated = evaluate_task(config, trained["path"], reference_dir, paths["eval"], md5[paths["eval"]],
-                                  str(Path(round_dir) / "eval"), config["seed"] + round_index, f"r{round_index}",
-                                  round_ctx)
+        evaluated = evaluate_task(config, trained["path"], reference_dir, data["paths"]["eval"],
+                                  data["md5"][data["paths"]["eval"]], str(Path(round_dir) / "eval"),
+                                  config["seed"] + round_index, f"r{round_index}", round_ctx)
     except BaseException:
         close_run_task(round_ctx, round_run, "FAILED")
         raise
     wall = time.perf_counter() - started
-    compute = {"sampling": sampled["seconds"], "scoring": scored["seconds"], "pairs": pairs["seconds"],
-               "training": trained["seconds"], "eval": evaluated["seconds"]}
-    if training_pairs is not pairs:
-        compute["strength"] = training_pairs["seconds"]
-    metrics = {**evaluated["metrics"],
-               "round/sample_accuracy": scored["sample_accuracy"], "round/n_pairs": pairs["n_pairs"],
+    compute.update({"training": trained["seconds"], "eval": evaluated["seconds"]})
+    metrics = {**evaluated["metrics"], **collect_metrics, "round/n_pairs": pairs["n_pairs"],
                **{f"train_final/{k.removeprefix('train/')}": v for k, v in trained["final_metrics"].items()},
                **{f"time/{k}_seconds": v for k, v in compute.items()},
                "time/round_wall_seconds": wall,
                "time/tracking_overhead_seconds": max(0.0, wall - sum(compute.values()))}
-    manifest = {"round": round_index, "policy": {"path": trained["path"], "model_id": trained["model_id"]},
+    manifest = {"round": round_index, "kind": kind, "policy": {"path": trained["path"], "model_id": trained["model_id"]},
                 "metrics": metrics, "pairs": {"path": pairs["path"], "md5": pairs["md5"]},
-                "training_pairs": {"path": training_pairs["path"], "md5": training_pairs["md5"]},
-                "samples": {"path": sampled["path"], "md5": sampled["md5"]}}
+                "training_pairs": {"path": training_pairs["path"], "md5": training_pairs["md5"]}, **files}
     log_metrics_task(round_ctx, round_run, metrics, step=round_index, tags={"policy_out": trained["model_id"]})
     close_run_task(round_ctx, round_run)
     write_json_atomic(manifest_path, manifest)
     maybe_kill_after_round(round_index)
     return manifest
+
+
+@flow(name="on-policy-round")
+def on_policy_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
+                    data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
+                    ctx: TrackingContext) -> dict[str, Any]:
+    return _round(_collect_on_policy, "on_policy", config, round_index, policy, reference_dir, data, round_dir,
+                  checkpoint_dir, ref_cache_dir, ctx)
+
+
+@flow(name="mcts-round")
+def mcts_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
+               data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
+               ctx: TrackingContext) -> dict[str, Any]:
+    return _round(_collect_mcts, "mcts", config, round_index, policy, reference_dir, data, round_dir,
+                  checkpoint_dir, ref_cache_dir, ctx)

@@ -98,6 +98,30 @@ def sample_task(config: dict[str, Any], policy_dir: str, train_path: str, train_
     return result
 
 
+@task(name="mcts-search", **COMPUTE)
+def mcts_task(config: dict[str, Any], policy_dir: str, train_path: str, train_md5: str, round_index: int,
+              out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
+    with child_run(ctx, f"mcts:r{round_index}") as (tracker, run_id):
+        tracker.log_dataset(run_id, Path(train_path), "train-prompts", train_md5, context="search",
+                            extra_tags={"dvc_md5": train_md5})
+        tracker.log_params(run_id, {f"mcts.{k}": v for k, v in config["mcts"].items()})
+        result = steps.mcts_collect(_cfg(config), Path(policy_dir), Path(train_path), round_index, Path(out_dir))
+        hashes = version_outputs(ctx, [Path(result["path"]), Path(result["trees"])])
+        result["md5"] = hashes[result["path"]]
+        tracker.log_dataset(run_id, Path(result["path"]), f"pairs-r{round_index}", result["md5"], context="pairs",
+                            extra_tags={"dvc_md5": result["md5"], "source": "mcts"})
+        tracker.log_artifact(run_id, Path(result["trees"]), "trees")
+        tracker.log_artifact(run_id, Path(result["tree_html"]), "trees")
+        tracker.log_metrics(run_id, {"mcts/trees": result["n_trees"], "mcts/trees_kept": result["trees_kept"],
+                                     "mcts/nodes": result["n_nodes"], "mcts/pairs": result["n_pairs"],
+                                     "mcts/final_accuracy": result["final_accuracy"],
+                                     "mcts/nodes_per_second": result["nodes_per_second"],
+                                     "mcts/prefix_tokens_encoded": result["prefix_tokens_encoded"],
+                                     "time/search_seconds": result["search_seconds"]})
+    record_timing(ctx, f"mcts:r{round_index}", result["seconds"])
+    return result
+
+
 @task(name="score", **COMPUTE)
 def score_task(samples_path: str, samples_md5: str, round_index: int, out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
     with child_run(ctx, f"score:r{round_index}") as (tracker, run_id):

@@ -57,6 +57,10 @@ class PairRow(_Row):
     flipped: bool = False
     label_smoothing: float | None = Field(None, ge=0, lt=0.5)
     margin: float | None = None
+    # True: chosen/rejected are whole responses and the trainer closes them with EOS. False:
+    # step-level rows (MCTS) — the prompt holds the earlier steps and chosen/rejected are the
+    # exact next-step continuations (with their newline, or EOS where the step ended the answer).
+    complete_responses: bool = True
 
 
 class PredictionRow(_Row):

@@ -87,7 +87,7 @@ def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCT
     for tree, leaf, candidates in zip(trees, leaves, sampled, strict=True):
         wanted = cfg.n_init_actions if leaf.depth == 0 else cfg.n_actions
         for c in distinct_candidates(candidates[:wanted], cfg.breadth_limit):
-            child = leaf.add_child(Node(step=c.text, logp=c.logp, n_tokens=c.n_tokens))
+            child = leaf.add_child(Node(step=c.text, logp=c.logp, n_tokens=c.n_tokens, ended=c.ended))
             steps = child.steps()
             child.terminal = c.ended or states_final_answer(c.text) or child.depth >= cfg.depth_limit
             if child.terminal:

@@ -23,6 +23,7 @@ class Node:
     logp: float = 0.0  # log π(step | state), summed over the step's tokens, from the sampling pass
     n_tokens: int = 1
     terminal: bool = False
+    ended: bool = False  # the policy emitted EOS after this step
     correct: bool | None = None  # set at terminal nodes by the verifier
     value: float = 0.0  # evaluation: self-evaluation confidence (scaled by depth) + outcome
     reward: float = 0.0  # r = value(node) − value(parent)
@@ -117,6 +118,8 @@ class StepPair:
     n_chosen: int
     n_rejected: int
     depth: int
+    chosen_ended: bool = False  # the step ended the answer with EOS
+    rejected_ended: bool = False
 
     @property
     def epsilon(self) -> float:
@@ -143,7 +146,7 @@ def extract_pairs(path: list[Node], rejected_strategy: RejectedStrategy = "worst
         if chosen.Q == rejected.Q:  # no preference to learn
             continue
         pairs.append(StepPair(root.steps(), chosen.step, rejected.step, chosen.Q, rejected.Q, chosen.N, rejected.N,
-                              root.depth))
+                              root.depth, chosen.ended, rejected.ended))
         if len(pairs) == max_pairs:
             break
     return pairs
@@ -162,13 +165,13 @@ def number_nodes(root: Node) -> None:
 
 def to_dict(node: Node) -> dict[str, Any]:
     return {"id": node.node_id, "step": node.step, "logp": node.logp, "n_tokens": node.n_tokens,
-            "terminal": node.terminal, "correct": node.correct, "value": node.value, "reward": node.reward,
+            "terminal": node.terminal, "ended": node.ended, "correct": node.correct, "value": node.value, "reward": node.reward,
             "N": node.N, "Q": node.Q, "V": node.V, "children": [to_dict(c) for c in node.children]}
 
 
 def from_dict(data: dict[str, Any], parent: Node | None = None) -> Node:
     node = Node(step=data["step"], parent=parent, logp=data["logp"], n_tokens=data["n_tokens"],
-                terminal=data["terminal"], correct=data["correct"], value=data["value"], reward=data["reward"],
+                terminal=data["terminal"], ended=data.get("ended", False), correct=data["correct"], value=data["value"], reward=data["reward"],
                 N=data["N"], Q=data["Q"], V=data["V"], node_id=data["id"])
     node.children = [from_dict(c, node) for c in data["children"]]
     return node

@@ -125,3 +125,35 @@ def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness
     assert Path(f"{curated}.dvc").exists()  # versioned like every other pair file
     trained_on = {d.dataset.name for d in train.inputs.dataset_inputs}
     assert trained_on == {"pairs-strength-r1"}
+
+
+def test_mcts_round_searches_with_the_policy_and_trains_on_step_pairs(prefect_harness, mlflow_server, dvc_project):
+    """rounds.kind=mcts: the round searches trees with the current policy, logs them (JSON + an
+    HTML picture), writes step-level pairs with lineage and visit-count ε, and trains on them."""
+    from components.data.io import read_rows
+    from components.data.schemas import PairRow
+
+    overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
+                                               "tracking.experiment": "it-mcts", "rounds.n_rounds": "1",
+                                               "rounds.kind": "mcts", "sampling.prompts_per_round": "4",
+                                               "mcts.n_iters": "1", "mcts.first_root_iterations_factor": "3",
+                                               "mcts.depth_limit": "2", "mcts.max_new_tokens_per_step": "6",
+                                               "mcts.filter": "false"})
+    result = _run(overrides)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("it-mcts")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
+    round_run, search_run, train = runs["round-1"], runs["mcts:r1"], runs["train:r1"]
+    assert round_run.data.tags["round_kind"] == "mcts" and round_run.data.metrics["round/search_nodes"] > 0
+    assert "eval/accuracy" in round_run.data.metrics
+    assert search_run.data.params["mcts.depth_limit"] == "2"
+    artifacts = {Path(a.path).name for a in client.list_artifacts(search_run.info.run_id, "trees")}
+    assert artifacts == {"trees.jsonl", "tree-r1.html"}
+    pairs_file = Path(result["workspace"]) / "round-1" / "pairs.jsonl"
+    rows = read_rows(pairs_file, PairRow)
+    assert rows and all(not r.complete_responses for r in rows)
+    assert all(r.lineage["source"] == "mcts" and "depth" in r.lineage and r.lineage["policy_model_id"] for r in rows)
+    assert all(r.label_smoothing is not None and 0 <= r.label_smoothing < 0.5 for r in rows)
+    assert all(r.chosen != r.rejected for r in rows)
+    assert {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-r1"}
+    assert train.data.metrics["train/loss"] > 0
