@@ -177,7 +177,7 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
         tree_lines.append({"problem_id": r.problem.problem_id, "path": [n.node_id for n in r.path],
                            "final_correct": r.final_correct, "kept": r.kept, "tree": to_dict(r.root)})
     trees_path = write_jsonl_atomic(out_dir / "trees.jsonl", tree_lines)
-    largest = max(results, key=lambda r: r.root.N)
+    largest = max(results, key=lambda r: _count_nodes(r.root))
     html_path = out_dir / f"tree-r{round_index}.html"
     write_bytes_atomic(html_path, render_tree_html(largest.root, largest.path,
                                                    f"round {round_index}, problem {largest.problem.problem_id}: "
