@@ -33,6 +33,7 @@ from components.data.arithmetic import generate_split  # noqa: E402
 from components.logprobs import position_ids_for  # noqa: E402
 from components.mcts.policy import Candidate, StepPolicy, cut_step  # noqa: E402
 from components.mcts.search import SearchProblem, search  # noqa: E402
+from components.mcts.tree import walk  # noqa: E402
 from components.models import load_tokenizer  # noqa: E402
 from components.prompts import render_prompt  # noqa: E402
 
@@ -84,17 +85,10 @@ def run(policy: StepPolicy, items, cfg: MCTSConfig, device: str) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    nodes = sum(len(_nodes(r.root)) - 1 for r in results)
+    nodes = sum(len(walk(r.root)) - 1 for r in results)
     return {"seconds": seconds, "nodes": nodes, "nodes_per_s": nodes / seconds,
             "expansions": sum(r.n_expanded for r in results), "pairs": sum(len(r.pairs) for r in results),
             "prefix_tokens_encoded": policy.expanded_tokens}
-
-
-def _nodes(node):
-    out = [node]
-    for c in node.children:
-        out += _nodes(c)
-    return out
 
 
 def main() -> None:

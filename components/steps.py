@@ -29,7 +29,7 @@ from components.mcts.pairs import step_pair_rows
 from components.mcts.policy import StepPolicy
 from components.mcts.render import render_tree_html
 from components.mcts.search import SearchProblem, search
-from components.mcts.tree import number_nodes, to_dict
+from components.mcts.tree import number_nodes, to_dict, walk
 from components.models import (LoadedModel, attach_lora, is_adapter, load_checkpoint, materialize_base,
                                load_tokenizer, read_metadata, save_checkpoint)
 from components.pairs import build_pairs
@@ -177,7 +177,7 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
         tree_lines.append({"problem_id": r.problem.problem_id, "path": [n.node_id for n in r.path],
                            "final_correct": r.final_correct, "kept": r.kept, "tree": to_dict(r.root)})
     trees_path = write_jsonl_atomic(out_dir / "trees.jsonl", tree_lines)
-    largest = max(results, key=lambda r: _count_nodes(r.root))
+    largest = max(results, key=lambda r: len(walk(r.root)))
     html_path = out_dir / f"tree-r{round_index}.html"
     write_bytes_atomic(html_path, render_tree_html(largest.root, largest.path,
                                                    f"round {round_index}, problem {largest.problem.problem_id}: "
@@ -186,17 +186,13 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
                "mcts": m.model_dump(mode="json")}
     pairs = step_pair_rows(results, tok.eos_token, m.conservative, lineage)
     pairs_path = write_rows(out_dir / "pairs.jsonl", pairs)
-    n_nodes = sum(_count_nodes(r.root) - 1 for r in results)
+    n_nodes = sum(len(walk(r.root)) - 1 for r in results)
     return {"path": str(pairs_path), "trees": str(trees_path), "tree_html": str(html_path), "n_pairs": len(pairs),
             "n_trees": len(results), "trees_kept": sum(r.kept for r in results), "n_nodes": n_nodes,
             "final_accuracy": sum(r.final_correct for r in results) / max(1, len(results)),
             "nodes_per_second": n_nodes / max(search_seconds, 1e-9), "search_seconds": search_seconds,
             "prefix_tokens_encoded": step_policy.expanded_tokens, "policy_model_id": policy.model_id, "seed": seed,
             "seconds": _timed(start)}
-
-
-def _count_nodes(node) -> int:
-    return 1 + sum(_count_nodes(c) for c in node.children)
 
 
 def score(samples_path: Path, out_dir: Path) -> StepResult:

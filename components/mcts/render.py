@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from components.mcts.tree import Node
+from components.mcts.tree import Node, walk
 
 
 def _colour(q: float, low: float, high: float) -> str:
@@ -18,15 +18,8 @@ def _colour(q: float, low: float, high: float) -> str:
     return f"rgb({red},{green},170)"
 
 
-def _all(node: Node) -> list[Node]:
-    out = [node]
-    for child in node.children:
-        out += _all(child)
-    return out
-
-
 def render_tree_html(root: Node, path: list[Node], title: str) -> str:
-    nodes = _all(root)
+    nodes = walk(root)
     qs = [n.Q for n in nodes if n.parent is not None] or [0.0]
     low, high = min(qs), max(qs)
     on_path = {id(n) for n in path}

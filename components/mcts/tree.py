@@ -152,15 +152,21 @@ def extract_pairs(path: list[Node], rejected_strategy: RejectedStrategy = "worst
     return pairs
 
 
-def number_nodes(root: Node) -> None:
-    """Stable ids in depth-first order, for JSON and pictures."""
-    counter = 0
+def walk(root: Node) -> list[Node]:
+    """Every node of the tree, depth-first, parents before children."""
+    out: list[Node] = []
     stack = [root]
     while stack:
         node = stack.pop()
-        node.node_id = counter
-        counter += 1
+        out.append(node)
         stack.extend(reversed(node.children))
+    return out
+
+
+def number_nodes(root: Node) -> None:
+    """Stable ids in depth-first order, for JSON and pictures."""
+    for index, node in enumerate(walk(root)):
+        node.node_id = index
 
 
 def to_dict(node: Node) -> dict[str, Any]:
