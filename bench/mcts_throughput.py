@@ -35,6 +35,7 @@ from components.mcts.policy import Candidate, StepPolicy, cut_step  # noqa: E402
 from components.mcts.search import SearchProblem, search  # noqa: E402
 from components.mcts.tree import walk  # noqa: E402
 from components.models import load_tokenizer  # noqa: E402
+from components.trainers.common import model_device  # noqa: E402
 from components.prompts import render_prompt  # noqa: E402
 
 
@@ -43,7 +44,7 @@ class NaiveStepPolicy(StepPolicy):
 
     @torch.inference_mode()
     def sample_steps(self, contexts: list[str], k: int, seed: int) -> list[list[Candidate]]:
-        tok, device = self.tokenizer, next(self.model.parameters()).device
+        tok, device = self.tokenizer, model_device(self.model)
         results = []
         for i, context in enumerate(contexts):
             ids = tok(context, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
@@ -64,10 +65,10 @@ class NaiveStepPolicy(StepPolicy):
         return results
 
     @torch.inference_mode()
-    def probability_of(self, prompts: list[str], answer: str, batch_size: int = 1) -> list[float]:
-        out: list[float] = []
+    def probabilities_of(self, prompts: list[str], answers: list[str], batch_size: int = 1) -> list[list[float]]:
+        out: list[list[float]] = []
         for prompt in prompts:  # one forward per self-evaluation
-            out += StepPolicy.probability_of(self, [prompt], answer, batch_size=1)
+            out += StepPolicy.probabilities_of(self, [prompt], answers, batch_size=1)
         return out
 
 

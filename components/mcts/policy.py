@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.logprobs import position_ids_for
+from components.trainers.common import model_device
 
 
 @dataclass
@@ -61,7 +62,7 @@ class StepPolicy:
         tok = self.tokenizer
         tok.padding_side = "left"
         enc = tok(contexts, return_tensors="pt", padding=True, add_special_tokens=False)
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         extra = {}
         if self.reuse_prefix_cache and ids.shape[1] > 1:
@@ -93,19 +94,20 @@ class StepPolicy:
         return results
 
     @torch.inference_mode()
-    def probability_of(self, prompts: list[str], answer: str, batch_size: int = 32) -> list[float]:
-        """p(answer's first token | prompt) for each prompt: one forward, last position only."""
+    def probabilities_of(self, prompts: list[str], answers: list[str], batch_size: int = 32) -> list[list[float]]:
+        """p(answer's first token | prompt) for each prompt and each answer, as [prompt][answer]:
+        one forward per batch, last position only, every answer read from the same logits."""
         tok = self.tokenizer
         tok.padding_side = "left"
-        target = tok(answer, add_special_tokens=False)["input_ids"][0]
-        device = next(self.model.parameters()).device
-        out: list[float] = []
+        targets = [tok(answer, add_special_tokens=False)["input_ids"][0] for answer in answers]
+        device = model_device(self.model)
+        out: list[list[float]] = []
         for start in range(0, len(prompts), batch_size):
             enc = tok(prompts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask),
                                 logits_to_keep=1).logits[:, -1, :].float()
-            out += torch.softmax(logits, dim=-1)[:, target].tolist()
+            out += torch.softmax(logits, dim=-1)[:, targets].tolist()
         return out
 
 

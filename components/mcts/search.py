@@ -79,30 +79,36 @@ def context_of(problem: SearchProblem, node: Node) -> str:
 
 
 def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCTSConfig, seed: int) -> int:
-    """Expand every leaf in one batch; evaluate and attach the children. Returns children made."""
-    contexts = [context_of(t.problem, leaf) for t, leaf in zip(trees, leaves, strict=True)]
-    k = max(cfg.n_init_actions, cfg.n_actions)
-    sampled = policy.sample_steps(contexts, k, seed)
-    new_children: list[tuple[_Tree, Node]] = []
+    """Expand every leaf in one batch; evaluate and attach the children. Returns children made.
+
+    First roots want ``n_init_actions`` children, later nodes ``n_actions``: leaves are sampled in
+    one call per wanted count, so no leaf generates children that are thrown away."""
+    wanted = [cfg.n_init_actions if leaf.depth == 0 else cfg.n_actions for leaf in leaves]
+    sampled: list[list[Candidate]] = [[] for _ in leaves]
+    for group, k in enumerate(sorted(set(wanted))):
+        members = [i for i, w in enumerate(wanted) if w == k]
+        contexts = [context_of(trees[i].problem, leaves[i]) for i in members]
+        for i, candidates in zip(members, policy.sample_steps(contexts, k, seed + 500_001 * group), strict=True):
+            sampled[i] = candidates
+    new_children: list[tuple[_Tree, Node, list[str]]] = []
     for tree, leaf, candidates in zip(trees, leaves, sampled, strict=True):
-        wanted = cfg.n_init_actions if leaf.depth == 0 else cfg.n_actions
-        for c in distinct_candidates(candidates[:wanted], cfg.breadth_limit):
+        for c in distinct_candidates(candidates, cfg.breadth_limit):
             child = leaf.add_child(Node(step=c.text, logp=c.logp, n_tokens=c.n_tokens, ended=c.ended))
             steps = child.steps()
             child.terminal = c.ended or states_final_answer(c.text) or child.depth >= cfg.depth_limit
             if child.terminal:
                 child.correct = is_correct("\n".join(steps), tree.problem.answer)
-            new_children.append((tree, child))
+            new_children.append((tree, child, steps))
         tree.n_expanded += 1
     if not new_children:
         return 0
-    prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, c.steps())
-               for t, c in new_children]
-    p_correct = policy.probability_of(prompts, "B")
+    prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, steps)
+               for t, _, steps in new_children]
     if cfg.self_eval_normalize:
-        p_incorrect = policy.probability_of(prompts, "A")
-        p_correct = [b / max(a + b, 1e-12) for a, b in zip(p_incorrect, p_correct, strict=True)]
-    for (tree, child), confidence in zip(new_children, p_correct, strict=True):
+        p_correct = [b / max(a + b, 1e-12) for a, b in policy.probabilities_of(prompts, ["A", "B"])]
+    else:
+        p_correct = [b for (b,) in policy.probabilities_of(prompts, ["B"])]
+    for (_, child, _), confidence in zip(new_children, p_correct, strict=True):
         parent_depth = child.depth - 1
         value = confidence / max(parent_depth - cfg.self_eval_depth_offset, 1)
         if child.terminal:
