@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from components.trainers.common import clip_and_step, make_optimizer
+from components.trainers.common import clip_and_step, make_optimizer, model_device
 
 
 class Stepper(Protocol):
@@ -123,13 +123,14 @@ def ensure_process_group(device: torch.device) -> None:
 
 class DeepSpeedStepper:
     def __init__(self, model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int,
-                 max_grad_norm: float, config: dict[str, Any]) -> None:
+                 config: dict[str, Any]) -> None:
+        """Clipping comes from the config's gradient_clipping (``load_deepspeed_config`` sets it)."""
         try:
             import deepspeed
         except ImportError:
             raise ImportError("a DeepSpeed config was given but deepspeed is not installed: "
                               "pip install deepspeed==0.19.8") from None
-        ensure_process_group(next(model.parameters()).device)
+        ensure_process_group(model_device(model))
         optimizer, scheduler = make_optimizer(model, lr, total_steps, warmup_steps)
         self.model, self.stage = model, config.get("zero_optimization", {}).get("stage", 0)
         self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
@@ -166,4 +167,4 @@ def make_stepper(model: torch.nn.Module, lr: float, total_steps: int, warmup_ste
     if deepspeed_config is None:
         return PlainStepper(model, lr, total_steps, warmup_steps, max_grad_norm)
     config = load_deepspeed_config(deepspeed_config, batch_size, max_grad_norm, bf16)
-    return DeepSpeedStepper(model, lr, total_steps, warmup_steps, max_grad_norm, config)
+    return DeepSpeedStepper(model, lr, total_steps, warmup_steps, config)
