@@ -236,6 +236,11 @@ def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.T
     return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
 
 
+def _scatter_scored(scored: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Per-token values of the scored positions (row-major) → the [B, R] matrix, zeros elsewhere."""
+    return torch.zeros(scored.shape, dtype=values.dtype, device=values.device).masked_scatter(scored, values)
+
+
 def _packed_token_logprobs(model: PreTrainedModel, batch: PackedBatch, return_hidden: bool
                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``response_token_logprobs`` for a packed batch: gather the predicting positions (each
@@ -254,8 +259,7 @@ def _packed_token_logprobs(model: PreTrainedModel, batch: PackedBatch, return_hi
                                      position_ids=batch.position_ids, use_cache=False).last_hidden_state.flatten(0, 1)
         values = _head_logprobs(model.get_output_embeddings(), hidden[predicting_index], targets)
     scored = batch.response_mask > 0
-    token_logps = torch.zeros(batch.response_mask.shape, dtype=values.dtype, device=values.device)
-    token_logps = token_logps.masked_scatter(scored, values)
+    token_logps = _scatter_scored(scored, values)
     if not return_hidden:
         return token_logps
     response_hidden = hidden.new_zeros((*batch.response_mask.shape, hidden.shape[-1]))
@@ -290,8 +294,7 @@ def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden:
     predicting = hidden[:, -resp_width - 1:-1, :]
     scored = batch.response_mask > 0
     values = _head_logprobs(model.get_output_embeddings(), predicting[scored], targets[scored])
-    token_logps = torch.zeros(batch.response_mask.shape, dtype=values.dtype, device=values.device)
-    token_logps = token_logps.masked_scatter(scored, values)
+    token_logps = _scatter_scored(scored, values)
     return (token_logps, hidden[:, -resp_width:, :]) if return_hidden else token_logps
 
 

@@ -150,13 +150,13 @@ def pairs_task(config: dict[str, Any], scored_path: str, scored_md5: str, policy
 
 
 @task(name="preference-strength", **COMPUTE)
-def strength_task(config: dict[str, Any], base_dir: str, pairs_path: str, pairs_md5: str, round_index: int,
+def strength_task(config: dict[str, Any], backbone_dir: str, pairs_path: str, pairs_md5: str, round_index: int,
                   out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
     with child_run(ctx, f"strength:r{round_index}") as (tracker, run_id):
         tracker.log_dataset(run_id, Path(pairs_path), f"pairs-r{round_index}", pairs_md5, context="scoring",
                             extra_tags={"dvc_md5": pairs_md5})
         tracker.log_params(run_id, {f"reward.{k}": v for k, v in config["reward"].items()})
-        result = steps.preference_strength(_cfg(config), Path(base_dir), Path(pairs_path), round_index, Path(out_dir))
+        result = steps.preference_strength(_cfg(config), Path(backbone_dir), Path(pairs_path), round_index, Path(out_dir))
         result["md5"] = version_outputs(ctx, [Path(result["path"])])[result["path"]]
         tracker.log_dataset(run_id, Path(result["path"]), f"pairs-strength-r{round_index}", result["md5"],
                             context="pairs", extra_tags={"dvc_md5": result["md5"], "pairs_md5": pairs_md5})
