@@ -23,6 +23,8 @@ import torch
 import torch.utils.checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from components.fused_head import fused_head_logprobs
+
 
 @dataclass
 class TokenBatch:
@@ -221,15 +223,22 @@ def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float() - torch.logsumexp(logits.float(), dim=-1)
 
 
-def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for [N, H] hidden states, HEAD_CHUNK_TOKENS rows at a time. On GPU, training
-    recomputes each chunk's logits in the backward pass instead of keeping [N, V] of them
-    (≈ +7% FLOPs for SmolLM2, gigabytes less memory); on CPU memory is cheaper than FLOPs."""
-    recompute = torch.is_grad_enabled() and hidden.is_cuda
+def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                   fused: bool | None = None) -> torch.Tensor:
+    """log p(target) for [N, H] hidden states, HEAD_CHUNK_TOKENS rows at a time.
+
+    ``fused`` (default: when training on GPU) uses the hand-written backward of
+    ``components.fused_head``: logits are recomputed chunk by chunk in backward and nothing
+    vocabulary-sized is kept (≈ +7% FLOPs for SmolLM2, gigabytes less memory). On CPU memory
+    is cheaper than FLOPs, so autograd keeps the logits there."""
+    if fused is None:
+        fused = torch.is_grad_enabled() and hidden.is_cuda
+    if fused and isinstance(head, torch.nn.Linear):
+        return fused_head_logprobs(head, hidden, targets, HEAD_CHUNK_TOKENS)
     pieces = []
     for start in range(0, hidden.shape[0], HEAD_CHUNK_TOKENS):
         h, t = hidden[start:start + HEAD_CHUNK_TOKENS], targets[start:start + HEAD_CHUNK_TOKENS]
-        if recompute:
+        if fused:  # a head that is not a plain Linear: recompute through checkpoint instead
             pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, h, t, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(head, h, t))
