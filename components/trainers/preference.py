@@ -122,6 +122,7 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
     token log-probs (TPO needs them per step). Computed once per round, then cached."""
     reference.model.eval()
     device = model_device(reference.model)
+    config = config.for_device(device.type)
     lists = _kind(examples) == "lists"
     average = _uses_mean_logps(config)
     out: list[torch.Tensor] = []
@@ -235,6 +236,7 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
             model.enable_input_require_grads()  # LoRA: frozen embeddings would cut the graph
     model.train()
     device = model_device(model)
+    config = config.for_device(device.type)
     total = n_steps(len(examples), config.batch_size, config.epochs)
     stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
                            config.deepspeed_config, bf16=config.autocast_bf16)

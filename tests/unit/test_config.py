@@ -43,3 +43,15 @@ def test_repo_params_yaml_is_valid():
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml")
     assert cfg.model.source == "smollm2" and cfg.data.n_eval >= 200
+
+
+def test_packing_auto_is_on_for_cuda_only_and_explicit_choices_stand():
+    from components.config import PreferenceConfig
+
+    auto = PreferenceConfig()
+    assert auto.packing == "auto"
+    assert auto.for_device("cuda").packing is True and auto.for_device("cpu").packing is False
+    assert PreferenceConfig(packing=False).for_device("cuda").packing is False
+    assert PreferenceConfig(packing=True).for_device("cpu").packing is True
+    with pytest.raises(ValueError):
+        PreferenceConfig(packing="sometimes")
