@@ -5,12 +5,14 @@ the policy calls differ:
 
 - ours (``StepPolicy``): every leaf of every tree expanded in one batched ``generate``, each
   prefix encoded once and its KV cache repeated for the k children, step log-probs from the
-  sampling pass, all self-evaluations in one forward;
+  sampling pass, all self-evaluations in one forward continuing each child's own KV cache
+  (``self_eval_layout: continuation``; a middle row re-encodes the published fresh prompt
+  instead, to show what that layout costs);
 - naive (``NaiveStepPolicy`` below, as in the released MCTS-DPO code): one ``generate`` per child
   re-encoding the whole prefix, a separate forward per child for its log-prob, one forward per
   self-evaluation.
 
-Reported: nodes (children) created per second, and the ratio.
+Reported: nodes (children) created per second, tokens encoded, and the ratios.
 
     python bench/mcts_throughput.py --device cpu --shape tiny --problems 8
     python bench/mcts_throughput.py --device cuda --shape smollm2-135m --problems 32
@@ -43,7 +45,8 @@ class NaiveStepPolicy(StepPolicy):
     """One child at a time, the whole prefix re-encoded for each, log-probs by a second forward."""
 
     @torch.inference_mode()
-    def sample_steps(self, contexts: list[str], k: int, seed: int) -> list[list[Candidate]]:
+    def sample_steps(self, contexts: list[str], k: int, seed: int, self_eval=None) -> list[list[Candidate]]:
+        assert self_eval is None, "the naive policy self-evaluates with fresh prompts"
         tok, device = self.tokenizer, model_device(self.model)
         results = []
         for i, context in enumerate(contexts):
@@ -89,7 +92,7 @@ def run(policy: StepPolicy, items, cfg: MCTSConfig, device: str) -> dict:
     nodes = sum(len(walk(r.root)) - 1 for r in results)
     return {"seconds": seconds, "nodes": nodes, "nodes_per_s": nodes / seconds,
             "expansions": sum(r.n_expanded for r in results), "pairs": sum(len(r.pairs) for r in results),
-            "prefix_tokens_encoded": policy.expanded_tokens}
+            "tokens_encoded": policy.expanded_tokens}
 
 
 def main() -> None:
@@ -114,19 +117,22 @@ def main() -> None:
                      n_init_actions=args.actions, n_actions=args.actions, breadth_limit=args.actions,
                      max_new_tokens_per_step=args.max_new_tokens, filter=False)
     items = problems(tokenizer, args.problems, seed=0)
+    fresh = cfg.model_copy(update={"self_eval_layout": "fresh"})
     results = {}
-    for name, cls in (("naive", NaiveStepPolicy), ("alignflow", StepPolicy)):
+    for name, cls, layout in (("naive", NaiveStepPolicy, fresh), ("alignflow, fresh self-eval", StepPolicy, fresh),
+                              ("alignflow", StepPolicy, cfg)):
         cls(model, tokenizer, args.max_new_tokens).sample_steps([items[0].prompt], 1, seed=0)  # warm-up
-        results[name] = run(cls(model, tokenizer, args.max_new_tokens, cfg.temperature), items, cfg, args.device)
+        results[name] = run(cls(model, tokenizer, args.max_new_tokens, cfg.temperature), items, layout, args.device)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"\n{args.shape} on {device_name}; {args.problems} trees, {args.actions} actions, n_iters {args.n_iters} "
           f"(first root ×2), depth {args.depth_limit}, ≤{args.max_new_tokens} tokens/step")
-    print("| search | nodes | expansions | seconds | nodes/s | prefix tokens encoded |")
+    print("| search | nodes | expansions | seconds | nodes/s | tokens encoded (prefixes + self-eval) |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['nodes']} | {r['expansions']} | {r['seconds']:.1f} | {r['nodes_per_s']:.2f} | "
-              f"{r['prefix_tokens_encoded']} |")
-    print(f"speed-up: {results['alignflow']['nodes_per_s'] / results['naive']['nodes_per_s']:.2f}x nodes/s")
+              f"{r['tokens_encoded']} |")
+    for name in [n for n in results if n != "naive"]:
+        print(f"speed-up {name}: {results[name]['nodes_per_s'] / results['naive']['nodes_per_s']:.2f}x nodes/s")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
             "n_trees": len(results), "trees_kept": sum(r.kept for r in results), "n_nodes": n_nodes,
             "final_accuracy": sum(r.final_correct for r in results) / max(1, len(results)),
             "nodes_per_second": n_nodes / max(search_seconds, 1e-9), "search_seconds": search_seconds,
-            "prefix_tokens_encoded": step_policy.expanded_tokens, "policy_model_id": policy.model_id, "seed": seed,
+            "tokens_encoded": step_policy.expanded_tokens, "policy_model_id": policy.model_id, "seed": seed,
             "seconds": _timed(start)}
 
 

@@ -116,7 +116,7 @@ def mcts_task(config: dict[str, Any], policy_dir: str, train_path: str, train_md
                                      "mcts/nodes": result["n_nodes"], "mcts/pairs": result["n_pairs"],
                                      "mcts/final_accuracy": result["final_accuracy"],
                                      "mcts/nodes_per_second": result["nodes_per_second"],
-                                     "mcts/prefix_tokens_encoded": result["prefix_tokens_encoded"],
+                                     "mcts/tokens_encoded": result["tokens_encoded"],
                                      "time/search_seconds": result["search_seconds"]})
     record_timing(ctx, f"mcts:r{round_index}", result["seconds"])
     return result

@@ -10,7 +10,9 @@ Choices the spec leaves open, stated here and switchable in ``MCTSConfig``: the 
 value is 0 (children's rewards are then their own values); a non-terminal node at
 ``depth_limit`` is closed as terminal and scored by the verifier; the self-evaluation
 confidence is the probability of "B" over the whole vocabulary (``self_eval_normalize`` uses
-p(B) / (p(A) + p(B)) instead).
+p(B) / (p(A) + p(B)) instead); the self-evaluation question continues the child's own
+conversation (``self_eval_layout: continuation``, KV cache reused) rather than restating
+question, reference and partial solution in a new prompt (``fresh``, the published layout).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass, field
 
 from components.config import MCTSConfig
 from components.data.answers import is_correct, states_final_answer
-from components.mcts.policy import Candidate, StepPolicy, self_eval_prompt
+from components.mcts.policy import (Candidate, SelfEvalRequest, StepPolicy, continuation_suffix,
+                                    self_eval_prompt)
 from components.mcts.tree import Node, StepPair, backup, best_child, extract_pairs, select_leaf, set_evaluation
 
 
@@ -54,6 +57,7 @@ class _Tree:
     iterations_left: int = 0
     n_expanded: int = 0
     done: bool = False
+    eval_suffixes: tuple[str, str] = ("", "")  # continuation_suffix for this problem
 
 
 def _normalize(text: str) -> str:
@@ -78,19 +82,33 @@ def context_of(problem: SearchProblem, node: Node) -> str:
     return problem.prompt + "".join(step + "\n" for step in node.steps())
 
 
+def _confidence(probs: list[float], normalize: bool) -> float:
+    """C from p("B") (and p("A") when normalizing), as read by ``_self_eval_answers``."""
+    return probs[1] / max(probs[0] + probs[1], 1e-12) if normalize else probs[0]
+
+
+def _self_eval_answers(cfg: MCTSConfig) -> list[str]:
+    return ["A", "B"] if cfg.self_eval_normalize else ["B"]
+
+
 def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCTSConfig, seed: int) -> int:
     """Expand every leaf in one batch; evaluate and attach the children. Returns children made.
 
     First roots want ``n_init_actions`` children, later nodes ``n_actions``: leaves are sampled in
-    one call per wanted count, so no leaf generates children that are thrown away."""
+    one call per wanted count, so no leaf generates children that are thrown away. With the
+    ``continuation`` layout each call also self-evaluates its samples on top of their own KV cache."""
     wanted = [cfg.n_init_actions if leaf.depth == 0 else cfg.n_actions for leaf in leaves]
+    answers = _self_eval_answers(cfg)
+    continuation = cfg.self_eval_layout == "continuation"
     sampled: list[list[Candidate]] = [[] for _ in leaves]
     for group, k in enumerate(sorted(set(wanted))):
         members = [i for i, w in enumerate(wanted) if w == k]
         contexts = [context_of(trees[i].problem, leaves[i]) for i in members]
-        for i, candidates in zip(members, policy.sample_steps(contexts, k, seed + 500_001 * group), strict=True):
+        request = SelfEvalRequest([trees[i].eval_suffixes for i in members], answers) if continuation else None
+        for i, candidates in zip(members, policy.sample_steps(contexts, k, seed + 500_001 * group, request),
+                                 strict=True):
             sampled[i] = candidates
-    new_children: list[tuple[_Tree, Node, list[str]]] = []
+    new_children: list[tuple[_Tree, Node, list[str], list[float] | None]] = []
     for tree, leaf, candidates in zip(trees, leaves, sampled, strict=True):
         for c in distinct_candidates(candidates, cfg.breadth_limit):
             child = leaf.add_child(Node(step=c.text, logp=c.logp, n_tokens=c.n_tokens, ended=c.ended))
@@ -98,19 +116,18 @@ def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCT
             child.terminal = c.ended or states_final_answer(c.text) or child.depth >= cfg.depth_limit
             if child.terminal:
                 child.correct = is_correct("\n".join(steps), tree.problem.answer)
-            new_children.append((tree, child, steps))
+            new_children.append((tree, child, steps, c.answer_probs))
         tree.n_expanded += 1
     if not new_children:
         return 0
-    prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, steps)
-               for t, _, steps in new_children]
-    if cfg.self_eval_normalize:
-        p_correct = [b / max(a + b, 1e-12) for a, b in policy.probabilities_of(prompts, ["A", "B"])]
-    else:
-        p_correct = [b for (b,) in policy.probabilities_of(prompts, ["B"])]
-    for (_, child, _), confidence in zip(new_children, p_correct, strict=True):
+    if not continuation:  # the published layout: a fresh prompt per child, re-encoded from scratch
+        prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, steps)
+                   for t, _, steps, _ in new_children]
+        fresh = policy.probabilities_of(prompts, answers)
+        new_children = [(t, child, steps, p) for (t, child, steps, _), p in zip(new_children, fresh, strict=True)]
+    for _, child, _, probs in new_children:
         parent_depth = child.depth - 1
-        value = confidence / max(parent_depth - cfg.self_eval_depth_offset, 1)
+        value = _confidence(probs, cfg.self_eval_normalize) / max(parent_depth - cfg.self_eval_depth_offset, 1)
         if child.terminal:
             value += 1.0 if child.correct else -1.0
         set_evaluation(child, value)
@@ -122,6 +139,9 @@ def search(policy: StepPolicy, problems: list[SearchProblem], cfg: MCTSConfig, s
     """Search one tree per problem, all trees advancing together; deterministic under ``seed``."""
     trees = [_Tree(p, Node(step=""), iterations_left=cfg.first_root_iterations_factor * cfg.n_iters)
              for p in problems]
+    if cfg.self_eval_layout == "continuation":
+        for t in trees:
+            t.eval_suffixes = continuation_suffix(policy.tokenizer, t.problem.reference_solution)
     for t in trees:
         t.path.append(t.root)
     call = 0

@@ -7,7 +7,7 @@ import torch
 from components.config import MCTSConfig
 from components.data.answers import states_final_answer
 from components.logprobs import position_ids_for
-from components.mcts.policy import Candidate, StepPolicy, cut_step
+from components.mcts.policy import Candidate, SelfEvalRequest, StepPolicy, continuation_suffix, cut_step
 from components.mcts.search import SearchProblem, distinct_candidates, search
 from components.mcts.tree import number_nodes, to_dict
 from components.prompts import render_prompt
@@ -42,6 +42,36 @@ def test_prefix_cache_reuse_scores_steps_like_a_full_re_encode(tiny_loaded):
     again = naive.sample_steps(contexts, k=3, seed=0)
     assert [[c.token_ids for c in row] for row in again] == [[c.token_ids for c in row] for row in sampled]
     assert naive.expanded_tokens == 3 * cached.expanded_tokens  # each prefix encoded once, not k times
+
+
+def test_continuation_suffix_closes_the_turn_and_asks(tokenizer):
+    after_step, after_eos = continuation_suffix(tokenizer, "2 + 2 = 4.")
+    assert after_step == tokenizer.eos_token + after_eos
+    assert after_eos.startswith("\n<|im_start|>user\nReference solution:\n2 + 2 = 4.\n\n")
+    assert after_eos.endswith("(A) incorrect (B) correct<|im_end|>\n<|im_start|>assistant\nThe answer is (")
+    assert "system" not in after_eos  # no second default system turn
+
+
+def test_self_evaluation_on_the_generation_cache_equals_a_full_re_encode(tiny_loaded):
+    """The cached continuation must see exactly prompt + step + question: wrong positions, an
+    unmasked left pad or an unmasked token generated after the step would change p(A), p(B)."""
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    with torch.no_grad():  # make the random model end some steps early (a newline), not all
+        model.get_output_embeddings().weight[tok("\n", add_special_tokens=False)["input_ids"][0]] *= 8
+    contexts = _contexts(tok)
+    request = SelfEvalRequest([continuation_suffix(tok, None), continuation_suffix(tok, "10 - 2 = 8.")], ["A", "B"])
+    cached = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=True)
+    fast = cached.sample_steps(contexts, k=3, seed=0, self_eval=request)
+    slow = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=False).sample_steps(contexts, 3, 0, request)
+    flat_fast, flat_slow = [c for row in fast for c in row], [c for row in slow for c in row]
+    assert [c.token_ids for c in flat_fast] == [c.token_ids for c in flat_slow]
+    # steps that ended early (positions generated after them must be masked) and steps that used
+    # every generated token (the last one never went through the cache)
+    assert {len(c.token_ids) for c in flat_fast} == {1, 12}
+    for a, b in zip(flat_fast, flat_slow, strict=True):
+        assert len(a.answer_probs) == 2
+        assert torch.log(torch.tensor(a.answer_probs)).tolist() == pytest.approx(
+            torch.log(torch.tensor(b.answer_probs)).tolist(), abs=2e-5)  # an off-by-one position moves it 3e-4
 
 
 def test_step_cutting_and_candidate_filtering(tokenizer):
