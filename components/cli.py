@@ -143,6 +143,25 @@ def report(config: ConfigOpt = None, set_: SetOpt = None,
 
 
 @app.command()
+def compare(config: ConfigOpt = None, set_: SetOpt = None,
+            run_id: Annotated[Optional[list[str]], typer.Option(help="pipeline run ids (repeat); default: every "
+                                                                    "finished pipeline run in the experiment")] = None,
+            plot: Annotated[Optional[Path], typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
+    """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy, pairs,
+    data-collection seconds; optionally a PNG of accuracy by round and by collection seconds."""
+    from components.compare import collect, comparison_table, plot_comparison
+    from components.tracking import Tracker, resolve_tracking_uri
+
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    series = collect(tracker, run_id)
+    print(comparison_table(series))
+    if plot:
+        print(f"plot: {plot_comparison(series, plot, f'experiment {cfg.tracking.experiment}')}")
+
+
+@app.command()
 def down(config: ConfigOpt = None) -> None:
     """Stop the services `alignflow up` started."""
     from components.services import load_stack, stack_file, stop_process

@@ -22,14 +22,22 @@ def latest_pipeline_run(tracker: Tracker):
     return runs[0]
 
 
+def round_rows(tracker: Tracker, parent) -> dict[int, dict[str, float]]:
+    """Round index → that round run's metrics; 0 is the baseline evaluation after SFT."""
+    pid = parent.info.run_id
+    children = tracker.client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pid}'",
+                                          max_results=500)
+    rows = {0: dict(_baseline_metrics(tracker, children))}
+    for run in children:
+        if run.data.tags.get("alignflow.kind") == "round":
+            rows[int(run.data.tags["round"])] = dict(run.data.metrics)
+    return rows
+
+
 def round_table(tracker: Tracker, run_id: str | None = None) -> str:
     parent = tracker.client.get_run(run_id) if run_id else latest_pipeline_run(tracker)
     pid = parent.info.run_id
-    children = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{pid}'", max_results=500)
-    rows = {0: {k: v for k, v in _baseline_metrics(tracker, children).items()}}
-    for run in children:
-        if run.data.tags.get("alignflow.kind") == "round":
-            rows[int(run.data.tags["round"])] = run.data.metrics
+    rows = round_rows(tracker, parent)
     header = "| round | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for index in sorted(rows):

@@ -1,0 +1,53 @@
+"""`alignflow compare`: pipeline runs read back from a real MLflow store (sqlite), round by round."""
+
+import pytest
+
+from components.compare import collect, comparison_table, plot_comparison
+from components.tracking import Tracker
+
+
+def _pipeline(tracker: Tracker, kind: str, accuracies: list[float], collection_key: str, seconds: float) -> str:
+    parent = tracker.start_run("pipeline", tags={"alignflow.kind": "pipeline"})
+    tracker.log_params(parent, {"rounds.kind": kind, "sampling.prompts_per_round": 48, "sampling.k": 4,
+                                "mcts.n_iters": 1})
+    baseline = tracker.start_run("evaluate:baseline", parent)
+    tracker.log_metrics(baseline, {"eval/accuracy": accuracies[0]})
+    tracker.end_run(baseline)
+    for index, acc in enumerate(accuracies[1:], start=1):
+        run = tracker.start_run(f"round-{index}", parent, tags={"alignflow.kind": "round", "round": index})
+        tracker.log_metrics(run, {"eval/accuracy": acc, "round/n_pairs": 10 * index, collection_key: seconds},
+                            step=index)
+        tracker.end_run(run)
+    tracker.end_run(parent)
+    return parent
+
+
+def test_compare_reads_rounds_labels_budgets_and_plots(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "compare-test")
+    dpo = _pipeline(tracker, "on_policy", [0.135, 0.160, 0.185], "time/sampling_seconds", 142.0)
+    mcts = _pipeline(tracker, "mcts", [0.135, 0.145, 0.170], "time/search_seconds", 600.0)
+    unfinished = tracker.start_run("pipeline", tags={"alignflow.kind": "pipeline"})  # still RUNNING: left out
+
+    series = collect(tracker)
+    assert [s.run_id for s in series] == [dpo, mcts] and unfinished not in [s.run_id for s in series]
+    assert series[0].label == "on_policy (prompts_per_round=48, k=4)"
+    assert series[1].label == "mcts (prompts_per_round=48, n_iters=1)"
+    assert series[1].accuracy() == {0: 0.135, 1: 0.145, 2: 0.170}
+    assert series[1].collection_seconds(2) == 600.0 and series[1].collection_seconds(0) is None
+
+    table = comparison_table(series)
+    assert f"| mcts (prompts_per_round=48, n_iters=1) `{mcts[:8]}` | 2 | 0.170 | 20 | 600 |" in table
+    assert f"`{dpo[:8]}` | baseline | 0.135 | – | – |" in table
+
+    out = plot_comparison(series, tmp_path / "plots" / "compare.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert not list((tmp_path / "plots").glob("*.tmp*"))  # written atomically
+
+    only = collect(tracker, [mcts])
+    assert [s.run_id for s in only] == [mcts]
+
+
+def test_compare_without_finished_runs_says_where_it_looked(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty")
+    with pytest.raises(LookupError, match="no finished pipeline run"):
+        collect(tracker)
