@@ -35,6 +35,15 @@ class RunSeries:
     def accuracy(self) -> dict[int, float]:
         return {i: m["eval/accuracy"] for i, m in sorted(self.rounds.items()) if "eval/accuracy" in m}
 
+    def standard_error(self) -> dict[int, float]:
+        """Binomial standard error of each accuracy (0 where the eval size was not logged)."""
+        return {i: (a * (1 - a) / self.rounds[i]["eval/n"]) ** 0.5 if self.rounds[i].get("eval/n") else 0.0
+                for i, a in self.accuracy().items()}
+
+    @property
+    def short_label(self) -> str:
+        return f"{self.label.split(' ', 1)[0]} {self.run_id[:8]}"
+
     def collection_seconds(self, index: int) -> float | None:
         found = [self.rounds[index][k] for k in COLLECTION_SECONDS if k in self.rounds.get(index, {})]
         return sum(found) if found else None
@@ -91,27 +100,29 @@ def plot_comparison(series: list[RunSeries], out: Path, title: str = "held-out a
     matplotlib.use("Agg")  # files only: no display on CI or servers
     import matplotlib.pyplot as plt
 
-    fig, (by_round, by_cost) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for s in series:
+    plotted = [s for s in series if s.accuracy()]
+    fig, (by_round, by_cost) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.25 * len(plotted)))
+    for s in plotted:
         acc = s.accuracy()
-        if not acc:
-            continue
-        rounds = list(acc)
-        by_round.plot(rounds, list(acc.values()), marker="o", label=s.label)
+        rounds, error = list(acc), list(s.standard_error().values())
+        by_round.errorbar(rounds, list(acc.values()), yerr=error, marker="o", capsize=3, label=s.label)
         spent, cumulative = 0.0, []
         for index in rounds:
             spent += s.collection_seconds(index) or 0.0
             cumulative.append(spent)
-        by_cost.plot(cumulative, list(acc.values()), marker="o", label=s.label)
+        by_cost.errorbar(cumulative, list(acc.values()), yerr=error, marker="o", capsize=3, label=s.short_label)
     by_round.set_xlabel("round (0 = after SFT)")
     by_round.set_ylabel("held-out accuracy")
     by_round.set_xticks(sorted({i for s in series for i in s.accuracy()}))
     by_cost.set_xlabel("cumulative data-collection seconds (sampling or search)")
     for ax in (by_round, by_cost):
         ax.grid(alpha=0.3)
-    by_round.legend(fontsize=7, loc="best")
-    fig.suptitle(title)
-    fig.tight_layout()
+    by_cost.legend(fontsize=8, loc="lower right")
+    handles, labels = by_round.get_legend_handles_labels()  # full labels (budgets) under both panels
+    fig.legend(handles, [f"{label} {s.run_id[:8]}" for label, s in zip(labels, plotted, strict=True)],
+               loc="lower center", fontsize=7, ncol=1, frameon=False)
+    fig.suptitle(f"{title} (bars: ±1 standard error)")
+    fig.tight_layout(rect=(0, 0.06 * len(plotted) + 0.02, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)

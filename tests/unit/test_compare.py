@@ -15,7 +15,8 @@ def _pipeline(tracker: Tracker, kind: str, accuracies: list[float], collection_k
     tracker.end_run(baseline)
     for index, acc in enumerate(accuracies[1:], start=1):
         run = tracker.start_run(f"round-{index}", parent, tags={"alignflow.kind": "round", "round": index})
-        tracker.log_metrics(run, {"eval/accuracy": acc, "round/n_pairs": 10 * index, collection_key: seconds},
+        tracker.log_metrics(run, {"eval/accuracy": acc, "eval/n": 200, "round/n_pairs": 10 * index,
+                                  collection_key: seconds},
                             step=index)
         tracker.end_run(run)
     tracker.end_run(parent)
@@ -34,6 +35,8 @@ def test_compare_reads_rounds_labels_budgets_and_plots(tmp_path):
     assert series[1].label == "mcts (prompts_per_round=48, n_iters=1)"
     assert series[1].accuracy() == {0: 0.135, 1: 0.145, 2: 0.170}
     assert series[1].collection_seconds(2) == 600.0 and series[1].collection_seconds(0) is None
+    assert series[1].standard_error()[2] == pytest.approx((0.17 * 0.83 / 200) ** 0.5)
+    assert series[1].standard_error()[0] == 0.0  # the baseline here logged no eval size
 
     table = comparison_table(series)
     assert f"| mcts (prompts_per_round=48, n_iters=1) `{mcts[:8]}` | 2 | 0.170 | 20 | 600 |" in table
