@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,12 @@ class Tracker:
     def log_dataset(self, run_id: str, path: Path, name: str, digest: str, context: str,
                     extra_tags: Mapping[str, str] | None = None) -> None:
         """Record a dataset input whose digest is its DVC hash, so MLflow and DVC agree on identity."""
-        dataset = MetaDataset(source=resolve_dataset_source(str(Path(path).resolve())), name=name, digest=digest[:36])
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class once per URI scheme ('' and 'file') and
+            # warns, on every call, that a path matches both; it picks that class either way
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            source = resolve_dataset_source(str(Path(path).resolve()))
+        dataset = MetaDataset(source=source, name=name, digest=digest[:36])
         tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
 
