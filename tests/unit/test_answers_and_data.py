@@ -112,3 +112,18 @@ def test_write_rows_is_atomic_on_failure(tmp_path):
         write_rows(path, [Exploding.model_validate(row.model_dump())])
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
+def test_atomic_outputs_get_ordinary_modes_not_temp_file_modes(tmp_path):
+    """mkstemp makes 0600 files and mkdtemp 0700 dirs; an output must be readable as if open() had made it."""
+    import os
+
+    from components.atomic import atomic_directory, write_text_atomic
+
+    umask = os.umask(0)
+    os.umask(umask)
+    written = write_text_atomic(tmp_path / "out.txt", "x")
+    assert written.stat().st_mode & 0o777 == 0o666 & ~umask
+    with atomic_directory(tmp_path / "ckpt") as staging:
+        (staging / "w.bin").write_bytes(b"1")
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o777 & ~umask
