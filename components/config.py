@@ -214,6 +214,8 @@ class MCTSConfig(_Section):
     length_penalty: float = Field(1.25, ge=0, description="λ of the prior exp(log π / |a|^λ)")
     temperature: float = Field(1.0, gt=0)
     max_new_tokens_per_step: int = Field(32, ge=1)
+    # what ends a reasoning step (generation stops at it; steps are joined with it)
+    step_separator: str = Field("\n", min_length=1)
     rejected_strategy: Literal["worst", "random"] = "random"  # the released code effectively uses random
     filter: bool = True  # keep a tree's pairs only if its final trajectory is correct
     max_pairs_per_tree: int = Field(8, ge=1)

@@ -165,7 +165,8 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
     items = [SearchProblem(p.id, p.question, p.answer, render_prompt(tok, p.question, config.data.system_prompt),
                            p.solution) for p in problems]
     seed = config.seed * 1000 + round_index
-    step_policy = StepPolicy(policy.model, tok, m.max_new_tokens_per_step, m.temperature, m.reuse_prefix_cache)
+    step_policy = StepPolicy(policy.model, tok, m.max_new_tokens_per_step, m.temperature, m.reuse_prefix_cache,
+                             m.step_separator)
     per_tree = m.first_root_iterations_factor * m.n_iters + (m.depth_limit - 1) * m.n_iters  # at most
     with progress_bar(f"round {round_index}: MCTS over {len(items)} prompts", per_tree * len(items)) as advance:
         results = search(step_policy, items, m, seed, on_iteration=advance)
@@ -184,7 +185,7 @@ def mcts_collect(config: PipelineConfig, policy_dir: Path, train_path: Path, rou
                                                    f"{largest.problem.question}").encode())
     lineage = {"policy_model_id": policy.model_id, "round": round_index, "search_seed": seed, "source": "mcts",
                "mcts": m.model_dump(mode="json")}
-    pairs = step_pair_rows(results, tok.eos_token, m.conservative, lineage)
+    pairs = step_pair_rows(results, tok.eos_token, m.conservative, lineage, m.step_separator)
     pairs_path = write_rows(out_dir / "pairs.jsonl", pairs)
     n_nodes = sum(len(walk(r.root)) - 1 for r in results)
     return {"path": str(pairs_path), "trees": str(trees_path), "tree_html": str(html_path), "n_pairs": len(pairs),

@@ -45,8 +45,10 @@ class SelfEvalRequest:
     answers: list[str]
 
 
-def cut_step(tokens: list[int], logps: list[float], eos_id: int, decode) -> Candidate:
-    """A step is everything up to and including the first newline, or up to EOS."""
+def cut_step(tokens: list[int], logps: list[float], eos_id: int, decode, separator: str = "\n") -> Candidate:
+    """A step is everything up to and including the token that completes the first ``separator``,
+    or up to EOS. The decoded prefix is checked, not each token, so a separator spread over
+    several tokens (e.g. a blank line) is found too."""
     kept: list[int] = []
     total = 0.0
     for token, logp in zip(tokens, logps, strict=True):
@@ -54,17 +56,18 @@ def cut_step(tokens: list[int], logps: list[float], eos_id: int, decode) -> Cand
         if token == eos_id:
             return Candidate(decode(kept).strip(), total, len(kept) + 1, True, kept + [token])
         kept.append(token)
-        if "\n" in decode([token]):
+        if separator in decode(kept):
             break
-    return Candidate(decode(kept).split("\n", 1)[0].strip(), total, len(kept), False, kept)
+    return Candidate(decode(kept).split(separator, 1)[0].strip(), total, len(kept), False, kept)
 
 
 class StepPolicy:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int = 32,
-                 temperature: float = 1.0, reuse_prefix_cache: bool = True) -> None:
+                 temperature: float = 1.0, reuse_prefix_cache: bool = True, separator: str = "\n") -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.reuse_prefix_cache = reuse_prefix_cache
+        self.separator = separator  # what ends a step (generation stops there)
         self.expanded_tokens = 0  # tokens encoded (prefixes and self-evaluations), for throughput accounting
 
     def _decode(self, tokens: list[int]) -> str:
@@ -96,7 +99,7 @@ class StepPolicy:
         out = self.model.generate(
             input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
             do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens,
-            stop_strings=["\n"], tokenizer=tok, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            stop_strings=[self.separator], tokenizer=tok, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
             output_logits=True, return_dict_in_generate=True, **extra)
         new_tokens = out.sequences[:, ids.shape[1]:]
         # log π at temperature 1 from the raw logits of the sampling pass: no second forward
@@ -106,7 +109,7 @@ class StepPolicy:
         for row, (tokens, logps) in enumerate(zip(new_tokens.tolist(), token_logps.tolist(), strict=True)):
             if row % k == 0:
                 results.append([])
-            results[-1].append(cut_step(tokens, logps, tok.eos_token_id, self._decode))
+            results[-1].append(cut_step(tokens, logps, tok.eos_token_id, self._decode, self.separator))
         if self_eval is not None:
             flat = [c for row in results for c in row]
             probs = self._continue_and_read(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
@@ -191,10 +194,10 @@ SELF_EVAL_QUESTION = ("Is the partial solution above heading the correct way to 
 
 
 def self_eval_prompt(tokenizer: PreTrainedTokenizerBase, question: str, reference_solution: str | None,
-                     steps: list[str]) -> str:
+                     steps: list[str], separator: str = "\n") -> str:
     """The policy judges its own partial solution; the option letter follows the open parenthesis."""
     reference = f"Reference solution:\n{reference_solution}\n\n" if reference_solution else ""
-    partial = "\n".join(steps) if steps else "(no steps yet)"
+    partial = separator.join(steps) if steps else "(no steps yet)"
     content = f"Question:\n{question}\n\n{reference}Partial solution:\n{partial}\n\n{SELF_EVAL_QUESTION}"
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                          add_generation_prompt=True) + "The answer is ("

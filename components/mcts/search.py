@@ -78,8 +78,8 @@ def distinct_candidates(candidates: list[Candidate], breadth_limit: int) -> list
     return kept[:breadth_limit]
 
 
-def context_of(problem: SearchProblem, node: Node) -> str:
-    return problem.prompt + "".join(step + "\n" for step in node.steps())
+def context_of(problem: SearchProblem, node: Node, separator: str = "\n") -> str:
+    return problem.prompt + "".join(step + separator for step in node.steps())
 
 
 def _confidence(probs: list[float], normalize: bool) -> float:
@@ -103,7 +103,7 @@ def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCT
     sampled: list[list[Candidate]] = [[] for _ in leaves]
     for group, k in enumerate(sorted(set(wanted))):
         members = [i for i, w in enumerate(wanted) if w == k]
-        contexts = [context_of(trees[i].problem, leaves[i]) for i in members]
+        contexts = [context_of(trees[i].problem, leaves[i], cfg.step_separator) for i in members]
         request = SelfEvalRequest([trees[i].eval_suffixes for i in members], answers) if continuation else None
         for i, candidates in zip(members, policy.sample_steps(contexts, k, seed + 500_001 * group, request),
                                  strict=True):
@@ -115,13 +115,14 @@ def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCT
             steps = child.steps()
             child.terminal = c.ended or states_final_answer(c.text) or child.depth >= cfg.depth_limit
             if child.terminal:
-                child.correct = is_correct("\n".join(steps), tree.problem.answer)
+                child.correct = is_correct(cfg.step_separator.join(steps), tree.problem.answer)
             new_children.append((tree, child, steps, c.answer_probs))
         tree.n_expanded += 1
     if not new_children:
         return 0
     if not continuation:  # the published layout: a fresh prompt per child, re-encoded from scratch
-        prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, steps)
+        prompts = [self_eval_prompt(policy.tokenizer, t.problem.question, t.problem.reference_solution, steps,
+                                    cfg.step_separator)
                    for t, _, steps, _ in new_children]
         fresh = policy.probabilities_of(prompts, answers)
         new_children = [(t, child, steps, p) for (t, child, steps, _), p in zip(new_children, fresh, strict=True)]

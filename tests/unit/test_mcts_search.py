@@ -89,6 +89,29 @@ def test_step_cutting_and_candidate_filtering(tokenizer):
     assert states_final_answer("So the answer is 7.") and not states_final_answer("3 + 4 = 7")
 
 
+def test_step_separator_is_configurable(tokenizer):
+    """A blank line as the separator: single newlines stay inside a step, the separator may span
+    tokens, and pair rows join and end steps with it."""
+    from components.mcts.pairs import step_pair_rows
+    from components.mcts.search import TreeResult
+    from components.mcts.tree import Node, StepPair
+
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    ids = tokenizer("3 + 4 = 7\nso far\n\nThe answer", add_special_tokens=False)["input_ids"]
+    c = cut_step(ids, [-0.1] * len(ids), tokenizer.eos_token_id, decode, separator="\n\n")
+    assert c.text == "3 + 4 = 7\nso far" and decode(c.token_ids).endswith("\n\n")
+    assert cut_step(ids, [-0.1] * len(ids), tokenizer.eos_token_id, decode).text == "3 + 4 = 7"
+
+    problem = SearchProblem("p", "q?", 7, "PROMPT:")
+    pairs = [StepPair(["a", "b"], "good", "bad", 1.0, -1.0, 3, 1, 2),
+             StepPair([], "fine", "tie", 0.5, 0.1, 1, 1, 0, chosen_ended=True)]  # ε = 0.5: no preference
+    result = TreeResult(problem, Node(step=""), [], pairs, final_correct=True, kept=True)
+    rows = step_pair_rows([result], "<E>", conservative=True, lineage={"seed": 1}, separator="\n\n")
+    assert len(rows) == 1
+    assert rows[0].prompt == "PROMPT:a\n\nb\n\n" and rows[0].chosen == "good\n\n" and rows[0].rejected == "bad\n\n"
+    assert rows[0].label_smoothing == pytest.approx(0.25) and rows[0].lineage["depth"] == 2
+
+
 def _problems(tokenizer):
     return [SearchProblem("p1", "Ava has 3 apples. She picks 4 more. How many now?", 7,
                           render_prompt(tokenizer, "Ava has 3 apples. She picks 4 more. How many now?", ""),
