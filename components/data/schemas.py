@@ -6,7 +6,7 @@ number and field before any work is done on it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +61,18 @@ class PairRow(_Row):
     # step-level rows (MCTS) — the prompt holds the earlier steps and chosen/rejected are the
     # exact next-step continuations (with their newline, or EOS where the step ended the answer).
     complete_responses: bool = True
+
+
+class JudgeRow(_Row):
+    """A labelled judgment target (ALGORITHMS.md §3): grade ``response`` to ``context`` by ``rubric``."""
+
+    problem_id: str
+    context: str = Field(min_length=1)
+    response: str
+    rubric: str = Field(min_length=1)
+    gold_score: int
+    split: Literal["train", "heldout"]
+    source: Literal["perturbed", "sampled"]
 
 
 class PredictionRow(_Row):

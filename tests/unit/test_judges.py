@@ -70,3 +70,48 @@ def test_cache_hits_only_on_the_same_prompt_response_judge_and_template(tmp_path
 
     reopened = JudgmentCache(tmp_path / "judgments.sqlite")  # the next round
     assert len(reopened) == 2 and reopened.get(variants[0]) == malformed
+
+
+def test_calculator_evaluates_arithmetic_and_refuses_everything_else():
+    from components.judges.tools import calculate
+
+    assert calculate("3 + 4 * (2 - 1)") == 7 and calculate("12 ÷ 3 × 2") == 8 and calculate("1,200 - 7") == 1193
+    assert calculate("3 x 4") == 12 and calculate("-5 + 2") == -3
+    for bad in ("__import__('os')", "2 ** 10", "abs(-1)", "1 / 0", "seven"):
+        with pytest.raises(ValueError):
+            calculate(bad)
+
+
+def test_tools_check_each_equation_and_the_final_answer():
+    from components.judges.tools import check_equations, equation_tool, verifier_tool
+
+    text = "Start with 12.\n12 - 5 = 7.\n7 * 3 = 20.\nThe answer is 20."
+    assert [(c.text, c.valid) for c in check_equations(text)] == [("12 - 5 = 7", True), ("7 * 3 = 20", False)]
+    call = equation_tool(text)
+    assert call.tool == "check_equations" and call.output == "12 - 5 = 7 -> ok; 7 * 3 = 20 -> wrong, left side is 21"
+    assert verifier_tool(text, 21).output == "final answer 20.0: incorrect"
+    assert verifier_tool("no idea", 21).output == "final answer -: no final answer"
+
+
+def test_labelled_rows_grade_by_correctness_and_step_validity():
+    from components.data.arithmetic import generate_split
+    from components.judges.labelled import gold_score, labelled_rows
+
+    assert gold_score("2 + 3 = 5.\nThe answer is 5.", 5) == 5
+    assert gold_score("2 + 3 = 6.\nThe answer is 5.", 5) == 4
+    assert gold_score("2 + 2 = 4.\nThe answer is 4.", 5) == 2
+    assert gold_score("2 + 2 = 5.\nThe answer is 6.", 5) == 1
+    problems = generate_split(40, 0, [1, 2], 20, "judge-test")
+    rows = labelled_rows(problems, sampled={problems[0].id: ["The answer is 0."]}, heldout_fraction=0.25)
+    by_problem = {}
+    for row in rows:
+        by_problem.setdefault(row.problem_id, []).append(row)
+    assert all(rs[0].gold_score == 5 and rs[0].source == "perturbed" for rs in by_problem.values())  # the worked solution
+    two_step = [p for p in problems if p.difficulty == 2]
+    assert [r.gold_score for r in by_problem[two_step[0].id]] == [5, 4, 2]
+    assert by_problem[problems[0].id][-1].source == "sampled"
+    splits = {rs[0].problem_id: {r.split for r in rs} for rs in by_problem.values()}
+    assert all(len(s) == 1 for s in splits.values())  # a problem never straddles the split
+    heldout = sum(s == {"heldout"} for s in splits.values())
+    assert 0 < heldout < len(problems)
+    assert labelled_rows(problems, heldout_fraction=0.25) == labelled_rows(problems, heldout_fraction=0.25)
