@@ -115,3 +115,63 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     heldout = sum(s == {"heldout"} for s in splits.values())
     assert 0 < heldout < len(problems)
     assert labelled_rows(problems, heldout_fraction=0.25) == labelled_rows(problems, heldout_fraction=0.25)
+
+
+def test_judge_runs_tools_first_records_every_judgment_and_reuses_the_cache(tiny_loaded, tmp_path):
+    from components.judges.judge import Judge, JudgeInput
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    generate_calls = []
+    original = model.generate
+    model.generate = lambda *a, **k: generate_calls.append(1) or original(*a, **k)  # count, not replace
+    cache = JudgmentCache(tmp_path / "j.sqlite")
+    judge = Judge(model, tok, "tiny-judge", cache=cache, max_new_tokens=12)
+    items = [JudgeInput("Ava has 3 apples and gets 4.", "3 + 4 = 8.\nThe answer is 8.", "Correct?", gold=7),
+             JudgeInput("Ben has 9 and eats 2.", "9 - 2 = 7.\nThe answer is 7.", "Correct?")]
+    prompt = judge.prompt_for(items[0], judge.tool_calls(items[0]))
+    assert "check_equations: 3 + 4 = 8 -> wrong, left side is 7" in prompt
+    assert "verify_answer: final answer 8.0: incorrect" in prompt
+
+    first = judge.judge(items)
+    assert [len(r) for r in first] == [1, 1] and len(generate_calls) == 1
+    assert [len(r[0].tool_calls) for r in first] == [2, 1]
+    for (rec,) in first:  # a random-init judge writes nonsense: recorded as malformed, not scored
+        assert not rec.cached and rec.judgment.status in ("ok", "malformed")
+        assert rec.judgment.status == "ok" or (rec.judgment.score is None and rec.judgment.problem)
+    again = judge.judge(items)
+    assert len(generate_calls) == 1 and all(r[0].cached for r in again)  # no generation the second time
+    assert [r[0].judgment for r in again] == [r[0].judgment for r in first]
+
+    sampled = judge.judge(items, n=2, temperature=1.0, seed=3)
+    assert [len(r) for r in sampled] == [2, 2] and len({r.key for row in sampled for r in row}) == 4
+    with pytest.raises(ValueError, match="temperature > 0"):
+        judge.judge(items, n=2)
+
+
+def _j(score=None, text="because"):
+    return parse_judgment(f"{text}\nScore: {score}" if score is not None else "no verdict", T)
+
+
+def test_curation_rules_pick_gold_matching_chosen_and_deviating_rejected():
+    import random
+
+    from components.judges.curation import CurationRules, curate_pair, judge_pair_rows
+
+    rng = random.Random(0)
+    samples = [_j(4, "near"), _j(5, "right"), _j(1, "far"), _j(5, "also right")]
+    chosen, rejected = curate_pair(samples, 5, CurationRules(), rng)
+    assert (chosen.rationale, rejected.rationale) == ("right", "far")  # first match; the largest deviation
+    assert curate_pair([_j(3), _j(3)], 3, CurationRules(), rng) is None  # all agree
+    assert curate_pair([_j(2), _j(4)], 5, CurationRules(), rng) is None  # nothing matches gold
+    with_bad = [_j(5, "right"), _j(1, "far"), _j()]
+    assert curate_pair(with_bad, 5, CurationRules(), rng)[1].status == "malformed"
+    assert curate_pair(with_bad, 5, CurationRules(malformed_as_rejected=False), rng)[1].rationale == "far"
+    assert curate_pair([_j(5), _j(5), _j()], 5, CurationRules(malformed_as_rejected=False), rng) is None
+    picks = {curate_pair(samples, 5, CurationRules("random", "random_mismatch"), random.Random(s))[1].rationale
+             for s in range(20)}
+    assert picks == {"near", "far"}
+
+    rows = judge_pair_rows([("p1", "PROMPT", 5), ("p2", "PROMPT2", 3)], [samples, [_j(3), _j(3)]],
+                           CurationRules(), seed=0, lineage={"judge_model_id": "seed-judge"})
+    assert len(rows) == 1 and rows[0].chosen == "right\nScore: 5" and rows[0].score_rejected == 1.0
+    assert rows[0].lineage["gold_score"] == 5 and rows[0].lineage["rules"]["rejected_rule"] == "max_deviation"
