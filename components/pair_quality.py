@@ -1,0 +1,123 @@
+"""Data-quality report for a pair file (pairs from rounds, MCTS or a judge alike): is the
+preference signal there, and is it the one intended?
+
+- score margins (chosen − rejected): a pair file of near-zero margins teaches noise;
+- length bias: how often chosen is longer than rejected — a judge or verifier that prefers long
+  answers shows up here before the policy learns to ramble;
+- near-duplicates: the same (prompt, chosen, rejected) twice up to case and spacing, and
+  degenerate pairs whose chosen and rejected are the same text;
+- contamination: pair prompts that are held-out evaluation questions;
+- per-source counts (``lineage.source``);
+- position bias of a judge: ask it twice with the two responses swapped and count flips.
+
+Thresholds can fail a round, naming the measure, its value and the limit.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from components.data.schemas import PairRow
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+@dataclass(frozen=True)
+class PairQuality:
+    n_pairs: int
+    margin_mean: float
+    margin_min: float
+    margin_median: float
+    margin_max: float
+    chosen_longer_rate: float  # by characters; ties count as not longer
+    duplicate_pairs: int  # pairs repeating an earlier one
+    degenerate_pairs: int  # chosen == rejected
+    contaminated_pairs: int  # prompt contains a held-out question
+    per_source: dict[str, int]
+
+    def as_metrics(self, prefix: str = "quality/") -> dict[str, float]:
+        out = {f"{prefix}{k}": float(v) for k, v in asdict(self).items() if k != "per_source"}
+        out.update({f"{prefix}source/{k}": float(v) for k, v in self.per_source.items()})
+        return out
+
+
+def pair_quality(pairs: list[PairRow], heldout_questions: Iterable[str] = ()) -> PairQuality:
+    if not pairs:
+        raise ValueError("an empty pair file has no quality to report")
+    margins = [p.score_chosen - p.score_rejected for p in pairs]
+    seen: set[tuple[str, str, str]] = set()
+    duplicates = 0
+    for p in pairs:
+        key = (_norm(p.prompt), _norm(p.chosen), _norm(p.rejected))
+        duplicates += key in seen
+        seen.add(key)
+    questions = [_norm(q) for q in heldout_questions if q.strip()]
+    contaminated = sum(any(q in _norm(p.prompt) for q in questions) for p in pairs)
+    return PairQuality(
+        n_pairs=len(pairs), margin_mean=statistics.fmean(margins), margin_min=min(margins),
+        margin_median=statistics.median(margins), margin_max=max(margins),
+        chosen_longer_rate=sum(len(p.chosen) > len(p.rejected) for p in pairs) / len(pairs),
+        duplicate_pairs=duplicates, degenerate_pairs=sum(_norm(p.chosen) == _norm(p.rejected) for p in pairs),
+        contaminated_pairs=contaminated,
+        per_source=dict(Counter(str(p.lineage.get("source", "unknown")) for p in pairs)))
+
+
+# a judge that, shown a prompt and responses A then B, says which is better: "A" or "B"
+PairwiseJudge = Callable[[str, str, str], str]
+
+
+def position_bias(judge: PairwiseJudge, pairs: list[PairRow]) -> dict[str, float]:
+    """Ask twice per pair, chosen first then second. A consistent judge names the same response
+    both times; ``flip_rate`` is how often it does not, ``first_position_rate`` how often it
+    picks whatever is shown first (0.5 for an unbiased judge)."""
+    if not pairs:
+        raise ValueError("no pairs to probe")
+    flips = first = 0
+    for p in pairs:
+        straight = judge(p.prompt, p.chosen, p.rejected)
+        swapped = judge(p.prompt, p.rejected, p.chosen)
+        for answer in (straight, swapped):
+            if answer not in ("A", "B"):
+                raise ValueError(f"a pairwise judge must answer 'A' or 'B', got {answer!r}")
+        flips += (straight == "A") != (swapped == "B")
+        first += (straight == "A") + (swapped == "A")
+    return {"flip_rate": flips / len(pairs), "first_position_rate": first / (2 * len(pairs))}
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    min_pairs: int = 1
+    min_margin_mean: float | None = None
+    max_chosen_longer_rate: float | None = None
+    max_duplicate_rate: float | None = None
+    max_contaminated_pairs: int | None = 0
+
+
+class PairQualityError(ValueError):
+    pass
+
+
+def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -> None:
+    """Raise naming every failed measure, with its value and the limit."""
+    failures = []
+    if report.n_pairs < limits.min_pairs:
+        failures.append(f"n_pairs {report.n_pairs} < min_pairs {limits.min_pairs}")
+    if limits.min_margin_mean is not None and report.margin_mean < limits.min_margin_mean:
+        failures.append(f"margin_mean {report.margin_mean:.3f} < min_margin_mean {limits.min_margin_mean}")
+    if limits.max_chosen_longer_rate is not None and report.chosen_longer_rate > limits.max_chosen_longer_rate:
+        failures.append(f"chosen_longer_rate {report.chosen_longer_rate:.3f} > max_chosen_longer_rate "
+                        f"{limits.max_chosen_longer_rate} (length bias)")
+    duplicate_rate = report.duplicate_pairs / report.n_pairs
+    if limits.max_duplicate_rate is not None and duplicate_rate > limits.max_duplicate_rate:
+        failures.append(f"duplicate rate {duplicate_rate:.3f} > max_duplicate_rate {limits.max_duplicate_rate}")
+    if limits.max_contaminated_pairs is not None and report.contaminated_pairs > limits.max_contaminated_pairs:
+        failures.append(f"contaminated_pairs {report.contaminated_pairs} > max_contaminated_pairs "
+                        f"{limits.max_contaminated_pairs} (held-out questions in training prompts)")
+    if failures:
+        raise PairQualityError(f"{source}: pair quality gate failed: " + "; ".join(failures))
