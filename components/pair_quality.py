@@ -121,3 +121,33 @@ def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -
                         f"{limits.max_contaminated_pairs} (held-out questions in training prompts)")
     if failures:
         raise PairQualityError(f"{source}: pair quality gate failed: " + "; ".join(failures))
+
+
+def plot_pair_quality(pairs: list[PairRow], out, title: str):
+    """Two panels for the MLflow artifact: the margin histogram, and chosen vs rejected length
+    (points above the diagonal: chosen longer — length bias at a glance). Written atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.atomic import write_bytes_atomic
+
+    fig, (margins, lengths) = plt.subplots(1, 2, figsize=(10, 4))
+    margins.hist([p.score_chosen - p.score_rejected for p in pairs], bins=20, color="tab:blue")
+    margins.set_xlabel("score margin (chosen − rejected)")
+    margins.set_ylabel("pairs")
+    xs, ys = [len(p.rejected) for p in pairs], [len(p.chosen) for p in pairs]
+    lengths.scatter(xs, ys, s=10, alpha=0.6)
+    top = max(xs + ys + [1])
+    lengths.plot([0, top], [0, top], color="grey", lw=1)
+    lengths.set_xlabel("rejected length (characters)")
+    lengths.set_ylabel("chosen length (characters)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return write_bytes_atomic(out, buffer.getvalue())

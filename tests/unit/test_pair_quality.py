@@ -58,3 +58,10 @@ def test_thresholds_fail_naming_each_measure_value_and_limit():
                  "chosen_longer_rate 0.500 > max_chosen_longer_rate 0.4 (length bias)",
                  "duplicate rate 0.250 > max_duplicate_rate 0.1", "contaminated_pairs 1 > max_contaminated_pairs 0"):
         assert part in message
+
+
+def test_quality_plot_is_a_png(tmp_path):
+    from components.pair_quality import plot_pair_quality
+
+    out = plot_pair_quality(PAIRS, tmp_path / "quality.png", "round 1 pairs")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000
