@@ -213,7 +213,11 @@ def _need(value: Optional[Path], flag: str) -> Path:
 
 def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, out: Path) -> dict:
     from components import steps
+    from components.data.io import read_rows
+    from components.data.schemas import ProblemRow
+    from components.pair_quality import check_quality, report_pair_file, thresholds_from
 
+    heldout = [p.question for p in read_rows(data_dir / "eval.jsonl", ProblemRow)]
     reference = policy
     for round_index in range(1, cfg.rounds.n_rounds + 1):
         round_dir = out / f"round-{round_index}"
@@ -224,6 +228,9 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
             scored = steps.score(Path(sampled["path"]), round_dir)
             pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index,
                                      sampled["seed"], round_dir)
+        report = report_pair_file(Path(pairs["path"]), heldout, round_dir / "quality", f"pair quality, r{round_index}")
+        if cfg.quality.enabled:
+            check_quality(report["report"], thresholds_from(cfg.quality), pairs["path"])
         if cfg.reward.strength_mode != "none":
             pairs = steps.preference_strength(cfg, reference, Path(pairs["path"]), round_index, round_dir)
         trained = steps.train_round(cfg, policy, reference, Path(pairs["path"]), round_index, round_dir / "checkpoint",

@@ -231,6 +231,91 @@ class MCTSConfig(_Section):
     conservative: bool = True
 
 
+class QualityConfig(_Section):
+    """Limits on every round's pair file (components/pair_quality.py). A round whose pairs break
+    one stops before training, naming the measure, its value and the limit; None: not checked."""
+
+    enabled: bool = True
+    min_pairs: int = Field(1, ge=0)
+    min_margin_mean: float | None = None
+    max_chosen_longer_rate: float | None = Field(None, ge=0, le=1)
+    max_duplicate_rate: float | None = Field(None, ge=0, le=1)
+    max_contaminated_pairs: int | None = Field(0, ge=0)
+
+
+class JudgeCurationConfig(_Section):
+    """Self-rationalization curation (ALGORITHMS.md §3). The published rules are unverified:
+    each choice is a switch, logged with the loop's params."""
+
+    chosen_tie_break: Literal["first", "random"] = "first"
+    rejected_rule: Literal["max_deviation", "random_mismatch"] = "max_deviation"
+    malformed_as_rejected: bool = True
+
+
+class JudgeConfig(_Section):
+    """The self-rationalization judge loop (`alignflow judge-loop`, flow ``judge_loop``)."""
+
+    registered_model: str = "alignflow-judge"
+    n_problems: int = Field(64, ge=2, description="training-split problems the labelled rows come from")
+    heldout_fraction: float = Field(0.3, gt=0, lt=1)
+    sampled_per_problem: int = Field(1, ge=0, description="SFT-policy responses per problem, beside the perturbed ones")
+    use_tools: bool = True
+    max_new_tokens: int = Field(48, ge=8)
+    batch_size: int = Field(32, ge=1)
+    sft: SFTConfig = SFTConfig(epochs=1, lr=2e-4, batch_size=8, max_length=512)
+    iterations: int = Field(2, ge=0, description="T; the paper uses 2")
+    n_samples: int = Field(4, ge=2, description="N judgments sampled per training input")
+    temperature: float = Field(1.0, gt=0)
+    curation: JudgeCurationConfig = JudgeCurationConfig()
+    # DPO reference: the previous iteration's judge (J_{t-1}) or the seed SFT judge (a switch)
+    reference: Literal["previous", "seed"] = "previous"
+    preference: PreferenceConfig = PreferenceConfig(lr=5e-5, max_length=512)
+    min_delta: float = 0.0  # gate: final exact-score accuracy ≥ production judge (or seed) + min_delta
+
+
+class SynthesisPolicy(_Section):
+    # "current" (the round's policy), "sft", "base", or a checkpoint directory
+    checkpoint: str = "current"
+    temperature: float = Field(0.7, gt=0)
+
+
+ASPECT_RUBRICS = {
+    "instruction_following": "5: answers the question asked, shows its calculation steps and ends with "
+                             "'The answer is N.'. 3: answers but skips the steps or the closing sentence. "
+                             "1: does not answer the question asked.",
+    "truthfulness": "5: every calculation and the final answer are correct (see the tool results). "
+                    "3: the final answer is correct but a calculation is wrong. "
+                    "1: the final answer is wrong or missing.",
+    "honesty": "5: states a final answer that the tool results confirm. 3: hedges or gives no final answer. "
+               "1: confidently states a final answer the tool results refute.",
+    "helpfulness": "5: a correct final answer with clear steps a reader can follow. "
+                   "3: a correct final answer that is hard to follow. 1: a wrong or missing final answer.",
+}
+
+
+class SynthesisConfig(_Section):
+    """UltraFeedback-style synthesis (ALGORITHMS.md §9): a pool of policies answers each prompt,
+    the judge rates every completion per aspect with a rationale, ratings are binarized."""
+
+    policies: list[SynthesisPolicy] = [SynthesisPolicy(temperature=0.7), SynthesisPolicy(temperature=1.0)]
+    samples_per_policy: int = Field(2, ge=1)
+    # a checkpoint directory, or models:/<name>@<alias> from the MLflow registry
+    judge: str = "models:/alignflow-judge@production"
+    aspects: dict[str, str] = dict(ASPECT_RUBRICS)
+    rejected_strategy: Literal["random_lower", "lowest", "all_pairs"] = "random_lower"
+    max_pairs_per_prompt: int = Field(2, ge=1, description="caps all_pairs")
+    # ask the judge model why chosen beats rejected: rationale-enriched DPO rows (§4)
+    rationales: bool = False
+    rationale_max_new_tokens: int = Field(64, ge=8)
+
+    @field_validator("aspects")
+    @classmethod
+    def _some_aspects(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value or any(not rubric.strip() for rubric in value.values()):
+            raise ValueError("aspects must map at least one aspect name to a non-empty rubric")
+        return value
+
+
 class EvalConfig(_Section):
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(96, ge=1)
@@ -239,8 +324,9 @@ class EvalConfig(_Section):
 
 class RoundsConfig(_Section):
     n_rounds: int = Field(2, ge=0)
-    # on_policy: sample k completions, verifier pairs. mcts: step-level MCTS pairs (ALGORITHMS.md §2)
-    kind: Literal["on_policy", "mcts"] = "on_policy"
+    # on_policy: sample k completions, verifier pairs. mcts: step-level MCTS pairs (ALGORITHMS.md §2).
+    # synthesized: the synthesis pool answers, the judge rates per aspect, binarized pairs (§9)
+    kind: Literal["on_policy", "mcts", "synthesized"] = "on_policy"
 
 
 class TrackingConfig(_Section):
@@ -275,6 +361,9 @@ class PipelineConfig(_Section):
     reward: RewardConfig = RewardConfig()
     mcts: MCTSConfig = MCTSConfig()
     eval: EvalConfig = EvalConfig()
+    quality: QualityConfig = QualityConfig()
+    judge: JudgeConfig = JudgeConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
     rounds: RoundsConfig = RoundsConfig()
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
@@ -283,11 +372,25 @@ class PipelineConfig(_Section):
     def content_hash(self) -> str:
         """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
         gate are left out, so re-running with another gate reuses every cached computation."""
-        payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "state_dir", "workspace"})
+        payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "quality", "state_dir",
+                                                       "workspace"})
+        if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
+            payload.pop("judge")
+            payload.pop("synthesis")
+        return _hash_payload(payload)
+
+    def judge_hash(self) -> str:
+        """What a judge loop's artifacts depend on: the base model, its data and SFT, the judge section."""
+        payload = self.model_dump(mode="json", include={"seed", "model", "lora", "data", "sft", "judge"})
+        return _hash_payload(payload)
+
+
+def _hash_payload(payload: dict[str, Any]) -> str:
+    if "model" in payload:
         payload["model"].pop("cache_dir", None)
         payload["model"].pop("torch_threads", None)
-        blob = json.dumps(payload, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:

@@ -20,8 +20,13 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+from components.atomic import write_bytes_atomic, write_json_atomic
+from components.data.io import read_rows
 from components.data.schemas import PairRow
+from components.versioning import content_md5
 
 
 def _norm(text: str) -> str:
@@ -123,6 +128,33 @@ def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -
         raise PairQualityError(f"{source}: pair quality gate failed: " + "; ".join(failures))
 
 
+def report_pair_file(pairs_path: Path, heldout_questions: Iterable[str], out_dir: Path, title: str
+                     ) -> dict[str, Any]:
+    """The report of one pair file, written beside its outputs: ``quality.json`` (the numbers and
+    the pair file's md5) and ``quality.png``; the rows of a measure/value table for MLflow."""
+    pairs = read_rows(pairs_path, PairRow)
+    if not pairs:
+        raise PairQualityError(f"{pairs_path}: no pairs — nothing to train on (on-policy: every prompt's samples "
+                               f"were all correct or all wrong, raise sampling.k or sampling.prompts_per_round; "
+                               f"MCTS: no tree ended correct, raise mcts.n_iters)")
+    report = pair_quality(pairs, heldout_questions)
+    out_dir = Path(out_dir)
+    summary = {"pairs": str(pairs_path), "pairs_md5": content_md5(Path(pairs_path)), **asdict(report)}
+    json_path = write_json_atomic(out_dir / "quality.json", summary)
+    png_path = plot_pair_quality(pairs, out_dir / "quality.png", title)
+    metrics = report.as_metrics()
+    table = {"measure": [k.removeprefix("quality/") for k in metrics], "value": list(metrics.values())}
+    return {"report": report, "metrics": metrics, "table": table, "json": str(json_path), "png": str(png_path)}
+
+
+def thresholds_from(config: Any) -> QualityThresholds:
+    """``QualityConfig`` → the limits ``check_quality`` applies."""
+    return QualityThresholds(min_pairs=config.min_pairs, min_margin_mean=config.min_margin_mean,
+                             max_chosen_longer_rate=config.max_chosen_longer_rate,
+                             max_duplicate_rate=config.max_duplicate_rate,
+                             max_contaminated_pairs=config.max_contaminated_pairs)
+
+
 def plot_pair_quality(pairs: list[PairRow], out, title: str):
     """Two panels for the MLflow artifact: the margin histogram, and chosen vs rejected length
     (points above the diagonal: chosen longer — length bias at a glance). Written atomically."""
@@ -132,8 +164,6 @@ def plot_pair_quality(pairs: list[PairRow], out, title: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from components.atomic import write_bytes_atomic
 
     fig, (margins, lengths) = plt.subplots(1, 2, figsize=(10, 4))
     margins.hist([p.score_chosen - p.score_rejected for p in pairs], bins=20, color="tab:blue")

@@ -222,7 +222,8 @@ def make_pairs(config: PipelineConfig, scored_path: Path, policy_model_id: str, 
     scored = read_rows(scored_path, CompletionRow)
     tokenizer = load_tokenizer(materialize_base(config.model, config.seed, config.state_dir))
     prompts = {r.problem_id: render_prompt(tokenizer, r.question, config.data.system_prompt) for r in scored}
-    lineage = {"policy_model_id": policy_model_id, "scorer": SCORER_ID, "round": round_index, "sampling_seed": seed,
+    lineage = {"source": "verifier", "policy_model_id": policy_model_id, "scorer": SCORER_ID, "round": round_index,
+               "sampling_seed": seed,
                "temperature": config.sampling.temperature, "top_p": config.sampling.top_p}
     pairs = build_pairs(scored, prompts, config.pairs.strategy, config.pairs.max_pairs_per_prompt, seed, lineage)
     path = write_rows(Path(out_dir) / "pairs.jsonl", pairs)

@@ -5,6 +5,9 @@ train → eval. Two ways to collect:
 - ``mcts_round``: step-level MCTS with the current policy (ALGORITHMS.md §2), step pairs with
   visit-count ε, trees logged as JSON and one as an HTML picture.
 
+Every round's pair file gets a quality report (MLflow metrics, table and PNG) and its
+thresholds (``quality:``) are checked before any training.
+
 A finished round leaves ``round.json`` (written last, atomically). Re-running finds it and
 only re-reports its metrics under the new pipeline run; a round that crashed midway re-runs,
 and its finished tasks come back from Prefect's result cache.
@@ -23,8 +26,8 @@ from components.atomic import write_json_atomic
 from components.faults import maybe_kill_after_round
 from components.steps import load_json
 from tasks.context import TrackingContext
-from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, sample_task, score_task, strength_task,
-                                  train_task)
+from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, quality_task, sample_task, score_task,
+                                  strength_task, train_task)
 from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
 
 # (config, round index, policy, data, round dir, ctx) → (pairs result, seconds by stage, metrics, files)
@@ -68,6 +71,9 @@ def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: i
     started = time.perf_counter()
     try:
         pairs, compute, collect_metrics, files = collect(config, round_index, policy, data, round_dir, round_ctx)
+        quality = quality_task(config, pairs["path"], pairs["md5"], data["paths"]["eval"], f"r{round_index}",
+                               str(Path(round_dir) / "quality"), round_ctx)
+        collect_metrics = {**collect_metrics, **quality["metrics"]}
         training_pairs = pairs
         if config["reward"]["strength_mode"] != "none":  # curate with a reward-model ensemble first
             training_pairs = strength_task(config, reference_dir, pairs["path"], pairs["md5"], round_index,
@@ -90,7 +96,8 @@ def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: i
                "time/tracking_overhead_seconds": max(0.0, wall - sum(compute.values()))}
     manifest = {"round": round_index, "kind": kind, "policy": {"path": trained["path"], "model_id": trained["model_id"]},
                 "metrics": metrics, "pairs": {"path": pairs["path"], "md5": pairs["md5"]},
-                "training_pairs": {"path": training_pairs["path"], "md5": training_pairs["md5"]}, **files}
+                "training_pairs": {"path": training_pairs["path"], "md5": training_pairs["md5"]},
+                "quality": {"json": quality["json"], "png": quality["png"]}, **files}
     log_metrics_task(round_ctx, round_run, metrics, step=round_index, tags={"policy_out": trained["model_id"]})
     close_run_task(round_ctx, round_run)
     write_json_atomic(manifest_path, manifest)

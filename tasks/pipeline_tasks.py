@@ -15,6 +15,9 @@ from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from components import steps
+from components.data.io import read_rows
+from components.data.schemas import ProblemRow
+from components.pair_quality import check_quality, report_pair_file, thresholds_from
 from components.config import PipelineConfig
 from tasks.context import TrackingContext, child_run, metric_logger, record_timing, version_outputs
 
@@ -188,3 +191,24 @@ def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pair
                                      "time/reference_logprobs_seconds": result["reference_seconds"]})
     record_timing(ctx, f"train:r{round_index}", result["seconds"])
     return result
+
+
+# Not retried: a failed threshold is a verdict on the data, and re-reading it gives the same one.
+@task(name="pair-quality", cache_policy=(INPUTS - "ctx") + TASK_SOURCE, persist_result=True)
+def quality_task(config: dict[str, Any], pairs_path: str, pairs_md5: str, eval_path: str, label: str, out_dir: str,
+                 ctx: TrackingContext) -> dict[str, Any]:
+    """The pair file's quality report, logged (metrics, a table, the PNG) before the thresholds
+    are checked, so a round that fails its gate still shows why in MLflow."""
+    cfg = _cfg(config)
+    with child_run(ctx, f"quality:{label}") as (tracker, run_id):
+        heldout = [p.question for p in read_rows(Path(eval_path), ProblemRow)]
+        result = report_pair_file(Path(pairs_path), heldout, Path(out_dir), f"pair quality, {label}")
+        tracker.log_metrics(run_id, result["metrics"])
+        tracker.client.log_table(run_id, data=result["table"], artifact_file=f"quality/{label}.json")
+        tracker.log_artifact(run_id, Path(result["png"]), "quality")
+        tracker.log_artifact(run_id, Path(result["json"]), "quality")
+        tracker.set_tags(run_id, {"pairs_md5": pairs_md5})
+        tracker.log_params(run_id, {f"quality.{k}": v for k, v in config["quality"].items()})
+        if cfg.quality.enabled:
+            check_quality(result["report"], thresholds_from(cfg.quality), pairs_path)
+    return {"metrics": result["metrics"], "json": result["json"], "png": result["png"]}

@@ -52,7 +52,10 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
         assert "eval/accuracy" in round_run.data.metrics and "time/sampling_seconds" in round_run.data.metrics
         tasks = {r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == round_run.info.run_id}
         n = round_run.info.run_name.split("-")[1]
-        assert tasks == {f"sample:r{n}", f"score:r{n}", f"pairs:r{n}", f"train:r{n}", f"evaluate:r{n}"}
+        assert tasks == {f"sample:r{n}", f"score:r{n}", f"pairs:r{n}", f"quality:r{n}", f"train:r{n}",
+                         f"evaluate:r{n}"}
+        assert round_run.data.metrics["quality/n_pairs"] == round_run.data.metrics["round/n_pairs"]
+        assert round_run.data.metrics["quality/source/verifier"] == round_run.data.metrics["round/n_pairs"]
     assert {"prepare-data", "sft", "evaluate:baseline"} <= {r.info.run_name for r in children}
 
     # per-step training metrics and the per-round accuracy curve
@@ -157,3 +160,28 @@ def test_mcts_round_searches_with_the_policy_and_trains_on_step_pairs(prefect_ha
     assert all(r.chosen != r.rejected for r in rows)
     assert {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-r1"}
     assert train.data.metrics["train/loss"] > 0
+
+
+def test_pair_quality_is_logged_and_its_thresholds_stop_a_round(prefect_harness, mlflow_server, dvc_project):
+    """The round's pair file gets its report in MLflow (metrics, a table, the PNG) and a broken
+    limit stops the round before training, naming the measure, its value and the limit."""
+    import json
+
+    from components.pair_quality import PairQualityError
+
+    overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
+                                               "tracking.experiment": "it-quality", "rounds.n_rounds": "1",
+                                               "quality.min_pairs": "10000", "quality.max_chosen_longer_rate": "0"})
+    with pytest.raises(PairQualityError, match=r"n_pairs \d+ < min_pairs 10000.*max_chosen_longer_rate 0"):
+        _run(overrides)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("it-quality")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
+    quality, round_run = runs["quality:r1"], runs["round-1"]
+    assert quality.info.status == "FAILED" and round_run.info.status == "FAILED"
+    assert "train:r1" not in runs  # nothing trained on pairs that failed their gate
+    assert quality.data.metrics["quality/n_pairs"] > 0 and "quality/margin_mean" in quality.data.metrics
+    names = {Path(a.path).name for a in client.list_artifacts(quality.info.run_id, "quality")}
+    assert {"r1.json", "quality.png", "quality.json"} <= names
+    table = json.loads(Path(client.download_artifacts(quality.info.run_id, "quality/r1.json")).read_text())
+    assert "chosen_longer_rate" in [row[0] for row in table["data"]]
