@@ -70,6 +70,27 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_summary(result)
 
 
+@app.command("judge-loop")
+def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Self-rationalization judge loop: seed SFT judge → sample → curate → DPO → eval, T times; register."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from flows.judge import judge_loop as flow  # imports Prefect
+
+    result = flow(cfg.model_dump(mode="json"))
+    table = Table(title="alignflow judge-loop (held-out labelled judgments)")
+    for column in ("judge", "exact-score accuracy", "MAE", "pairwise agreement", "malformed"):
+        table.add_column(column)
+    for t, m in enumerate(result["history"]):
+        table.add_row("seed (SFT)" if t == 0 else f"iteration {t}", f"{m['judge/exact_accuracy']:.3f}",
+                      f"{m['judge/mae']:.3f}", f"{m['judge/pairwise_agreement']:.3f}", f"{m['judge/malformed_rate']:.3f}")
+    console.print(table)
+    promo = result["promotion"]
+    verdict = f"→ {', '.join(promo['aliases_set'])}" if promo["passed"] else "stays candidate"
+    console.print(f"judge: models:/{result['registered_model']}/{result['version']} {verdict} ({promo['reason']})")
+    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+
+
 def _print_summary(result: dict) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")

@@ -260,7 +260,7 @@ class JudgeConfig(_Section):
     heldout_fraction: float = Field(0.3, gt=0, lt=1)
     sampled_per_problem: int = Field(1, ge=0, description="SFT-policy responses per problem, beside the perturbed ones")
     use_tools: bool = True
-    max_new_tokens: int = Field(48, ge=8)
+    max_new_tokens: int = Field(64, ge=8)
     batch_size: int = Field(32, ge=1)
     sft: SFTConfig = SFTConfig(epochs=1, lr=2e-4, batch_size=8, max_length=512)
     iterations: int = Field(2, ge=0, description="T; the paper uses 2")

@@ -15,6 +15,7 @@ Thresholds can fail a round, naming the measure, its value and the limit.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import Counter
@@ -145,6 +146,21 @@ def report_pair_file(pairs_path: Path, heldout_questions: Iterable[str], out_dir
     metrics = report.as_metrics()
     table = {"measure": [k.removeprefix("quality/") for k in metrics], "value": list(metrics.values())}
     return {"report": report, "metrics": metrics, "table": table, "json": str(json_path), "png": str(png_path)}
+
+
+def heldout_questions(path: Path) -> list[str]:
+    """The held-out texts of an evaluation file: eval problems' questions or held-out judge rows'
+    contexts (a judge trained on a held-out row's task would be graded on something it has seen)."""
+    out = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        text = row.get("question") or row.get("context")
+        if not text:
+            raise ValueError(f"{path}: row {number}: neither 'question' nor 'context' to check contamination against")
+        out.append(text)
+    return out
 
 
 def thresholds_from(config: Any) -> QualityThresholds:

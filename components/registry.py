@@ -48,7 +48,7 @@ def ensure_registered_model(tracker: Tracker, name: str) -> None:
     try:
         tracker.client.get_registered_model(name)
     except MlflowException:
-        tracker.client.create_registered_model(name, description="Policies produced by alignflow pipelines.")
+        tracker.client.create_registered_model(name, description="Models produced by alignflow (a policy family or a judge family).")
 
 
 def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir: Path, tags: dict[str, Any]) -> str:

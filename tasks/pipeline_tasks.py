@@ -15,9 +15,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from components import steps
-from components.data.io import read_rows
-from components.data.schemas import ProblemRow
-from components.pair_quality import check_quality, report_pair_file, thresholds_from
+from components.pair_quality import check_quality, heldout_questions, report_pair_file, thresholds_from
 from components.config import PipelineConfig
 from tasks.context import TrackingContext, child_run, metric_logger, record_timing, version_outputs
 
@@ -198,10 +196,11 @@ def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pair
 def quality_task(config: dict[str, Any], pairs_path: str, pairs_md5: str, eval_path: str, label: str, out_dir: str,
                  ctx: TrackingContext) -> dict[str, Any]:
     """The pair file's quality report, logged (metrics, a table, the PNG) before the thresholds
-    are checked, so a round that fails its gate still shows why in MLflow."""
+    are checked, so a round that fails its gate still shows why in MLflow. ``eval_path``: the
+    held-out file whose questions must not be trained on (eval problems, or held-out judge rows)."""
     cfg = _cfg(config)
     with child_run(ctx, f"quality:{label}") as (tracker, run_id):
-        heldout = [p.question for p in read_rows(Path(eval_path), ProblemRow)]
+        heldout = heldout_questions(Path(eval_path))
         result = report_pair_file(Path(pairs_path), heldout, Path(out_dir), f"pair quality, {label}")
         tracker.log_metrics(run_id, result["metrics"])
         tracker.client.log_table(run_id, data=result["table"], artifact_file=f"quality/{label}.json")

@@ -44,25 +44,28 @@ def close_run_task(ctx: TrackingContext, run_id: str, status: str = "FINISHED") 
 
 @task(name="register-model", **TRACKING)
 def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: str, model_id: str,
-                  eval_accuracy: float, eval_md5: str, base_model_id: str) -> str:
+                  eval_accuracy: float, eval_md5: str, base_model_id: str, name: str | None = None,
+                  extra_tags: dict[str, Any] | None = None) -> str:
+    """Register under ``name`` (default: the policy's registered model; the judge loop names its own)."""
     cfg = PipelineConfig.model_validate(config)
     tracker = ctx.tracker()
     tags = {"model_id": model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
             "config_hash": cfg.content_hash(), "git_commit": git_commit(), "base_model": base_model_id,
-            "pipeline_run_id": ctx.parent_run_id}
-    return registry.register_checkpoint(tracker, cfg.tracking.registered_model, ctx.parent_run_id,
+            "pipeline_run_id": ctx.parent_run_id, **(extra_tags or {})}
+    return registry.register_checkpoint(tracker, name or cfg.tracking.registered_model, ctx.parent_run_id,
                                         Path(checkpoint_dir), tags)
 
 
 @task(name="promote", **TRACKING)
 def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, eval_accuracy: float, eval_md5: str,
-                 baseline_accuracy: float, report_dir: str) -> dict[str, Any]:
+                 baseline_accuracy: float, report_dir: str, name: str | None = None,
+                 min_delta: float | None = None) -> dict[str, Any]:
     cfg = PipelineConfig.model_validate(config)
     tracker = ctx.tracker()
-    name = cfg.tracking.registered_model
+    name = name or cfg.tracking.registered_model
     production = registry.version_for_alias(tracker, name, "production")
     decision = registry.decide_gate(version, eval_accuracy, eval_md5, production, baseline_accuracy,
-                                    cfg.promotion.min_delta)
+                                    cfg.promotion.min_delta if min_delta is None else min_delta)
     moved = registry.apply_promotion(tracker, name, decision, cfg.promotion.target_alias)
     report = Path(report_dir)
     write_json_atomic(report / "gate_decision.json", {**decision.as_dict(), "aliases_set": moved})

@@ -74,3 +74,15 @@ def mlflow_server(tmp_path_factory):
     service, process = start_mlflow(state)
     yield service.url
     stop_process(process.pid)
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    """Prefect's test server for the flows of one test module, results persisted to a temp dir."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+            yield

@@ -61,6 +61,8 @@ class PairRow(_Row):
     # step-level rows (MCTS) — the prompt holds the earlier steps and chosen/rejected are the
     # exact next-step continuations (with their newline, or EOS where the step ended the answer).
     complete_responses: bool = True
+    # Why chosen beats rejected (ALGORITHMS.md §4): with it, the trainer adds the rationale term.
+    rationale: str | None = None
 
 
 class JudgeRow(_Row):
@@ -73,6 +75,8 @@ class JudgeRow(_Row):
     gold_score: int
     split: Literal["train", "heldout"]
     source: Literal["perturbed", "sampled"]
+    answer: int | float | None = None  # the task's answer: the verifier tool needs it
+    gold_judgment: str | None = None  # the seed judge's SFT target: rationale, then the score
 
 
 class PredictionRow(_Row):

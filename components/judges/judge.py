@@ -8,6 +8,7 @@ the tool results, so a change in any of them is a new key — and returned with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -60,8 +61,8 @@ class Judge:
             context += "\n\nTool results (computed, reliable):\n" + "\n".join(f"- {c.tool}: {c.output}" for c in calls)
         return self.template.render(self.tokenizer, context, item.response, item.rubric)
 
-    def judge(self, items: list[JudgeInput], n: int = 1, temperature: float = 0.0, seed: int = 0
-              ) -> list[list[RecordedJudgment]]:
+    def judge(self, items: list[JudgeInput], n: int = 1, temperature: float = 0.0, seed: int = 0,
+              on_batch: Callable[[int], None] | None = None) -> list[list[RecordedJudgment]]:
         """``n`` judgments per input (n > 1 needs temperature > 0), cached ones reused."""
         if n > 1 and temperature <= 0:
             raise ValueError("several judgments per input need temperature > 0 (greedy ones would be identical)")
@@ -72,10 +73,13 @@ class Judge:
         found = [[self.cache.get(k) if self.cache is not None else None for k in row] for row in keys]
         missing = [i for i, row in enumerate(found) if any(j is None for j in row)]
         fresh: dict[tuple[int, int], Judgment] = {}
+        if on_batch and len(missing) < len(items):
+            on_batch(len(items) - len(missing))  # answered from the cache
         if missing:
             outputs = generate_completions(self.model, self.tokenizer, [prompts[i] for i in missing], k=n,
                                            do_sample=temperature > 0, temperature=max(temperature, 1e-6),
-                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=seed)
+                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=seed,
+                                           on_batch=on_batch)
             for out in outputs:
                 i = missing[out.prompt_index]
                 if found[i][out.sample_index] is None:

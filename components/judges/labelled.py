@@ -13,6 +13,7 @@ import re
 
 from components.data.answers import extract_answer, is_correct
 from components.data.schemas import JudgeRow, ProblemRow
+from components.judges.template import SCORE_LABEL
 from components.judges.tools import check_equations
 
 RUBRIC = ("5: the final answer is correct and every calculation is right. "
@@ -29,9 +30,32 @@ def gold_score(response: str, answer: int | float) -> int:
     return 2 if steps_valid else 1
 
 
-def is_heldout(problem_id: str, fraction: float) -> bool:
-    """A problem is held out by the hash of its id: stable across runs, no problem in both splits."""
-    return int(hashlib.sha1(problem_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+def gold_judgment(response: str, answer: int | float) -> str:
+    """The judgment a careful grader writes: each calculation checked, the final answer checked,
+    then the score — what the seed judge is fine-tuned to produce (rationale before score)."""
+    checks = check_equations(response)
+    parts = []
+    for check in checks:
+        if check.valid:
+            parts.append(f"'{check.text}' is right.")
+        elif check.actual is None:
+            parts.append(f"'{check.text}' cannot be checked.")
+        else:
+            parts.append(f"'{check.text}' is wrong: it is {check.actual:g}.")
+    if not checks:
+        parts.append("There are no calculations.")
+    extracted = extract_answer(response)
+    if extracted is None:
+        parts.append("There is no final answer.")
+    else:
+        parts.append(f"The final answer {extracted:g} is {'correct' if is_correct(response, answer) else 'wrong'}.")
+    return f"Rationale: {' '.join(parts)}\n{SCORE_LABEL} {gold_score(response, answer)}"
+
+
+def is_heldout(question: str, fraction: float) -> bool:
+    """A problem is held out by the hash of its question text: stable across runs, and two
+    problems that happen to ask the same question land on the same side (ids would split them)."""
+    return int(hashlib.sha1(question.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def perturbed_solutions(problem: ProblemRow, rng: random.Random) -> list[str]:
@@ -60,10 +84,11 @@ def labelled_rows(problems: list[ProblemRow], sampled: dict[str, list[str]] | No
     rng = random.Random(seed)
     rows = []
     for problem in problems:
-        split = "heldout" if is_heldout(problem.id, heldout_fraction) else "train"
+        split = "heldout" if is_heldout(problem.question, heldout_fraction) else "train"
         sources = [("perturbed", r) for r in perturbed_solutions(problem, rng)]
         sources += [("sampled", r) for r in (sampled or {}).get(problem.id, [])]
         for source, response in sources:
             rows.append(JudgeRow(problem_id=problem.id, context=context_of(problem), response=response, rubric=RUBRIC,
-                                 gold_score=gold_score(response, problem.answer), split=split, source=source))
+                                 gold_score=gold_score(response, problem.answer), split=split, source=source,
+                                 answer=problem.answer, gold_judgment=gold_judgment(response, problem.answer)))
     return rows

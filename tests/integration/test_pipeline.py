@@ -14,17 +14,6 @@ from tests.conftest import tiny_overrides
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    with prefect_test_harness(server_startup_timeout=120):
-        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
-            yield
-
-
 def _run(overrides):
     from flows.pipeline import alignment_pipeline
 

@@ -115,6 +115,17 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     heldout = sum(s == {"heldout"} for s in splits.values())
     assert 0 < heldout < len(problems)
     assert labelled_rows(problems, heldout_fraction=0.25) == labelled_rows(problems, heldout_fraction=0.25)
+    twin = problems[0].model_copy(update={"id": "another-id"})  # same question, another id: same side
+    assert {r.split for r in labelled_rows([problems[0], twin], heldout_fraction=0.25)} == {splits[problems[0].id].pop()}
+    # the seed judge's target: a rationale that checks each calculation and the answer, then the score
+    from components.judges.labelled import gold_judgment
+    from components.judges.parsing import parse_judgment
+    from components.judges.template import JudgeTemplate
+
+    text = gold_judgment("4 + 3 = 7.\n7 * 2 = 15.\nThe answer is 15.", 14)
+    assert "'7 * 2 = 15' is wrong: it is 14" in text and "final answer 15 is wrong" in text
+    assert parse_judgment(text, JudgeTemplate()).score == 1
+    assert all(parse_judgment(r.gold_judgment, JudgeTemplate()).score == r.gold_score for r in rows)
 
 
 def test_judge_runs_tools_first_records_every_judgment_and_reuses_the_cache(tiny_loaded, tmp_path):
@@ -175,3 +186,21 @@ def test_curation_rules_pick_gold_matching_chosen_and_deviating_rejected():
                            CurationRules(), seed=0, lineage={"judge_model_id": "seed-judge"})
     assert len(rows) == 1 and rows[0].chosen == "right\nScore: 5" and rows[0].score_rejected == 1.0
     assert rows[0].lineage["gold_score"] == 5 and rows[0].lineage["rules"]["rejected_rule"] == "max_deviation"
+
+
+def test_judge_metrics_on_fixed_predictions():
+    from components.judges.metrics import judge_metrics
+
+    gold = [5, 4, 2, 1, 5, 2]
+    predicted = [5, 5, 2, None, 3, 2]  # one malformed; problem "b": 5 vs 2 predicted 3 vs 2 — agrees
+    groups = ["a", "a", "a", "a", "b", "b"]
+    m = judge_metrics(gold, predicted, groups)
+    assert m["judge/exact_accuracy"] == 3 / 6  # the malformed one counts as wrong
+    assert m["judge/mae"] == (0 + 1 + 0 + 2 + 0) / 5  # over the well-formed ones
+    assert m["judge/malformed_rate"] == pytest.approx(1 / 6)
+    # group a: (5,4) tie → no, (5,2) yes, (5,1) malformed → no, (4,2) yes, (4,1) no, (2,1) no; group b: yes
+    assert m["judge/n_pairs_compared"] == 7 and m["judge/pairwise_agreement"] == 3 / 7
+    reversed_judge = judge_metrics(gold, [6 - g for g in gold], groups)
+    assert reversed_judge["judge/pairwise_agreement"] == 0.0
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        judge_metrics([1], [1, 2], ["a"])
