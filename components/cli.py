@@ -91,6 +91,21 @@ def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
 
 
+@app.command()
+def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """One synthesized pair file: the policy pool answers, the judge rates per aspect, ratings binarized."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from flows.synthesize import synthesize as flow  # imports Prefect
+
+    result = flow(cfg.model_dump(mode="json"))
+    pairs = result["pairs"]
+    console.print(f"{pairs['n_pairs']} pairs ({cfg.synthesis.rejected_strategy}) from {pairs['prompts_with_a_pair']} "
+                  f"prompts → {pairs['path']}")
+    console.print(f"judge: {result['judge']['source']}; quality report: {result['quality']['json']}")
+    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+
+
 def _print_summary(result: dict) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")
@@ -238,6 +253,10 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
     from components.data.schemas import ProblemRow
     from components.pair_quality import check_quality, report_pair_file, thresholds_from
 
+    if cfg.rounds.kind == "synthesized":
+        console.print("[red]synthesized rounds resolve their judge in the MLflow registry: run them with "
+                      "`alignflow run`, not as a DVC stage[/red]")
+        raise typer.Exit(2)
     heldout = [p.question for p in read_rows(data_dir / "eval.jsonl", ProblemRow)]
     reference = policy
     for round_index in range(1, cfg.rounds.n_rounds + 1):

@@ -103,3 +103,34 @@ def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_
             tracker.client.set_registered_model_alias(name, "previous-production", current.version)
         tracker.client.set_registered_model_alias(name, alias, decision.candidate_version)
     return moved
+
+
+def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path) -> tuple[Path, str]:
+    """The checkpoint of ``name@alias``, downloaded once per version into ``cache_root``; returns
+    (directory, "name/vN"). Complete or absent: the download lands in a temp dir first."""
+    import mlflow.artifacts
+
+    from components.atomic import atomic_directory
+
+    version = version_for_alias(tracker, name, alias)
+    if version is None:
+        raise LookupError(f"no version of registered model '{name}' has alias '{alias}' at {tracker.tracking_uri}: "
+                          f"run `alignflow judge-loop` first (it registers and gates the judge), or point "
+                          f"synthesis.judge at a checkpoint directory")
+    target = Path(cache_root) / f"{name}-v{version.version}"
+    if not target.exists():
+        with atomic_directory(target) as tmp:
+            mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
+                                                tracking_uri=tracker.tracking_uri)
+    return target / "model", f"{name}/v{version.version}"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str] | None:
+    """``models:/name@alias`` → (name, alias); anything else (a directory) → None."""
+    if not uri.startswith("models:/"):
+        return None
+    body = uri.removeprefix("models:/")
+    if "@" not in body or not all(body.split("@", 1)):
+        raise ValueError(f"model URI '{uri}': expected models:/<registered model>@<alias>")
+    name, alias = body.split("@", 1)
+    return name, alias

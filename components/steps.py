@@ -274,9 +274,12 @@ def preference_strength(config: PipelineConfig, backbone_dir: Path, pairs_path: 
 
 def preference_examples(pairs: list[PairRow], eos: str) -> list[PreferenceExample]:
     """Pair rows → trainer rows; a row's own label smoothing (reward ensemble, visit-count ε) goes
-    along; step-level rows keep their exact continuations."""
+    along; step-level rows keep their exact continuations; a rationale (synthesis) makes the row a
+    rationale-enriched one (ALGORITHMS.md §4), scored under the x_rat it was written for."""
     return [PreferenceExample(p.prompt, p.chosen + (eos if p.complete_responses else ""),
-                              p.rejected + (eos if p.complete_responses else ""), label_smoothing=p.label_smoothing)
+                              p.rejected + (eos if p.complete_responses else ""), label_smoothing=p.label_smoothing,
+                              rationale=p.rationale + eos if p.rationale else None,
+                              rationale_prompt=p.rationale_prompt)
             for p in pairs]
 
 

@@ -17,7 +17,7 @@ from components.config import PipelineConfig
 from components.lineage import git_commit
 from components.tracking import resolve_tracking_uri
 from components.versioning import find_repo_root
-from flows.rounds import mcts_round, on_policy_round
+from flows.rounds import mcts_round, on_policy_round, synthesized_round
 from tasks.context import TrackingContext
 from tasks.pipeline_tasks import evaluate_task, prepare_base_task, prepare_data_task, sft_task
 from tasks.tracking_tasks import (close_run_task, log_metrics_task, open_run_task, pipeline_params, promote_task,
@@ -59,15 +59,19 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
         else:
             policy = {"path": base["path"], "model_id": base["model_id"]}
         reference_dir = policy["path"]
+        # what synthesis.policies may name besides "current": earlier checkpoints of this pipeline
+        named_models = {"base": base["path"], **({"sft": policy["path"]} if cfg.sft.enabled else {})}
         baseline = evaluate_task(config, policy["path"], None, paths["eval"], md5[paths["eval"]],
                                  str(layout["workspace"] / "eval-baseline"), cfg.seed, "baseline", ctx)
         log_metrics_task(ctx, parent, baseline["metrics"], step=0)
         history = [baseline["metrics"]["eval/accuracy"]]
         for round_index in range(1, cfg.rounds.n_rounds + 1):
-            run_round = mcts_round if cfg.rounds.kind == "mcts" else on_policy_round
+            run_round = {"mcts": mcts_round, "synthesized": synthesized_round}.get(cfg.rounds.kind, on_policy_round)
             manifest = run_round(config, round_index, policy, reference_dir, data,
                                  str(layout["workspace"] / f"round-{round_index}"),
-                                 str(layout["checkpoints"] / f"round-{round_index}"), str(layout["ref_cache"]), ctx)
+                                 str(layout["checkpoints"] / f"round-{round_index}"), str(layout["ref_cache"]), ctx,
+                                 named_models)
+            named_models[f"round-{round_index}"] = manifest["policy"]["path"]
             policy = manifest["policy"]
             if cfg.preference.reference == "previous_round":
                 reference_dir = policy["path"]

@@ -3,7 +3,10 @@ train → eval. Two ways to collect:
 
 - ``on_policy_round``: sample k completions per prompt, verifier scores, response-level pairs;
 - ``mcts_round``: step-level MCTS with the current policy (ALGORITHMS.md §2), step pairs with
-  visit-count ε, trees logged as JSON and one as an HTML picture.
+  visit-count ε, trees logged as JSON and one as an HTML picture;
+- ``synthesized_round``: a pool of policies (the current one, earlier checkpoints, several
+  temperatures) answers, the registered judge rates each completion per aspect with its tools,
+  ratings are binarized (§9), optionally with rationales for rationale-enriched DPO (§4).
 
 Every round's pair file gets a quality report (MLflow metrics, table and PNG) and its
 thresholds (``quality:``) are checked before any training.
@@ -17,10 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
+
+from components.config import PipelineConfig
+from components.synthesis import resolve_pool
 
 from components.atomic import write_json_atomic
 from components.faults import maybe_kill_after_round
@@ -28,13 +35,14 @@ from components.steps import load_json
 from tasks.context import TrackingContext
 from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, quality_task, sample_task, score_task,
                                   strength_task, train_task)
+from tasks.synthesis_tasks import resolve_judge_task, synth_pairs_task, synth_rate_task, synth_sample_task
 from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
 
 # (config, round index, policy, data, round dir, ctx) → (pairs result, seconds by stage, metrics, files)
 Collector = Callable[..., tuple[dict[str, Any], dict[str, float], dict[str, float], dict[str, Any]]]
 
 
-def _collect_on_policy(config, round_index, policy, data, round_dir, ctx):
+def _collect_on_policy(config, round_index, policy, data, round_dir, ctx, named_models):
     paths, md5 = data["paths"], data["md5"]
     sampled = sample_task(config, policy["path"], paths["train"], md5[paths["train"]], round_index, round_dir, ctx)
     scored = score_task(sampled["path"], sampled["md5"], round_index, round_dir, ctx)
@@ -45,7 +53,7 @@ def _collect_on_policy(config, round_index, policy, data, round_dir, ctx):
     return pairs, seconds, metrics, {"samples": {"path": sampled["path"], "md5": sampled["md5"]}}
 
 
-def _collect_mcts(config, round_index, policy, data, round_dir, ctx):
+def _collect_mcts(config, round_index, policy, data, round_dir, ctx, named_models):
     paths, md5 = data["paths"], data["md5"]
     searched = mcts_task(config, policy["path"], paths["train"], md5[paths["train"]], round_index, round_dir, ctx)
     metrics = {"round/search_final_accuracy": searched["final_accuracy"], "round/trees": searched["n_trees"],
@@ -54,9 +62,27 @@ def _collect_mcts(config, round_index, policy, data, round_dir, ctx):
     return searched, {"search": searched["seconds"]}, metrics, {"trees": searched["trees"]}
 
 
+def _collect_synthesized(config, round_index, policy, data, round_dir, ctx, named_models):
+    paths, md5 = data["paths"], data["md5"]
+    cfg = PipelineConfig.model_validate(config)
+    pool = [asdict(m) for m in resolve_pool(cfg, {**named_models, "current": policy["path"]})]
+    judge = resolve_judge_task(config, ctx)
+    sampled = synth_sample_task(config, pool, paths["train"], md5[paths["train"]], round_index, round_dir, ctx)
+    rated = synth_rate_task(config, judge["path"], judge["model_id"], sampled["path"], sampled["md5"], round_index,
+                            round_dir, ctx)
+    pairs = synth_pairs_task(config, rated["path"], rated["md5"], rated["judge_model_id"], round_index,
+                             sampled["seed"], round_dir, ctx,
+                             rationale_model_dir=judge["path"] if cfg.synthesis.rationales else None)
+    seconds = {"sampling": sampled["seconds"], "judging": rated["seconds"], "pairs": pairs["seconds"]}
+    metrics = {"round/pool_completions": sampled["n_completions"], "round/judge_malformed_rate": rated["malformed_rate"],
+               "round/prompts_with_a_pair": pairs["prompts_with_a_pair"]}
+    return pairs, seconds, metrics, {"ratings": {"path": rated["path"], "md5": rated["md5"]},
+                                     "judge": judge["source"]}
+
+
 def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: int, policy: dict[str, Any],
            reference_dir: str, data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
-           ctx: TrackingContext) -> dict[str, Any]:
+           ctx: TrackingContext, named_models: dict[str, str] | None = None) -> dict[str, Any]:
     manifest_path = Path(round_dir) / "round.json"
     round_run = open_run_task(ctx.tracking_uri, ctx.experiment, f"round-{round_index}", ctx.parent_run_id,
                               {"alignflow.kind": "round", "round": round_index, "round_kind": kind,
@@ -70,7 +96,8 @@ def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: i
         return manifest
     started = time.perf_counter()
     try:
-        pairs, compute, collect_metrics, files = collect(config, round_index, policy, data, round_dir, round_ctx)
+        pairs, compute, collect_metrics, files = collect(config, round_index, policy, data, round_dir, round_ctx,
+                                                           named_models or {})
         quality = quality_task(config, pairs["path"], pairs["md5"], data["paths"]["eval"], f"r{round_index}",
                                str(Path(round_dir) / "quality"), round_ctx)
         collect_metrics = {**collect_metrics, **quality["metrics"]}
@@ -108,14 +135,22 @@ def _round(collect: Collector, kind: str, config: dict[str, Any], round_index: i
 @flow(name="on-policy-round")
 def on_policy_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
                     data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
-                    ctx: TrackingContext) -> dict[str, Any]:
+                    ctx: TrackingContext, named_models: dict[str, str] | None = None) -> dict[str, Any]:
     return _round(_collect_on_policy, "on_policy", config, round_index, policy, reference_dir, data, round_dir,
-                  checkpoint_dir, ref_cache_dir, ctx)
+                  checkpoint_dir, ref_cache_dir, ctx, named_models)
 
 
 @flow(name="mcts-round")
 def mcts_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
                data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
-               ctx: TrackingContext) -> dict[str, Any]:
+               ctx: TrackingContext, named_models: dict[str, str] | None = None) -> dict[str, Any]:
     return _round(_collect_mcts, "mcts", config, round_index, policy, reference_dir, data, round_dir,
-                  checkpoint_dir, ref_cache_dir, ctx)
+                  checkpoint_dir, ref_cache_dir, ctx, named_models)
+
+
+@flow(name="synthesized-round")
+def synthesized_round(config: dict[str, Any], round_index: int, policy: dict[str, Any], reference_dir: str,
+                      data: dict[str, Any], round_dir: str, checkpoint_dir: str, ref_cache_dir: str,
+                      ctx: TrackingContext, named_models: dict[str, str] | None = None) -> dict[str, Any]:
+    return _round(_collect_synthesized, "synthesized", config, round_index, policy, reference_dir, data, round_dir,
+                  checkpoint_dir, ref_cache_dir, ctx, named_models)

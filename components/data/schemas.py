@@ -63,6 +63,7 @@ class PairRow(_Row):
     complete_responses: bool = True
     # Why chosen beats rejected (ALGORITHMS.md §4): with it, the trainer adds the rationale term.
     rationale: str | None = None
+    rationale_prompt: str | None = None  # x_rat the rationale was written for (the trainer scores it there)
 
 
 class JudgeRow(_Row):
