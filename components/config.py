@@ -256,7 +256,7 @@ class JudgeConfig(_Section):
     """The self-rationalization judge loop (`alignflow judge-loop`, flow ``judge_loop``)."""
 
     registered_model: str = "alignflow-judge"
-    n_problems: int = Field(64, ge=2, description="training-split problems the labelled rows come from")
+    n_problems: int = Field(40, ge=2, description="training-split problems the labelled rows come from")
     heldout_fraction: float = Field(0.3, gt=0, lt=1)
     sampled_per_problem: int = Field(1, ge=0, description="SFT-policy responses per problem, beside the perturbed ones")
     use_tools: bool = True

@@ -46,6 +46,7 @@ class Judge:
     use_tools: bool = True
     max_new_tokens: int = 128
     batch_size: int = 16
+    system_prompt: str | None = None  # as data.system_prompt: "" drops the template's default system turn
 
     def tool_calls(self, item: JudgeInput) -> list[ToolCall]:
         if not self.use_tools:
@@ -59,7 +60,7 @@ class Judge:
         context = item.context
         if calls:
             context += "\n\nTool results (computed, reliable):\n" + "\n".join(f"- {c.tool}: {c.output}" for c in calls)
-        return self.template.render(self.tokenizer, context, item.response, item.rubric)
+        return self.template.render(self.tokenizer, context, item.response, item.rubric, self.system_prompt)
 
     def judge(self, items: list[JudgeInput], n: int = 1, temperature: float = 0.0, seed: int = 0,
               on_batch: Callable[[int], None] | None = None) -> list[list[RecordedJudgment]]:

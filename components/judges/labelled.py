@@ -35,20 +35,20 @@ def gold_judgment(response: str, answer: int | float) -> str:
     then the score — what the seed judge is fine-tuned to produce (rationale before score)."""
     checks = check_equations(response)
     parts = []
-    for check in checks:
+    for check in checks:  # terse on purpose: every token of it is generated N times per input
         if check.valid:
-            parts.append(f"'{check.text}' is right.")
+            parts.append(f"{check.text} ok.")
         elif check.actual is None:
-            parts.append(f"'{check.text}' cannot be checked.")
+            parts.append(f"{check.text} unreadable.")
         else:
-            parts.append(f"'{check.text}' is wrong: it is {check.actual:g}.")
+            parts.append(f"{check.text} wrong ({check.actual:g}).")
     if not checks:
-        parts.append("There are no calculations.")
+        parts.append("No calculations.")
     extracted = extract_answer(response)
     if extracted is None:
-        parts.append("There is no final answer.")
+        parts.append("No final answer.")
     else:
-        parts.append(f"The final answer {extracted:g} is {'correct' if is_correct(response, answer) else 'wrong'}.")
+        parts.append(f"Final answer {extracted:g} {'correct' if is_correct(response, answer) else 'wrong'}.")
     return f"Rationale: {' '.join(parts)}\n{SCORE_LABEL} {gold_score(response, answer)}"
 
 

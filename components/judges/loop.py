@@ -51,7 +51,8 @@ def judge_input(row: JudgeRow) -> JudgeInput:
 def make_judge(config: PipelineConfig, loaded: LoadedModel, cache_path: Path | None = None) -> Judge:
     j = config.judge
     return Judge(loaded.model, loaded.tokenizer, loaded.model_id, cache=JudgmentCache(cache_path) if cache_path else None,
-                 use_tools=j.use_tools, max_new_tokens=j.max_new_tokens, batch_size=j.batch_size)
+                 use_tools=j.use_tools, max_new_tokens=j.max_new_tokens, batch_size=j.batch_size,
+                 system_prompt=config.data.system_prompt)
 
 
 def judgment_cache_path(config: PipelineConfig) -> Path:

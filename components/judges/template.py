@@ -36,7 +36,11 @@ class JudgeTemplate:
         payload = f"{self.low}-{self.high}\n{self.text}".encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
-    def render(self, tokenizer: PreTrainedTokenizerBase, context: str, response: str, rubric: str) -> str:
+    def render(self, tokenizer: PreTrainedTokenizerBase, context: str, response: str, rubric: str,
+               system: str | None = None) -> str:
+        """``system`` as in ``render_prompt``: None keeps the chat template's default system turn."""
         content = self.text.format(context=context, response=response, rubric=rubric, low=self.low, high=self.high)
-        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                             add_generation_prompt=True)
+        messages = [{"role": "user", "content": content}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -90,4 +90,5 @@ def equation_tool(response: str) -> ToolCall:
 def verifier_tool(response: str, gold: int | float) -> ToolCall:
     extracted = extract_answer(response)
     verdict = "no final answer" if extracted is None else ("correct" if is_correct(response, gold) else "incorrect")
-    return ToolCall("verify_answer", response, f"final answer {extracted if extracted is not None else '-'}: {verdict}")
+    shown = "-" if extracted is None else f"{extracted:g}"
+    return ToolCall("verify_answer", response, f"final answer {shown}: {verdict}")

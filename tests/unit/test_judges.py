@@ -89,7 +89,7 @@ def test_tools_check_each_equation_and_the_final_answer():
     assert [(c.text, c.valid) for c in check_equations(text)] == [("12 - 5 = 7", True), ("7 * 3 = 20", False)]
     call = equation_tool(text)
     assert call.tool == "check_equations" and call.output == "12 - 5 = 7 -> ok; 7 * 3 = 20 -> wrong, left side is 21"
-    assert verifier_tool(text, 21).output == "final answer 20.0: incorrect"
+    assert verifier_tool(text, 21).output == "final answer 20: incorrect"
     assert verifier_tool("no idea", 21).output == "final answer -: no final answer"
 
 
@@ -123,7 +123,7 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     from components.judges.template import JudgeTemplate
 
     text = gold_judgment("4 + 3 = 7.\n7 * 2 = 15.\nThe answer is 15.", 14)
-    assert "'7 * 2 = 15' is wrong: it is 14" in text and "final answer 15 is wrong" in text
+    assert "7 * 2 = 15 wrong (14)." in text and "4 + 3 = 7 ok." in text and "Final answer 15 wrong." in text
     assert parse_judgment(text, JudgeTemplate()).score == 1
     assert all(parse_judgment(r.gold_judgment, JudgeTemplate()).score == r.gold_score for r in rows)
 
@@ -141,7 +141,7 @@ def test_judge_runs_tools_first_records_every_judgment_and_reuses_the_cache(tiny
              JudgeInput("Ben has 9 and eats 2.", "9 - 2 = 7.\nThe answer is 7.", "Correct?")]
     prompt = judge.prompt_for(items[0], judge.tool_calls(items[0]))
     assert "check_equations: 3 + 4 = 8 -> wrong, left side is 7" in prompt
-    assert "verify_answer: final answer 8.0: incorrect" in prompt
+    assert "verify_answer: final answer 8: incorrect" in prompt
 
     first = judge.judge(items)
     assert [len(r) for r in first] == [1, 1] and len(generate_calls) == 1
