@@ -241,6 +241,8 @@ class QualityConfig(_Section):
     max_chosen_longer_rate: float | None = Field(None, ge=0, le=1)
     max_duplicate_rate: float | None = Field(None, ge=0, le=1)
     max_contaminated_pairs: int | None = Field(0, ge=0)
+    # judged pairs: how often the judge changes its pick when the two responses swap places
+    max_judge_flip_rate: float | None = Field(None, ge=0, le=1)
 
 
 class JudgeCurationConfig(_Section):
@@ -306,6 +308,8 @@ class SynthesisConfig(_Section):
     max_pairs_per_prompt: int = Field(2, ge=1, description="caps all_pairs")
     # ask the judge model why chosen beats rejected: rationale-enriched DPO rows (§4)
     rationales: bool = False
+    # position-bias probe: this many pairs asked to the judge both ways round (0 = off)
+    position_bias_pairs: int = Field(32, ge=0)
     rationale_max_new_tokens: int = Field(64, ge=8)
 
     @field_validator("aspects")

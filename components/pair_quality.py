@@ -109,6 +109,12 @@ class PairQualityError(ValueError):
     pass
 
 
+def check_position_bias(flip_rate: float, limit: float | None, source: str) -> None:
+    if limit is not None and flip_rate > limit:
+        raise PairQualityError(f"{source}: pair quality gate failed: judge flip_rate {flip_rate:.3f} > "
+                               f"max_judge_flip_rate {limit} (the judge's pick follows the position)")
+
+
 def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -> None:
     """Raise naming every failed measure, with its value and the limit."""
     failures = []

@@ -175,7 +175,8 @@ def binarize_ratings(config: PipelineConfig, ratings_path: Path, judge_model_id:
             pairs.append(PairRow(
                 problem_id=problem_id, prompt=first["prompt"], chosen=chosen.text, rejected=rejected.text,
                 score_chosen=chosen.mean, score_rejected=rejected.mean,
-                lineage={"source": "synthesis", "judge_model_id": judge_model_id, "chosen_model": chosen.model,
+                lineage={"source": "synthesis", "question": first["question"], "judge_model_id": judge_model_id,
+                         "chosen_model": chosen.model,
                          "rejected_model": rejected.model, "chosen_temperature": chosen.temperature,
                          "rejected_temperature": rejected.temperature, "chosen_ratings": chosen.ratings,
                          "rejected_ratings": rejected.ratings, "rejected_strategy": s.rejected_strategy,

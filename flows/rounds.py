@@ -35,7 +35,8 @@ from components.steps import load_json
 from tasks.context import TrackingContext
 from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, quality_task, sample_task, score_task,
                                   strength_task, train_task)
-from tasks.synthesis_tasks import resolve_judge_task, synth_pairs_task, synth_rate_task, synth_sample_task
+from tasks.synthesis_tasks import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
+                                   synth_sample_task)
 from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
 
 # (config, round index, policy, data, round dir, ctx) → (pairs result, seconds by stage, metrics, files)
@@ -76,6 +77,9 @@ def _collect_synthesized(config, round_index, policy, data, round_dir, ctx, name
     seconds = {"sampling": sampled["seconds"], "judging": rated["seconds"], "pairs": pairs["seconds"]}
     metrics = {"round/pool_completions": sampled["n_completions"], "round/judge_malformed_rate": rated["malformed_rate"],
                "round/prompts_with_a_pair": pairs["prompts_with_a_pair"]}
+    if cfg.synthesis.position_bias_pairs and pairs["n_pairs"]:
+        metrics.update(position_bias_task(config, judge["path"], judge["model_id"], pairs["path"], pairs["md5"],
+                                          f"r{round_index}", ctx))
     return pairs, seconds, metrics, {"ratings": {"path": rated["path"], "md5": rated["md5"]},
                                      "judge": judge["source"]}
 

@@ -2,7 +2,7 @@
 
 Composition only: data → base → SFT (the same cached stages as the pipeline) → the pool answers
 the first round's prompts → the registered judge rates each completion per aspect → binarize
-(→ rationales) → quality report. The pair file is DVC-tracked, logged as an MLflow dataset, and
+(→ rationales) → quality report and the judge's position-bias probe. The pair file is DVC-tracked, logged as an MLflow dataset, and
 ready for the preference trainer (rationale-enriched DPO when it carries rationales). A
 ``rounds.kind: synthesized`` pipeline runs the same tasks inside every round.
 """
@@ -22,7 +22,8 @@ from components.tracking import flatten, resolve_tracking_uri
 from components.versioning import find_repo_root
 from tasks.context import TrackingContext
 from tasks.pipeline_tasks import prepare_base_task, prepare_data_task, quality_task, sft_task
-from tasks.synthesis_tasks import resolve_judge_task, synth_pairs_task, synth_rate_task, synth_sample_task
+from tasks.synthesis_tasks import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
+                                   synth_sample_task)
 from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
 
 
@@ -64,9 +65,13 @@ def synthesize(config: dict[str, Any]) -> dict[str, Any]:
                                  str(out), ctx, rationale_model_dir=judge["path"] if cfg.synthesis.rationales else None)
         quality = quality_task(config, pairs["path"], pairs["md5"], paths["eval"], "synthesis", str(out / "quality"),
                                ctx)
+        bias = {}
+        if cfg.synthesis.position_bias_pairs:
+            bias = position_bias_task(config, judge["path"], judge["model_id"], pairs["path"], pairs["md5"],
+                                      "synthesis", ctx)
         log_metrics_task(ctx, parent, {"synthesis/n_pairs": pairs["n_pairs"],
                                        "synthesis/judge_malformed_rate": rated["malformed_rate"],
-                                       **quality["metrics"]}, tags={"judge": judge["source"]})
+                                       **quality["metrics"], **bias}, tags={"judge": judge["source"]})
     except BaseException:
         close_run_task(ctx, parent, "FAILED")
         raise

@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from components import registry, synthesis
 from components.config import PipelineConfig
+from components.data.io import read_rows
+from components.data.schemas import PairRow
 from components.judges.loop import judgment_cache_path
-from components.models import read_metadata
+from components.judges.pairwise import model_position_bias
+from components.models import load_checkpoint, read_metadata
+from components.pair_quality import check_position_bias
 from tasks.context import TrackingContext, child_run, record_timing, version_outputs
 from tasks.pipeline_tasks import COMPUTE
 
@@ -99,3 +103,23 @@ def synth_pairs_task(config: dict[str, Any], ratings_path: str, ratings_md5: str
                                      "time/synthesis_pairs_seconds": result["seconds"]})
     record_timing(ctx, f"synth-pairs:r{round_index}", result["seconds"])
     return result
+
+
+@task(name="position-bias", cache_policy=(INPUTS - "ctx") + TASK_SOURCE, persist_result=True)
+def position_bias_task(config: dict[str, Any], judge_dir: str, judge_model_id: str, pairs_path: str, pairs_md5: str,
+                       label: str, ctx: TrackingContext) -> dict[str, float]:
+    """Ask the judge model about the first ``synthesis.position_bias_pairs`` pairs both ways
+    round; log the flip and first-position rates, then check ``quality.max_judge_flip_rate``."""
+    cfg = _cfg(config)
+    with child_run(ctx, f"position-bias:{label}") as (tracker, run_id):
+        pairs = read_rows(Path(pairs_path), PairRow)[: cfg.synthesis.position_bias_pairs]
+        judge = load_checkpoint(Path(judge_dir), merge=True)
+        bias = model_position_bias(judge.model, judge.tokenizer, pairs, cfg.data.system_prompt, cfg.judge.batch_size)
+        metrics = {"quality/judge_flip_rate": bias["flip_rate"],
+                   "quality/judge_first_position_rate": bias["first_position_rate"],
+                   "quality/judge_probed_pairs": float(len(pairs))}
+        tracker.log_metrics(run_id, metrics)
+        tracker.set_tags(run_id, {"judge_model_id": judge_model_id, "pairs_md5": pairs_md5})
+        if cfg.quality.enabled:
+            check_position_bias(bias["flip_rate"], cfg.quality.max_judge_flip_rate, pairs_path)
+    return metrics

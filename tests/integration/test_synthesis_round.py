@@ -110,3 +110,6 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{result['parent_run_id']}'") if r.info.run_name == "round-1"))
     assert round_run.data.tags["round_kind"] == "synthesized"
     assert round_run.data.metrics["quality/source/synthesis"] == len(pairs)
+    # the judge's position bias, probed on the round's pairs both ways round
+    assert 0 <= round_run.data.metrics["quality/judge_flip_rate"] <= 1
+    assert round_run.data.metrics["quality/judge_probed_pairs"] == len(pairs)

@@ -204,3 +204,25 @@ def test_judge_metrics_on_fixed_predictions():
     assert reversed_judge["judge/pairwise_agreement"] == 0.0
     with pytest.raises(ValueError, match="equal, non-empty"):
         judge_metrics([1], [1, 2], ["a"])
+
+
+def test_pairwise_probe_reads_the_models_letter_choice_batched_and_swapped(tiny_loaded):
+    """A model whose output layer favours one letter picks by position: every swap flips its pick."""
+    import torch
+
+    from components.data.schemas import PairRow
+    from components.judges.pairwise import model_position_bias, pairwise_choices
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    queries = [(f"What is {i} + 1?", f"The answer is {i + 1}.", "The answer is 0.") for i in range(5)]
+    # left padding must not change a row's answer: batched == one at a time
+    assert pairwise_choices(model, tok, queries, batch_size=8) == [
+        pairwise_choices(model, tok, [q], batch_size=1)[0] for q in queries]
+    pairs = [PairRow(problem_id=str(i), prompt="x", chosen=a, rejected=b, score_chosen=1, score_rejected=0,
+                     lineage={"question": q}) for i, (q, a, b) in enumerate(queries)]
+    bias = torch.zeros(model.config.vocab_size)
+    for letter, expected_first in (("A", 1.0), ("B", 0.0)):
+        bias.zero_()
+        bias[tok.encode(letter, add_special_tokens=False)[0]] = 1e4
+        model.lm_head.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
+        assert model_position_bias(model, tok, pairs) == {"flip_rate": 1.0, "first_position_rate": expected_first}
