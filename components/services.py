@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,18 +85,98 @@ def start_mlflow(state_dir: Path, port: int | None = None, backend_uri: str | No
     return Service("mlflow", url, process.pid, log), process
 
 
-def start_prefect(state_dir: Path, port: int | None = None, timeout: float = 120) -> tuple[Service, subprocess.Popen]:
+def start_prefect(state_dir: Path, port: int | None = None, timeout: float = 120,
+                  extra_env: dict[str, str] | None = None) -> tuple[Service, subprocess.Popen]:
+    """``extra_env``: e.g. PREFECT_API_DATABASE_CONNECTION_URL for a PostgreSQL backend."""
     state_dir = Path(state_dir).resolve()
     port = port or free_port()
     log = state_dir / "prefect-server.log"
     env = {**os.environ, "PREFECT_HOME": str(state_dir / "prefect-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true", **(extra_env or {})}
     cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as handle:
         process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health", timeout, process, log)
     return Service("prefect", url, process.pid, log), process
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's server binaries) on loopback with password auth."""
+
+    root: Path
+    port: int
+    user: str
+    password: str
+    process: subprocess.Popen
+    run_as: list[str]
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        subprocess.run(self.run_as + [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+                                      name], check=True, capture_output=True,
+                       env={**os.environ, "PGPASSWORD": self.password})
+
+    def stop(self) -> None:
+        stop_process(self.process.pid)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not candidates:
+        raise ServiceError(f"PostgreSQL's '{name}' is not installed (Debian: apt install postgresql)")
+    return str(candidates[-1])
+
+
+def start_postgres(user: str = "alignflow", password: str | None = None, timeout: float = 60) -> Postgres:
+    """initdb + postgres in a fresh directory under the system temp dir. PostgreSQL refuses to run
+    as root, so as root it runs as ``nobody`` (the directory is handed over to it)."""
+    import secrets
+    import tempfile
+
+    password = password or secrets.token_urlsafe(16)
+    root = Path(tempfile.mkdtemp(prefix="alignflow-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        run_as = ["runuser", "-u", "nobody", "--"]
+    pwfile = root / "pw"
+    pwfile.write_text(password)
+    if run_as:
+        os.chown(pwfile, pwd.getpwnam("nobody").pw_uid, -1)
+    data = root / "data"
+    init = subprocess.run(run_as + [_pg_bin("initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
+                                    "--auth-host=scram-sha-256", "--auth-local=scram-sha-256"],
+                          capture_output=True, text=True)
+    pwfile.unlink()
+    if init.returncode != 0:
+        raise ServiceError(f"initdb failed:\n{init.stderr[-2000:]}")
+    port = free_port()
+    log = root / "postgres.log"
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(run_as + [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+                                             "-k", str(root)], stdout=handle, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"postgres exited with {process.returncode}\n{_tail(log)}")
+        ready = subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+        if ready.returncode == 0:
+            return Postgres(root, port, user, password, process, run_as)
+        time.sleep(0.3)
+    stop_process(process.pid)
+    raise ServiceError(f"postgres not ready after {timeout:.0f}s\n{_tail(log)}")
 
 
 def stop_process(pid: int, timeout: float = 15) -> None:

@@ -1,0 +1,75 @@
+"""Prefect server on PostgreSQL (Debian's server, started by the test in a temp dir): the
+repo's prefect.yaml deployment `pipeline-local` is deployed with its schedule to a process work
+pool, the scheduler creates its runs, and a worker executes the next scheduled run — a tiny
+pipeline — to completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.config import load_config
+from tests.conftest import REPO, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+
+def _prefect(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_scheduled_deployment_runs_through_a_process_worker_on_postgres(tmp_path):
+    from components.services import start_postgres, start_prefect, stop_process
+
+    pg = start_postgres()
+    server = None
+    try:
+        pg.create_database("prefect")
+        server, process = start_prefect(tmp_path, timeout=180, extra_env={
+            "PREFECT_API_DATABASE_CONNECTION_URL": pg.url("prefect", "postgresql+asyncpg"),
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"})
+        env = {**os.environ, "PREFECT_API_URL": f"{server.url}/api", "PREFECT_HOME": str(tmp_path / "client-home"),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ALIGNFLOW_HOME": str(REPO)}
+        _prefect(["work-pool", "create", "alignflow-local", "--type", "process"], env)
+        config = load_config(None, tiny_overrides(tmp_path, **{"rounds.n_rounds": "1", "versioning.enabled": "false",
+                                                                "tracking.experiment": "it-scheduled"}))
+        _prefect(["--no-prompt", "deploy", "--name", "pipeline-local", "--prefect-file", "prefect.yaml",
+                  "--params", json.dumps({"config": config.model_dump(mode="json")})], env)
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.states import Scheduled
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("alignment_pipeline/pipeline-local")
+            assert [s.schedule.interval.total_seconds() for s in deployment.schedules] == [21600]
+            runs = []
+            deadline = time.monotonic() + 120
+            while not runs and time.monotonic() < deadline:  # the scheduler fills in the upcoming runs
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["pipeline-local"])))
+                time.sleep(2)
+            assert runs, "the scheduler created no runs for the deployment's schedule"
+            upcoming = min(runs, key=lambda r: r.expected_start_time)
+            assert upcoming.state.is_scheduled() and upcoming.auto_scheduled
+            # bring the next scheduled slot forward to now, so the worker picks it up in this test
+            client.set_flow_run_state(upcoming.id, Scheduled(), force=True)
+            _prefect(["worker", "start", "--pool", "alignflow-local", "--run-once"], env, timeout=600)
+            final = client.read_flow_run(upcoming.id)
+        assert final.state.is_completed(), f"{final.state.type}: {final.state.message}"
+        # the worker's subprocess ran the real pipeline: its round finished and left its manifest
+        assert list((tmp_path / "workspace").rglob("round-1/round.json"))
+    finally:
+        if server is not None:
+            stop_process(server.pid)
+        pg.stop()
