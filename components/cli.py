@@ -106,6 +106,56 @@ def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
 
 
+@app.command()
+def promote(config: ConfigOpt = None, set_: SetOpt = None,
+            version: Annotated[Optional[str], typer.Option(help="registered version; default: the candidate alias")] = None
+            ) -> None:
+    """Gate a registered policy version (accuracy delta, KL budget, length drift, judge win-rate) and
+    move it staging → production; with promotion.require_approval, wait for `alignflow approve`."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from flows.promote import promote as flow  # imports Prefect
+
+    eval_path = Path(cfg.workspace).resolve() / cfg.content_hash() / "data" / "eval.jsonl"
+    result = flow(cfg.model_dump(mode="json"), version, str(eval_path) if eval_path.exists() else None)
+    for gate in result["gates"]:
+        console.print(f"  {gate['gate']:<16} {gate['status']:<8} {gate['value']!s:<22} limit {gate['limit']!s:<8} "
+                      f"{gate['detail']}")
+    moved = ", ".join(result["aliases_set"]) or "none"
+    console.print(f"{result['registered_model']} v{result['candidate_version']}: {result['decision']} "
+                  f"(aliases set: {moved}); report {result['report']['markdown']}")
+
+
+@app.command()
+def approve(flow_run_id: Annotated[str, typer.Argument(help="the paused/suspended promote run")],
+            reviewer: Annotated[str, typer.Option(help="who approves")],
+            reject: Annotated[bool, typer.Option(help="reject instead")] = False,
+            comment: Annotated[str, typer.Option()] = "", config: ConfigOpt = None) -> None:
+    """Answer a promote run waiting for human approval (the Prefect UI's resume form does the same)."""
+    configure_environment(_load(config, None))
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(flow_run_id, run_input={"approved": not reject, "reviewer": reviewer, "comment": comment})
+    console.print(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {flow_run_id} resumes")
+
+
+@app.command()
+def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Point `production` back at the previous production version."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from components import registry
+    from components.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    try:
+        left, restored = registry.rollback(tracker, cfg.tracking.registered_model)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{cfg.tracking.registered_model}: production v{left} → v{restored}")
+
+
 def _print_summary(result: dict) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")

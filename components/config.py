@@ -341,8 +341,18 @@ class TrackingConfig(_Section):
 
 
 class PromotionConfig(_Section):
+    """Gates (components/promotion.py). None: that gate is reported as skipped."""
+
     min_delta: float = 0.0
     target_alias: Literal["staging", "production"] = "production"
+    max_kl: float | None = Field(None, ge=0, description="KL(candidate ‖ its reference) budget")
+    max_length_drift: float | None = Field(None, ge=0, description="|candidate / production mean length − 1|")
+    min_judge_win_rate: float | None = Field(None, ge=0, le=1)
+    judge: str = "models:/alignflow-judge@production"  # for the win-rate gate: a directory or models:/name@alias
+    judge_prompts: int = Field(32, ge=1, description="held-out prompts both policies answer for the win rate")
+    # `alignflow promote` waits for a human (Prefect UI or `alignflow approve`) before moving aliases
+    require_approval: bool = False
+    approval_timeout_s: int = Field(3600, ge=1)
 
 
 class VersioningConfig(_Section):

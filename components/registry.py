@@ -105,14 +105,16 @@ def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_
     return moved
 
 
-def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path) -> tuple[Path, str]:
-    """The checkpoint of ``name@alias``, downloaded once per version into ``cache_root``; returns
-    (directory, "name/vN"). Complete or absent: the download lands in a temp dir first."""
+def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, version: Any | None = None
+                     ) -> tuple[Path, str]:
+    """The checkpoint of ``name@alias`` (or of ``version``), downloaded once per version into
+    ``cache_root``; returns (directory, "name/vN"). Complete or absent: the download lands in a
+    temp dir first."""
     import mlflow.artifacts
 
     from components.atomic import atomic_directory
 
-    version = version_for_alias(tracker, name, alias)
+    version = version or version_for_alias(tracker, name, alias)
     if version is None:
         raise LookupError(f"no version of registered model '{name}' has alias '{alias}' at {tracker.tracking_uri}: "
                           f"run `alignflow judge-loop` first (it registers and gates the judge), or point "
@@ -134,3 +136,29 @@ def parse_model_uri(uri: str) -> tuple[str, str] | None:
         raise ValueError(f"model URI '{uri}': expected models:/<registered model>@<alias>")
     name, alias = body.split("@", 1)
     return name, alias
+
+
+def promote_version(tracker: Tracker, name: str, version: str, target_alias: str) -> list[str]:
+    """staging (and production) → ``version``; the production version it replaces keeps the
+    ``previous-production`` alias, which is what ``rollback`` restores."""
+    moved = ["staging"] + (["production"] if target_alias == "production" else [])
+    for alias in moved:
+        current = version_for_alias(tracker, name, alias)
+        if alias == "production" and current is not None and str(current.version) != str(version):
+            tracker.client.set_registered_model_alias(name, "previous-production", current.version)
+        tracker.client.set_registered_model_alias(name, alias, version)
+    return moved
+
+
+def rollback(tracker: Tracker, name: str) -> tuple[str, str]:
+    """production → the previous production version; returns (from, to). The version rolled back
+    from is tagged, so the registry shows why it left production."""
+    current = version_for_alias(tracker, name, "production")
+    previous = version_for_alias(tracker, name, "previous-production")
+    if current is None or previous is None:
+        raise LookupError(f"'{name}' has no {'production' if current is None else 'previous-production'} version: "
+                          f"nothing to roll back to")
+    tracker.client.set_registered_model_alias(name, "production", previous.version)
+    tracker.client.delete_registered_model_alias(name, "previous-production")
+    tracker.client.set_model_version_tag(name, current.version, "rolled_back_to", str(previous.version))
+    return str(current.version), str(previous.version)

@@ -65,6 +65,7 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
                                  str(layout["workspace"] / "eval-baseline"), cfg.seed, "baseline", ctx)
         log_metrics_task(ctx, parent, baseline["metrics"], step=0)
         history = [baseline["metrics"]["eval/accuracy"]]
+        final_metrics = baseline["metrics"]
         for round_index in range(1, cfg.rounds.n_rounds + 1):
             run_round = {"mcts": mcts_round, "synthesized": synthesized_round}.get(cfg.rounds.kind, on_policy_round)
             manifest = run_round(config, round_index, policy, reference_dir, data,
@@ -76,11 +77,14 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
             if cfg.preference.reference == "previous_round":
                 reference_dir = policy["path"]
             history.append(manifest["metrics"]["eval/accuracy"])
+            final_metrics = manifest["metrics"]
             log_metrics_task(ctx, parent, {k: v for k, v in manifest["metrics"].items() if k.startswith("eval/")},
                              step=round_index)
         final_accuracy = history[-1]
         version = register_task(ctx, config, policy["path"], policy["model_id"], final_accuracy,
-                                md5[paths["eval"]], base["model_id"])
+                                md5[paths["eval"]], base["model_id"],
+                                extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
+                                            "eval_mean_length": final_metrics["eval/mean_length"]})
         decision = promote_task(ctx, config, version, final_accuracy, md5[paths["eval"]], history[0],
                                 str(layout["workspace"] / "promotion"))
         log_metrics_task(ctx, parent, {"pipeline/baseline_accuracy": history[0], "pipeline/final_accuracy": final_accuracy,
