@@ -17,9 +17,8 @@ from prefect import flow
 
 from components.config import PipelineConfig
 from components.lineage import git_commit
-from components.tracking import flatten, resolve_tracking_uri
-from components.versioning import find_repo_root
-from tasks.context import TrackingContext
+from components.tracking import flatten
+from tasks.context import TrackingContext, open_flow_context
 from tasks.judge_tasks import (judge_curate_task, judge_data_task, judge_eval_task, judge_sample_task, judge_sft_task,
                                judge_train_task)
 from tasks.pipeline_tasks import prepare_base_task, prepare_data_task, quality_task, sft_task
@@ -43,18 +42,12 @@ def judge_loop(config: dict[str, Any]) -> dict[str, Any]:
     pipeline_ws = Path(cfg.workspace).resolve() / cfg.content_hash()
     workspace = Path(cfg.workspace).resolve() / f"judge-{cfg.judge_hash()}"
     checkpoints = Path(cfg.state_dir).resolve() / "checkpoints" / f"judge-{cfg.judge_hash()}"
-    dvc_root = find_repo_root(workspace) if cfg.versioning.enabled else None
-    if cfg.versioning.enabled and dvc_root is None:
-        raise RuntimeError(f"versioning.enabled is true but {workspace} is not inside a DVC repo: "
-                           f"run `dvc init` in the project root, or set versioning.enabled=false")
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
-    parent = open_run_task(tracking_uri, cfg.tracking.experiment, f"judge-loop-{cfg.judge_hash()}", None,
-                           {"alignflow.kind": "judge_loop", "git_commit": git_commit(), "judge_hash": cfg.judge_hash(),
-                            "model_source": cfg.model.source},
-                           params=flatten({"judge": config["judge"], "seed": cfg.seed, "model.source": cfg.model.source}))
-    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
-                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
-                          dvc_push=cfg.versioning.push, timings_file=str(workspace / "timings.jsonl"))
+    ctx = open_flow_context(cfg, workspace, f"judge-loop-{cfg.judge_hash()}",
+                            {"alignflow.kind": "judge_loop", "git_commit": git_commit(),
+                             "judge_hash": cfg.judge_hash(), "model_source": cfg.model.source},
+                            params=flatten({"judge": config["judge"], "seed": cfg.seed,
+                                            "model.source": cfg.model.source}))
+    tracking_uri, parent = ctx.tracking_uri, ctx.parent_run_id
     try:
         data = prepare_data_task(config, str(pipeline_ws / "data"), ctx)
         paths, md5 = data["paths"], data["md5"]

@@ -15,13 +15,10 @@ from prefect import flow
 
 from components.config import PipelineConfig
 from components.lineage import git_commit
-from components.tracking import resolve_tracking_uri
-from components.versioning import find_repo_root
 from flows.rounds import mcts_round, on_policy_round, synthesized_round
-from tasks.context import TrackingContext
+from tasks.context import open_flow_context
 from tasks.pipeline_tasks import evaluate_task, prepare_base_task, prepare_data_task, sft_task
-from tasks.tracking_tasks import (close_run_task, log_metrics_task, open_run_task, pipeline_params, promote_task,
-                                  register_task)
+from tasks.tracking_tasks import close_run_task, log_metrics_task, pipeline_params, promote_task, register_task
 
 
 def _layout(cfg: PipelineConfig) -> dict[str, Path]:
@@ -37,18 +34,11 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
     cfg = PipelineConfig.model_validate(config)
     config = cfg.model_dump(mode="json")
     layout = _layout(cfg)
-    dvc_root = find_repo_root(layout["workspace"]) if cfg.versioning.enabled else None
-    if cfg.versioning.enabled and dvc_root is None:
-        raise RuntimeError(f"versioning.enabled is true but {layout['workspace']} is not inside a DVC repo: "
-                           f"run `dvc init` in the project root, or set versioning.enabled=false")
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
-    parent = open_run_task(tracking_uri, cfg.tracking.experiment, f"pipeline-{cfg.content_hash()}", None,
-                           {"alignflow.kind": "pipeline", "git_commit": git_commit(), "config_hash": cfg.content_hash(),
-                            "model_source": cfg.model.source},
-                           params=pipeline_params(cfg))
-    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
-                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
-                          dvc_push=cfg.versioning.push, timings_file=str(layout["timings"]))
+    ctx = open_flow_context(cfg, layout["workspace"], f"pipeline-{cfg.content_hash()}",
+                            {"alignflow.kind": "pipeline", "git_commit": git_commit(),
+                             "config_hash": cfg.content_hash(), "model_source": cfg.model.source},
+                            params=pipeline_params(cfg))
+    tracking_uri, parent = ctx.tracking_uri, ctx.parent_run_id
     try:
         data = prepare_data_task(config, str(layout["data"]), ctx)
         paths, md5 = data["paths"], data["md5"]

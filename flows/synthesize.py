@@ -18,13 +18,12 @@ from prefect import flow
 from components.config import PipelineConfig
 from components.lineage import git_commit
 from components.synthesis import resolve_pool
-from components.tracking import flatten, resolve_tracking_uri
-from components.versioning import find_repo_root
-from tasks.context import TrackingContext
+from components.tracking import flatten
+from tasks.context import open_flow_context
 from tasks.pipeline_tasks import prepare_base_task, prepare_data_task, quality_task, sft_task
 from tasks.synthesis_tasks import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
                                    synth_sample_task)
-from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
+from tasks.tracking_tasks import close_run_task, log_metrics_task
 
 
 @flow(name="synthesize", log_prints=True)
@@ -36,17 +35,10 @@ def synthesize(config: dict[str, Any]) -> dict[str, Any]:
     synth_hash = PipelineConfig.model_validate({**config, "rounds": {**config["rounds"], "kind": "synthesized"}}
                                                ).content_hash()
     out = Path(cfg.workspace).resolve() / f"synthesis-{synth_hash}"
-    dvc_root = find_repo_root(out) if cfg.versioning.enabled else None
-    if cfg.versioning.enabled and dvc_root is None:
-        raise RuntimeError(f"versioning.enabled is true but {out} is not inside a DVC repo: "
-                           f"run `dvc init` in the project root, or set versioning.enabled=false")
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
-    parent = open_run_task(tracking_uri, cfg.tracking.experiment, f"synthesize-{synth_hash}", None,
-                           {"alignflow.kind": "synthesis", "git_commit": git_commit(), "config_hash": synth_hash},
-                           params=flatten({"synthesis": config["synthesis"], "sampling": config["sampling"]}))
-    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
-                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
-                          dvc_push=cfg.versioning.push, timings_file=str(out / "timings.jsonl"))
+    ctx = open_flow_context(cfg, out, f"synthesize-{synth_hash}",
+                            {"alignflow.kind": "synthesis", "git_commit": git_commit(), "config_hash": synth_hash},
+                            params=flatten({"synthesis": config["synthesis"], "sampling": config["sampling"]}))
+    tracking_uri, parent = ctx.tracking_uri, ctx.parent_run_id
     try:
         data = prepare_data_task(config, str(pipeline_ws / "data"), ctx)
         paths, md5 = data["paths"], data["md5"]
