@@ -365,6 +365,9 @@ class PipelineConfig(_Section):
     seed: int = 0
     workspace: Path = Path("workspace")
     state_dir: Path = Path(".alignflow")
+    # trainers save a resume state every this many optimizer steps (0 = never): a killed training
+    # continues from the last one, bit-for-bit (components/trainers/resume.py). No effect on results.
+    resume_every_steps: int = Field(10, ge=0)
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig = DataConfig()
@@ -387,7 +390,7 @@ class PipelineConfig(_Section):
         """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
         gate are left out, so re-running with another gate reuses every cached computation."""
         payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "quality", "state_dir",
-                                                       "workspace"})
+                                                       "workspace", "resume_every_steps"})
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")

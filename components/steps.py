@@ -23,6 +23,7 @@ from components.data.arithmetic import generate_dataset
 from components.data.io import read_rows, write_rows
 from components.data.schemas import CompletionRow, PairRow, ProblemRow
 from components.evaluation import evaluate_policy, kl_estimate
+from components.faults import kill_at_train_step
 from components.generation import Completion, generate_completions
 from components.lineage import lineage_record
 from components.mcts.pairs import step_pair_rows
@@ -36,6 +37,7 @@ from components.pairs import build_pairs
 from components.preference_strength import apply_strength, ensemble_differences, strength_statistics, train_ensemble
 from components.progress import progress_bar
 from components.prompts import render_prompt
+from components.trainers.resume import TrainingCheckpointer
 from components.reward_model import RewardModel
 from components.scoring import SCORER_ID, score_completions
 from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
@@ -98,12 +100,23 @@ def run_sft(config: PipelineConfig, base_dir: Path, sft_path: Path, out_dir: Pat
             advance(1)
             if on_step:
                 on_step(step, metrics)
-        result = train_sft(policy, prompts, targets, config.sft, seed=config.seed, on_step=step_hook)
+        checkpointer = resume_checkpointer(config, out_dir, parent_id, content_md5(sft_path))
+        result = train_sft(policy, prompts, targets, config.sft, seed=config.seed, on_step=step_hook,
+                           checkpointer=checkpointer, after_step=kill_at_train_step("sft"))
     model_id = f"sft@{config.content_hash()}"
     save_checkpoint(policy, out_dir, _checkpoint_metadata(config, model_id, parent_id, "sft", str(base_dir),
                                                          {"sft_data": str(sft_path)}, config.seed))
+    checkpointer.clear()
     return {"path": str(out_dir), "model_id": model_id, "steps": result.steps, "first_loss": result.first_loss,
-            "final_loss": result.final_loss, "seconds": _timed(start)}
+            "final_loss": result.final_loss, "resumed_from_step": result.resumed_from_step, "seconds": _timed(start)}
+
+
+def resume_checkpointer(config: PipelineConfig, out_dir: Path, *inputs: str) -> TrainingCheckpointer:
+    """The resume state of the training that writes ``out_dir`` lives beside it (not inside: the
+    checkpoint directory only ever holds a finished checkpoint), fingerprinted by its inputs."""
+    fingerprint = hashlib.sha256("\n".join([config.content_hash(), *inputs]).encode()).hexdigest()
+    return TrainingCheckpointer(Path(out_dir).with_name(f"{Path(out_dir).name}.resume-state"),
+                                config.resume_every_steps, fingerprint)
 
 
 def evaluate(config: PipelineConfig, policy_dir: Path, reference_dir: Path | None, eval_path: Path,
@@ -329,15 +342,18 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
             advance(1)
             if on_step:
                 on_step(step, metrics)
+        checkpointer = resume_checkpointer(config, out_dir, pairs_md5, reference_id, str(policy_dir), str(round_index))
         result = train_preference(policy, examples, ref_logps, config.preference, seed=config.seed + round_index,
-                                  on_step=step_hook)
+                                  on_step=step_hook, checkpointer=checkpointer,
+                                  after_step=kill_at_train_step(f"train-r{round_index}"))
     model_id = f"round{round_index}@{config.content_hash()}"
     save_checkpoint(policy, out_dir, _checkpoint_metadata(
         config, model_id, policy, f"preference:{config.preference.loss_type}", _base_path_of(policy_dir),
         {"pairs": str(pairs_path), "reference": reference_id}, config.seed + round_index))
+    checkpointer.clear()
     final = result.history[-1]
     return {"path": str(out_dir), "model_id": model_id, "n_pairs": len(examples), "steps": result.steps,
-            "final_metrics": final, "reference_cached": ref_cached, "reference_seconds": ref_seconds,
+            "final_metrics": final, "resumed_from_step": result.resumed_from_step, "reference_cached": ref_cached, "reference_seconds": ref_seconds,
             "reference_cache": str(cache_file), "reference_lineage": str(cache_file.with_suffix(".json")),
             "seconds": _timed(start)}
 

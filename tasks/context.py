@@ -73,18 +73,24 @@ def metric_logger(tracker: Tracker, run_id: str, prefix: str = "") -> Callable[[
 
 def open_flow_context(cfg: Any, workspace: Path, run_name: str, tags: dict[str, Any],
                       params: dict[str, Any] | None = None) -> TrackingContext:
-    """What every flow does first: check DVC is there when versioning is on, open the flow's parent
-    MLflow run, and return the context its tasks report through."""
+    """What every flow does first: check DVC is there when versioning is on, refuse a workspace a live
+    attempt is using, open the flow's parent MLflow run (closing and linking a crashed attempt's runs),
+    and return the context its tasks report through."""
+    from components.run_recovery import check_not_running
     from components.tracking import resolve_tracking_uri
     from components.versioning import find_repo_root
-    from tasks.tracking_tasks import open_run_task
+    from tasks.tracking_tasks import open_run_task, record_attempt_task
 
     dvc_root = find_repo_root(workspace) if cfg.versioning.enabled else None
     if cfg.versioning.enabled and dvc_root is None:
         raise RuntimeError(f"versioning.enabled is true but {workspace} is not inside a DVC repo: "
                            f"run `dvc init` in the project root, or set versioning.enabled=false")
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    previous = check_not_running(Path(workspace))
     tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
     parent = open_run_task(tracking_uri, cfg.tracking.experiment, run_name, None, tags, params=params)
-    return TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
-                           dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
-                           dvc_push=cfg.versioning.push, timings_file=str(Path(workspace) / "timings.jsonl"))
+    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
+                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
+                          dvc_push=cfg.versioning.push, timings_file=str(Path(workspace) / "timings.jsonl"))
+    record_attempt_task(ctx, str(workspace), previous)
+    return ctx

@@ -61,7 +61,7 @@ def sft_task(config: dict[str, Any], base_dir: str, sft_path: str, sft_md5: str,
         tracker.log_params(run_id, {f"sft.{k}": v for k, v in config["sft"].items()})
         result = steps.run_sft(_cfg(config), Path(base_dir), Path(sft_path), Path(out_dir),
                                on_step=metric_logger(tracker, run_id))
-        tracker.set_tags(run_id, {"model_id": result["model_id"]})
+        tracker.set_tags(run_id, {"model_id": result["model_id"], "resumed_from_step": result["resumed_from_step"]})
         tracker.log_metrics(run_id, {"time/sft_seconds": result["seconds"]})
     record_timing(ctx, "sft", result["seconds"])
     return result
@@ -180,7 +180,8 @@ def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pair
         result = steps.train_round(_cfg(config), Path(policy_dir), Path(reference_dir), Path(pairs_path), round_index,
                                    Path(out_dir), Path(ref_cache_dir), on_step=metric_logger(tracker, run_id))
         tracker.set_tags(run_id, {"model_id": result["model_id"], "reference_cache": result["reference_cache"],
-                                  "reference_cached": result["reference_cached"]})
+                                  "reference_cached": result["reference_cached"],
+                                  "resumed_from_step": result["resumed_from_step"]})
         # the reference log-probs this round trained against, with what produced them
         for key in ("reference_cache", "reference_lineage"):
             if Path(result[key]).exists():

@@ -12,6 +12,7 @@ from components import registry
 from components.atomic import write_json_atomic, write_text_atomic
 from components.config import PipelineConfig
 from components.lineage import git_commit
+from components.run_recovery import Attempt, record_attempt
 from components.tracking import Tracker, flatten
 from tasks.context import TrackingContext
 
@@ -26,6 +27,12 @@ def open_run_task(tracking_uri: str, experiment: str, name: str, parent_run_id: 
     if params:
         tracker.log_params(run_id, params)
     return run_id
+
+
+@task(name="record-attempt", **TRACKING)
+def record_attempt_task(ctx: TrackingContext, workspace: str, previous: Attempt | None) -> list[str]:
+    """A re-run after a crash: the dead attempt's RUNNING runs become FAILED and are linked to this one."""
+    return record_attempt(ctx.tracker(), Path(workspace), ctx.parent_run_id, previous)
 
 
 @task(name="log-metrics", **TRACKING)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import warnings
+
 import torch
 
 from components.config import PreferenceConfig
@@ -28,7 +30,8 @@ from components.models import LoadedModel
 from components.prompts import rationale_prompt
 from components.ranking import asr_weights, response_reward, step_means, tpo_loss
 from components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
-from components.trainers.stepping import make_stepper
+from components.trainers.resume import TrainingCheckpointer
+from components.trainers.stepping import PlainStepper, make_stepper
 
 
 @dataclass
@@ -66,6 +69,7 @@ ReferenceLogps = torch.Tensor | list[torch.Tensor]
 class PreferenceResult:
     steps: int
     history: list[dict[str, float]]
+    resumed_from_step: int = 0
 
 
 def _uses_mean_logps(config: PreferenceConfig) -> bool:
@@ -221,7 +225,11 @@ def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[tor
 
 
 def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps: ReferenceLogps,
-                     config: PreferenceConfig, seed: int, on_step: StepCallback | None = None) -> PreferenceResult:
+                     config: PreferenceConfig, seed: int, on_step: StepCallback | None = None,
+                     checkpointer: TrainingCheckpointer | None = None,
+                     after_step: Callable[[int], None] | None = None) -> PreferenceResult:
+    """``checkpointer``: save a resume state every few steps and continue from one if present.
+    ``after_step``: called once a step (and its resume state) is done — the fault-injection hook."""
     if not examples:
         raise ValueError("no preference pairs to train on")
     lists = _kind(examples) == "lists"
@@ -242,8 +250,12 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
                            config.deepspeed_config, bf16=config.autocast_bf16)
     rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)
     history: list[dict[str, float]] = []
+    resumable = _resumable(checkpointer, stepper)
+    done = checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history) if resumable else 0
     reader = DeferredMetrics(history, on_step)
     for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
+        if step <= done:
+            continue  # taken before the resume state was saved; the batch order is a function of the seed
         chunk = [examples[i] for i in index]
         with _autocast(config, device):
             if lists:
@@ -255,9 +267,25 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
         grad_norm = stepper.step()
         reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm, "train/lr": stepper.last_lr(),
                            **metrics})
+        if resumable and step % checkpointer.every == 0 and step < total:
+            reader.flush()  # the saved history must include this step
+            checkpointer.maybe_save(step, total, model, stepper.optimizer, stepper.scheduler, history)
+        if after_step:
+            after_step(step)
     reader.flush()
     stepper.finish()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
-    return PreferenceResult(steps=total, history=history)
+    return PreferenceResult(steps=total, history=history, resumed_from_step=done)
+
+
+def _resumable(checkpointer: TrainingCheckpointer | None, stepper) -> bool:
+    if checkpointer is None or not checkpointer.enabled:
+        return False
+    if not isinstance(stepper, PlainStepper):
+        # a DeepSpeed engine shards optimizer state across ranks and has its own checkpoint format
+        warnings.warn("mid-training resume states are not written under DeepSpeed; a killed DeepSpeed "
+                      "training restarts from step 0", stacklevel=3)
+        return False
+    return True

@@ -59,3 +59,52 @@ def test_killed_pipeline_resumes_without_recomputing_round_one(dvc_project, mlfl
     assert steps.count("sample:r2") == 1 and steps.count("train:r2") == 1
     assert pairs.stat().st_mtime_ns == pairs_mtime
     assert (workspace / "round-2" / "round.json").exists()
+
+
+def test_training_killed_mid_round_resumes_from_its_last_state_and_the_dead_runs_are_closed(dvc_project, mlflow_server):
+    """SIGKILL inside round 1's training (after step 3; a resume state every 2 steps), then re-run."""
+    from mlflow import MlflowClient
+
+    args = [a for o in tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
+                                                      "tracking.experiment": "it-resume-mid",
+                                                      "tracking.registered_model": "it-resume-mid-policy",
+                                                      "rounds.n_rounds": "1", "resume_every_steps": "2",
+                                                      "preference.batch_size": "2", "preference.epochs": "3"})
+            for a in ("-s", o)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "ALIGNFLOW_KILL_AT_TRAIN_STEP": "train-r1:3"}
+    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "killed.log")
+    assert code == -signal.SIGKILL, output
+
+    workspace = next((dvc_project / "workspace").iterdir())
+    checkpoints = next((dvc_project / "state" / "checkpoints").iterdir())
+    assert (checkpoints / "round-1.resume-state" / "train-state.pt").exists()
+    assert not (checkpoints / "round-1").exists(), "a checkpoint directory exists for an unfinished training"
+    assert not list(workspace.rglob(".*.tmp-*")) and not list(checkpoints.rglob(".*.tmp-*"))
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("it-resume-mid")
+    dead = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    dead_parent = next(r for r in dead.values() if r.data.tags.get("alignflow.kind") == "pipeline")
+    assert dead_parent.info.status == "RUNNING"  # SIGKILL runs no handler: only the re-run can close it
+    assert any(r.info.run_name == "train:r1" and r.info.status == "RUNNING" for r in dead.values())
+
+    env.pop("ALIGNFLOW_KILL_AT_TRAIN_STEP")
+    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "resumed.log")
+    assert code == 0, output
+
+    steps = [json.loads(line)["step"] for line in (workspace / "timings.jsonl").read_text().splitlines()]
+    for step in ("sft", "evaluate:baseline", "sample:r1", "score:r1", "pairs:r1", "train:r1", "evaluate:r1"):
+        assert steps.count(step) == 1, f"{step} ran {steps.count(step)} times: {steps}"
+    assert (checkpoints / "round-1").exists() and not (checkpoints / "round-1.resume-state" / "train-state.pt").exists()
+
+    runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    for run_id, old in dead.items():
+        if old.info.status == "RUNNING":
+            assert runs[run_id].info.status == "FAILED", f"{old.info.run_name} was left RUNNING"
+    new_parent = next(r for r in runs.values() if r.data.tags.get("alignflow.kind") == "pipeline"
+                      and r.info.run_id != dead_parent.info.run_id)
+    assert new_parent.info.status == "FINISHED"
+    assert new_parent.data.tags["alignflow.resumed_from"] == dead_parent.info.run_id
+    assert runs[dead_parent.info.run_id].data.tags["alignflow.resumed_by"] == new_parent.info.run_id
+    train = next(r for r in runs.values() if r.info.run_name == "train:r1" and r.info.status == "FINISHED")
+    assert train.data.tags["resumed_from_step"] == "2"
