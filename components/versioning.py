@@ -30,8 +30,11 @@ def _dvc(args: list[str], cwd: Path, timeout: float = 600) -> str:
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
                             timeout=timeout)
     if result.returncode != 0:
+        output = f"{result.stderr}\n{result.stdout}"
+        # DVC's own ERROR lines say what broke (the endpoint, the credentials); the rest is its banner
+        errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR")]
         raise VersioningError(f"dvc {' '.join(args)} failed in {cwd} (exit {result.returncode}):\n"
-                              f"{result.stderr.strip() or result.stdout.strip()}")
+                              + ("\n".join(errors) or output.strip()))
     return result.stdout
 
 
@@ -68,7 +71,8 @@ def track(paths: list[Path], root: Path) -> dict[str, str]:
 
 def push(paths: list[Path], root: Path, remote: str | None = None) -> None:
     targets = [str(Path(f"{p}.dvc").resolve().relative_to(Path(root).resolve())) for p in paths]
-    _dvc(["push", "--quiet", *(["--remote", remote] if remote else []), *targets], cwd=root)
+    # not --quiet: it also silences the ERROR line that names the cause of a failed push
+    _dvc(["push", *(["--remote", remote] if remote else []), *targets], cwd=root)
 
 
 def content_md5(path: Path) -> str:
