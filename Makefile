@@ -26,7 +26,7 @@ demo: setup
 
 ## test: set up and run the whole suite (CI runs exactly this)
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 up: setup
 	$(BIN)/alignflow up
