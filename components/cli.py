@@ -323,8 +323,8 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
             check_quality(report["report"], thresholds_from(cfg.quality), pairs["path"])
         if cfg.reward.strength_mode != "none":
             pairs = steps.preference_strength(cfg, reference, Path(pairs["path"]), round_index, round_dir)
-        trained = steps.train_round(cfg, policy, reference, Path(pairs["path"]), round_index, round_dir / "checkpoint",
-                                    Path(cfg.state_dir) / "reference-logps")
+        trained = steps.train_round_launched(cfg, policy, reference, Path(pairs["path"]), round_index,
+                                             round_dir / "checkpoint", Path(cfg.state_dir) / "reference-logps")
         policy = Path(trained["path"])
         if cfg.preference.reference == "previous_round":
             reference = policy

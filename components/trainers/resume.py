@@ -59,8 +59,12 @@ class TrainingCheckpointer:
 
     @property
     def path(self) -> Path:
+        """One file per rank under torchrun: the weights agree across ranks, the RNG streams do not."""
         assert self.directory is not None
-        return Path(self.directory) / STATE_FILE
+        from components.distributed import current_world
+
+        rank = current_world().rank
+        return Path(self.directory) / (STATE_FILE if rank == 0 else f"train-state.rank{rank}.pt")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict[str, float]]) -> int:

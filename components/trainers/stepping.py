@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from components.distributed import average_gradients, current_world
 from components.trainers.common import clip_and_step, make_optimizer, model_device
 
 
@@ -41,11 +42,13 @@ class PlainStepper:
                  max_grad_norm: float) -> None:
         self.model, self.max_grad_norm = model, max_grad_norm
         self.optimizer, self.scheduler = make_optimizer(model, lr, total_steps, warmup_steps)
+        self.world = current_world()
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
     def step(self) -> torch.Tensor:
+        average_gradients(self.model, self.world)  # a no-op in one process
         return clip_and_step(self.model, self.optimizer, self.scheduler, self.max_grad_norm)
 
     def last_lr(self) -> float:

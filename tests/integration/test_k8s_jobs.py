@@ -65,3 +65,26 @@ def test_hardening_rejects_root_writable_jobs_and_literal_credentials(prefect_ha
     container["securityContext"]["readOnlyRootFilesystem"] = False
     with pytest.raises(ManifestError, match="readOnlyRootFilesystem is not true"):
         check_job_hardening(render_job(template, {}), "job")
+
+
+def test_every_gpu_deployment_in_prefect_yaml_renders_a_valid_job_and_a_valid_config(prefect_harness):
+    """What `prefect deploy` would register: its job variables through the template, its parameters
+    through the config schema; a multi-GPU deployment launches one torchrun rank per GPU."""
+    from pathlib import Path
+
+    import yaml
+
+    from components.config import PipelineConfig
+
+    deployments = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())["deployments"]
+    gpu = [d for d in deployments if d["work_pool"]["name"] == "alignflow-gpu"]
+    assert len(gpu) >= 4 and any(d["work_pool"]["job_variables"]["gpu_count"] > 1 for d in gpu)
+    for deployment in gpu:
+        variables = deployment["work_pool"]["job_variables"]
+        job = render_job(load_template(), variables, flow_run_name=deployment["name"])
+        validate_manifest(job, deployment["name"])
+        check_job_hardening(job, deployment["name"])
+        assert pod_spec(job)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == variables["gpu_count"]
+        config = PipelineConfig.model_validate(deployment["parameters"]["config"])
+        if variables["gpu_count"] > 1:
+            assert config.launch.nproc_per_node == variables["gpu_count"], deployment["name"]
