@@ -63,3 +63,29 @@ def test_hardening_fails_for_a_root_pod():
     rooted["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
     with pytest.raises(ManifestError, match="runAsNonRoot"):
         check_job_hardening(rooted, "mlflow.yaml")
+
+
+def test_multinode_training_job_and_its_headless_service_are_valid_and_agree():
+    from components.k8s_multinode import RENDEZVOUS_PORT, multinode_training_manifests
+
+    service, job = multinode_training_manifests("train-r1-abc", "registry.example.com/alignflow:0.1.0", nnodes=4,
+                                                gpus_per_node=8, spec_path="/shared/round-1.launch/spec.json")
+    for manifest in (service, job):
+        validate_manifest(manifest, "multinode")
+    check_job_hardening(job, "multinode")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 4
+    pod = spec["template"]["spec"]
+    # pod 0's DNS name exists only if the pod's subdomain is the headless Service selecting it
+    assert pod["subdomain"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    command = pod["containers"][0]["command"][-1]
+    assert "--nnodes=4" in command and "--nproc-per-node=8" in command and "$JOB_COMPLETION_INDEX" in command
+    assert f"train-r1-abc-0.train-r1-abc.alignflow.svc:{RENDEZVOUS_PORT}" in command
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    with pytest.raises(ValueError, match="nnodes >= 2"):
+        multinode_training_manifests("x", "img", nnodes=1, gpus_per_node=8, spec_path="/shared/s.json")
+    broken = copy.deepcopy(job)
+    broken["spec"]["template"]["spec"]["subdomian"] = "typo"  # strict: an unknown field fails
+    with pytest.raises(ManifestError, match="subdomian"):
+        validate_manifest(broken, "multinode")
