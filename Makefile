@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test setup up down clean-state
+.PHONY: demo test setup browser up down clean-state
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -25,8 +25,15 @@ demo: setup
 	$(BIN)/alignflow run
 
 ## test: set up and run the whole suite (CI runs exactly this)
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+# Debian's Chromium for the MLflow UI test (tests/integration/test_mlflow_ui.py); installed when
+# running as root, otherwise that test is skipped (outside CI) with the command to run
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
 up: setup
 	$(BIN)/alignflow up

@@ -41,8 +41,11 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
+        # MLflow 3's UI opens an experiment of unknown kind on its GenAI trace overview; these are
+        # training runs, so say so and the runs table is what a user sees first
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=_local_artifact_root(tracking_uri, experiment))
+            experiment, artifact_location=_local_artifact_root(tracking_uri, experiment),
+            tags={"mlflow.experimentKind": "custom_model_development"})
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
         all_tags = {"mlflow.runName": name, **redact_mapping(tags or {})}
