@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from components.config import load_config
 from tests.conftest import tiny_overrides
+from tests.integration.mlflow_ui import check_mlflow_ui
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +76,10 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     version = client.get_model_version("it-policy", "1")
     assert version.tags["eval_dataset"] == dvc_md5 and float(version.tags["eval_accuracy"]) >= 0
     assert client.list_artifacts(parent.info.run_id, "promotion")
+
+    # what a user sees: the rounds and their accuracy in the MLflow UI (headless Chromium)
+    check_mlflow_ui(mlflow_server, exp.experiment_id, parent.info.run_name,
+                    {r.info.run_name: r.info.run_id for r in rounds})
 
     # a second run with an unreachable gate registers a candidate but must not promote it
     second = _run(overrides + ["promotion.min_delta=1.0"])

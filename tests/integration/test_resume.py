@@ -1,4 +1,6 @@
-"""SIGKILL the pipeline right after round 1, re-run it, and check round 1 is not recomputed."""
+"""SIGKILL the pipeline inside round 2's training, re-run it: round 1 and every finished task are not
+recomputed, training resumes from its last resume state, and the dead attempt's MLflow runs are
+closed and linked to the new one. (One test for both: each pipeline run here costs minutes.)"""
 
 from __future__ import annotations
 
@@ -32,70 +34,46 @@ def _alignflow(args, cwd, env, log: Path) -> tuple[int, str]:
     return code, log.read_text()[-4000:]
 
 
-def test_killed_pipeline_resumes_without_recomputing_round_one(dvc_project, mlflow_server):
-    args = [a for o in tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
-                                                      "tracking.experiment": "it-resume",
-                                                      "tracking.registered_model": "it-resume-policy"})
-            for a in ("-s", o)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-           "ALIGNFLOW_KILL_AFTER_ROUND": "1"}
-    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "killed.log")
-    assert code == -signal.SIGKILL, output
-
-    workspace = next((dvc_project / "workspace").iterdir())
-    assert (workspace / "round-1" / "round.json").exists()
-    assert not (workspace / "round-2").exists() or not (workspace / "round-2" / "round.json").exists()
-    pairs = workspace / "round-1" / "pairs.jsonl"
-    pairs_mtime = pairs.stat().st_mtime_ns
-    assert not list(workspace.rglob(".*.tmp-*")), "a half-written file is visible"
-
-    env.pop("ALIGNFLOW_KILL_AFTER_ROUND")
-    code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "resumed.log")
-    assert code == 0, output
-
-    steps = [json.loads(line)["step"] for line in (workspace / "timings.jsonl").read_text().splitlines()]
-    for step in ("sft", "evaluate:baseline", "sample:r1", "score:r1", "pairs:r1", "train:r1", "evaluate:r1"):
-        assert steps.count(step) == 1, f"{step} ran {steps.count(step)} times: {steps}"
-    assert steps.count("sample:r2") == 1 and steps.count("train:r2") == 1
-    assert pairs.stat().st_mtime_ns == pairs_mtime
-    assert (workspace / "round-2" / "round.json").exists()
-
-
-def test_training_killed_mid_round_resumes_from_its_last_state_and_the_dead_runs_are_closed(dvc_project, mlflow_server):
-    """SIGKILL inside round 1's training (after step 3; a resume state every 2 steps), then re-run."""
+def test_a_pipeline_killed_in_round_two_training_resumes_there(dvc_project, mlflow_server):
+    """SIGKILL after step 3 of round 2's training (a resume state every 2 steps), then re-run."""
     from mlflow import MlflowClient
 
     args = [a for o in tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
                                                       "tracking.experiment": "it-resume-mid",
                                                       "tracking.registered_model": "it-resume-mid-policy",
-                                                      "rounds.n_rounds": "1", "resume_every_steps": "2",
+                                                      "resume_every_steps": "2",
                                                       "preference.batch_size": "2", "preference.epochs": "3"})
             for a in ("-s", o)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-           "ALIGNFLOW_KILL_AT_TRAIN_STEP": "train-r1:3"}
+           "ALIGNFLOW_KILL_AT_TRAIN_STEP": "train-r2:3"}
     code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "killed.log")
     assert code == -signal.SIGKILL, output
 
     workspace = next((dvc_project / "workspace").iterdir())
     checkpoints = next((dvc_project / "state" / "checkpoints").iterdir())
-    assert (checkpoints / "round-1.resume-state" / "train-state.pt").exists()
-    assert not (checkpoints / "round-1").exists(), "a checkpoint directory exists for an unfinished training"
+    assert (workspace / "round-1" / "round.json").exists() and not (workspace / "round-2" / "round.json").exists()
+    pairs = workspace / "round-1" / "pairs.jsonl"
+    pairs_mtime = pairs.stat().st_mtime_ns
+    assert (checkpoints / "round-2.resume-state" / "train-state.pt").exists()
+    assert not (checkpoints / "round-2").exists(), "a checkpoint directory exists for an unfinished training"
     assert not list(workspace.rglob(".*.tmp-*")) and not list(checkpoints.rglob(".*.tmp-*"))
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("it-resume-mid")
     dead = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
     dead_parent = next(r for r in dead.values() if r.data.tags.get("alignflow.kind") == "pipeline")
     assert dead_parent.info.status == "RUNNING"  # SIGKILL runs no handler: only the re-run can close it
-    assert any(r.info.run_name == "train:r1" and r.info.status == "RUNNING" for r in dead.values())
+    assert any(r.info.run_name == "train:r2" and r.info.status == "RUNNING" for r in dead.values())
 
     env.pop("ALIGNFLOW_KILL_AT_TRAIN_STEP")
     code, output = _alignflow(args, dvc_project, env, dvc_project.parent / "resumed.log")
     assert code == 0, output
 
     steps = [json.loads(line)["step"] for line in (workspace / "timings.jsonl").read_text().splitlines()]
-    for step in ("sft", "evaluate:baseline", "sample:r1", "score:r1", "pairs:r1", "train:r1", "evaluate:r1"):
+    for step in ("sft", "evaluate:baseline", "sample:r1", "score:r1", "pairs:r1", "train:r1", "evaluate:r1",
+                 "sample:r2", "score:r2", "pairs:r2", "train:r2", "evaluate:r2"):
         assert steps.count(step) == 1, f"{step} ran {steps.count(step)} times: {steps}"
-    assert (checkpoints / "round-1").exists() and not (checkpoints / "round-1.resume-state" / "train-state.pt").exists()
+    assert pairs.stat().st_mtime_ns == pairs_mtime
+    assert (checkpoints / "round-2").exists() and not (checkpoints / "round-2.resume-state" / "train-state.pt").exists()
 
     runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
     for run_id, old in dead.items():
@@ -106,5 +84,5 @@ def test_training_killed_mid_round_resumes_from_its_last_state_and_the_dead_runs
     assert new_parent.info.status == "FINISHED"
     assert new_parent.data.tags["alignflow.resumed_from"] == dead_parent.info.run_id
     assert runs[dead_parent.info.run_id].data.tags["alignflow.resumed_by"] == new_parent.info.run_id
-    train = next(r for r in runs.values() if r.info.run_name == "train:r1" and r.info.status == "FINISHED")
+    train = next(r for r in runs.values() if r.info.run_name == "train:r2" and r.info.status == "FINISHED")
     assert train.data.tags["resumed_from_step"] == "2"
