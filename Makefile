@@ -28,7 +28,7 @@ demo: setup
 test: setup browser
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
-# Debian's Chromium for the MLflow UI test (tests/integration/test_mlflow_ui.py); installed when
+# Debian's Chromium for the MLflow UI test (tests/integration/mlflow_ui.py, from the pipeline test); installed when
 # running as root, otherwise that test is skipped (outside CI) with the command to run
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
