@@ -179,6 +179,11 @@ class Postgres:
                        env={**os.environ, "PGPASSWORD": self.password})
 
     def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM ("smart") waits for every client to leave
+        try:
+            os.killpg(self.process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
         stop_process(self.process.pid)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -237,6 +242,20 @@ def start_postgres(user: str = "alignflow", password: str | None = None, timeout
     raise ServiceError(f"postgres not ready after {timeout:.0f}s\n{_tail(log)}")
 
 
+def _exited(pid: int) -> bool:
+    """Reap it if it is our child: an exited child stays a zombie, which ``kill(pid, 0)`` still finds."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:  # not our child: its parent reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def stop_process(pid: int, timeout: float = 15) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -244,9 +263,7 @@ def stop_process(pid: int, timeout: float = 15) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return
         time.sleep(0.2)
     try:
