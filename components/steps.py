@@ -74,7 +74,7 @@ def _trainable_policy(config: PipelineConfig, policy_dir: Path) -> LoadedModel:
     if is_adapter(policy_dir):
         return load_checkpoint(policy_dir, trainable=True)
     loaded = load_checkpoint(policy_dir, trainable=not config.lora.enabled)
-    return attach_lora(loaded, config.lora) if config.lora.enabled else loaded
+    return attach_lora(loaded, config.lora, seed=config.seed) if config.lora.enabled else loaded
 
 
 def _base_path_of(policy_dir: Path) -> str:

@@ -94,7 +94,7 @@ def _trainable(config: PipelineConfig, path: Path) -> LoadedModel:
     if is_adapter(path):
         return load_checkpoint(path, trainable=True)
     loaded = load_checkpoint(path, trainable=not config.lora.enabled)
-    return attach_lora(loaded, config.lora) if config.lora.enabled else loaded
+    return attach_lora(loaded, config.lora, seed=config.seed) if config.lora.enabled else loaded
 
 
 def _metadata(config: PipelineConfig, model_id: str, parent_id: str, produced_by: str, base_path: str,

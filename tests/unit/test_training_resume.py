@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from components.config import LoraSettings, PreferenceConfig, SFTConfig
+from components.config import LoraSettings, PreferenceConfig, SFTConfig, TinyModelConfig
 from components.models import attach_lora
 from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
 from components.trainers.resume import ResumeStateMismatch, TrainingCheckpointer
@@ -100,3 +100,16 @@ def test_no_directory_or_zero_interval_saves_nothing(tiny_loaded, tmp_path):
     train_sft(tiny_loaded, ["a", "b"], ["1", "2"], SFTConfig(epochs=2, batch_size=1, warmup_steps=0), 0,
               checkpointer=off)
     assert off.saves == 0 and not list(tmp_path.iterdir())
+
+
+def test_a_seeded_lora_adapter_starts_the_same_in_every_run(tokenizer):
+    from components.models import LoadedModel, tiny_model
+
+    def adapter(seed):
+        loaded = LoadedModel(tiny_model(tokenizer, TinyModelConfig(), seed=0), tokenizer, "t", None)
+        torch.manual_seed(seed * 7 + 1)  # whatever the process did before must not matter
+        attach_lora(loaded, LoraSettings(r=4, alpha=8), seed=0)
+        return {n: p.detach().clone() for n, p in loaded.model.named_parameters() if "lora_A" in n}
+
+    first, second = adapter(1), adapter(2)
+    assert first and all(torch.equal(first[n], second[n]) for n in first)
