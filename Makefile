@@ -26,7 +26,7 @@ demo: setup
 
 ## test: set up and run the whole suite (CI runs exactly this)
 test: setup browser
-	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v --durations=25 $(PYTEST_ARGS)
 
 # Debian's Chromium for the MLflow UI test (tests/integration/mlflow_ui.py, from the pipeline test); installed when
 # running as root; without it the UI check warns and is not run (outside CI) or fails (under CI)

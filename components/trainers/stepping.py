@@ -121,7 +121,19 @@ def ensure_process_group(device: torch.device) -> None:
     if not torch.distributed.is_initialized() and "RANK" not in os.environ:
         os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
                            "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    if device.type == "cpu" and os.environ.get("WORLD_SIZE") == "1":
+        _skip_shared_memory_allreduce()
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+
+
+def _skip_shared_memory_allreduce() -> None:
+    """DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce (g++, 45-160 s on 2 cores) the first time
+    each install starts a group, under a file lock that a process killed mid-build leaves behind, so every later
+    start waits on it forever. A one-rank group has nothing to reduce across: mark the op unavailable so DeepSpeed
+    uses gloo as it does on platforms without the op (DeepSpeed keeps edits to this dict by design)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 class DeepSpeedStepper:
