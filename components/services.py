@@ -95,8 +95,11 @@ def start_prefect(state_dir: Path, port: int | None = None, timeout: float = 120
     state_dir = Path(state_dir).resolve()
     port = port or free_port()
     log = state_dir / "prefect-server.log"
+    # the UI's browser code calls the API at PREFECT_UI_API_URL, which defaults to port 4200 whatever --port says:
+    # without it a server on any other port serves a UI that cannot reach its own API
     env = {**os.environ, "PREFECT_HOME": str(state_dir / "prefect-home"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true", **(extra_env or {})}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true",
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api", **(extra_env or {})}
     cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as handle:
         process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)

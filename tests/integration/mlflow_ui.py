@@ -8,53 +8,31 @@ the suite than a test of its own)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import warnings
-from pathlib import Path
 
-import pytest
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# as the device probe found: without the background-networking flags Chromium keeps trying hosts
-# this closed network refuses
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(os.environ.get("ALIGNFLOW_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+from tests.integration.browser import SCREENSHOTS, chromium_available, chromium_page
 
 
 def check_mlflow_ui(tracking_url: str, experiment_id: str, parent_run_name: str, round_runs: dict[str, str]) -> bool:
     """``round_runs``: run name → run id. False (with a warning) only outside CI without chromium."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (make test does, as root)")
-        warnings.warn("Debian's chromium is not installed (apt install chromium): MLflow UI not checked")
+    if not chromium_available("the MLflow UI"):
         return False
-    from playwright.sync_api import sync_playwright
+    with chromium_page() as page:
+        page.goto(f"{tracking_url}/#/experiments/{experiment_id}/runs", wait_until="load")
+        page.get_by_text(parent_run_name).first.wait_for(timeout=90_000)
+        if page.get_by_label("Close").count():
+            page.get_by_label("Close").first.click()  # the assistant side panel
+        # expand the pipeline run to its child runs
+        page.locator("[role=row]", has_text=parent_run_name).first.locator("button").first.click()
+        for name in round_runs:
+            page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-experiment-runs.png"))
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{tracking_url}/#/experiments/{experiment_id}/runs", wait_until="load")
-            page.get_by_text(parent_run_name).first.wait_for(timeout=90_000)
-            if page.get_by_label("Close").count():
-                page.get_by_label("Close").first.click()  # the assistant side panel
-            # expand the pipeline run to its child runs
-            page.locator("[role=row]", has_text=parent_run_name).first.locator("button").first.click()
-            for name in round_runs:
-                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
-            page.screenshot(path=str(SCREENSHOTS / "mlflow-experiment-runs.png"))
-
-            ids, experiments = json.dumps(list(round_runs.values())), json.dumps([experiment_id])
-            page.goto(f"{tracking_url}/#/compare-runs?runs={ids}&experiments={experiments}", wait_until="load")
-            page.get_by_text(f"Comparing {len(round_runs)} Runs").first.wait_for(timeout=90_000)
-            page.get_by_text("eval/accuracy").first.wait_for(timeout=30_000)
-            text = page.inner_text("body")
-            assert all(name in text for name in round_runs), f"compare view lacks {list(round_runs)}"
-            page.screenshot(path=str(SCREENSHOTS / "mlflow-compare-rounds.png"), full_page=True)
-        finally:
-            browser.close()
+        ids, experiments = json.dumps(list(round_runs.values())), json.dumps([experiment_id])
+        page.goto(f"{tracking_url}/#/compare-runs?runs={ids}&experiments={experiments}", wait_until="load")
+        page.get_by_text(f"Comparing {len(round_runs)} Runs").first.wait_for(timeout=90_000)
+        page.get_by_text("eval/accuracy").first.wait_for(timeout=30_000)
+        text = page.inner_text("body")
+        assert all(name in text for name in round_runs), f"compare view lacks {list(round_runs)}"
+        page.screenshot(path=str(SCREENSHOTS / "mlflow-compare-rounds.png"), full_page=True)
     assert (SCREENSHOTS / "mlflow-compare-rounds.png").stat().st_size > 10_000
     return True

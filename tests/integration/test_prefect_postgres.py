@@ -1,7 +1,7 @@
 """Prefect server on PostgreSQL (Debian's server, started by the test in a temp dir): the
 repo's prefect.yaml deployment `pipeline-local` is deployed with its schedule to a process work
 pool, the scheduler creates its runs, and a worker executes the next scheduled run — a tiny
-pipeline — to completion."""
+pipeline — to completion; then the Prefect UI shows that run, its graph and its task runs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from components.config import load_config
 from tests.conftest import REPO, tiny_overrides
+from tests.integration.prefect_ui import check_prefect_ui
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,8 @@ def test_scheduled_deployment_runs_through_a_process_worker_on_postgres(tmp_path
                   "--params", json.dumps({"config": config.model_dump(mode="json")})], env)
 
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+        from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
+                                                    FlowRunFilterId)
         from prefect.settings import PREFECT_API_URL, temporary_settings
         from prefect.states import Scheduled
 
@@ -66,9 +68,13 @@ def test_scheduled_deployment_runs_through_a_process_worker_on_postgres(tmp_path
             client.set_flow_run_state(upcoming.id, Scheduled(), force=True)
             _prefect(["worker", "start", "--pool", "alignflow-local", "--run-once"], env, timeout=600)
             final = client.read_flow_run(upcoming.id)
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[final.id])))
         assert final.state.is_completed(), f"{final.state.type}: {final.state.message}"
         # the worker's subprocess ran the real pipeline: its round finished and left its manifest
         assert list((tmp_path / "workspace").rglob("round-1/round.json"))
+        # and a user opening the run in the Prefect UI sees it, its graph and its task runs
+        assert any(run.name.startswith("on-policy-round") for run in task_runs), [run.name for run in task_runs]
+        check_prefect_ui(server.url, str(final.id), final.name, [run.name for run in task_runs])
     finally:
         if server is not None:
             stop_process(server.pid)
