@@ -326,19 +326,40 @@ class EvalConfig(_Section):
     kl_samples: int = Field(32, ge=0, description="sampled completions for the KL estimate")
 
 
+class KubernetesLaunchConfig(_Section):
+    """Where the multi-node training Job runs (components/k8s_multinode.py builds it). The flow's pod must
+    mount ``shared_claim`` at /shared and keep its workspace there: every node reads the launch spec and
+    the policy from it, and rank 0 writes the checkpoint there."""
+
+    image: str = "ghcr.io/alignflow/alignflow:0.1.0"
+    namespace: str = "alignflow"
+    shared_claim: str = "alignflow-shared"
+    credentials_secret: str = "alignflow-credentials"
+    node_selector: dict[str, str] = {}
+    timeout_s: float = Field(86400, gt=0, description="watch the Job this long, then fail the task (Job left running)")
+    poll_s: float = Field(15, gt=0)
+
+
 class LaunchConfig(_Section):
     """Data-parallel preference training under torchrun (components/distributed.py): one process per
-    GPU of the pod (the work pool's gpu_count), and across pods for nnodes > 1, where rdzv_endpoint is
-    the first pod's host:port (infra/k8s/multinode: an Indexed Job behind a headless Service)."""
+    GPU of the pod (the work pool's gpu_count), and across pods for nnodes > 1 — either ``backend:
+    kubernetes`` (the task submits an Indexed Job behind a headless Service and watches it) or
+    ``local`` with rdzv_endpoint, the first node's host:port, when the nodes are started by other means."""
 
     nproc_per_node: int = Field(1, ge=1)
     nnodes: int = Field(1, ge=1)
+    backend: Literal["local", "kubernetes"] = "local"
     rdzv_endpoint: str | None = None
+    kubernetes: KubernetesLaunchConfig = KubernetesLaunchConfig()
 
     @model_validator(mode="after")
     def _rendezvous(self) -> "LaunchConfig":
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise ValueError("launch.nnodes > 1 needs launch.rdzv_endpoint (host:port of the first pod)")
+        if self.nnodes > 1 and self.backend == "local" and not self.rdzv_endpoint:
+            raise ValueError("launch.nnodes > 1 needs launch.rdzv_endpoint (host:port of the first node), or "
+                             "launch.backend: kubernetes to have the task submit the nodes as a Job")
+        if self.backend == "kubernetes" and self.nnodes < 2:
+            raise ValueError("launch.backend: kubernetes submits a multi-node Job: it needs launch.nnodes >= 2 "
+                             "(one node's GPUs are launch.nproc_per_node in the flow's own pod)")
         return self
 
 

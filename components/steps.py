@@ -7,10 +7,12 @@ own directory, so a crash leaves nothing half-written and a re-run simply redoes
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -48,6 +50,8 @@ from components.trainers.sft import train_sft
 from components.versioning import content_md5
 
 StepResult = dict[str, Any]
+
+logger = logging.getLogger("alignflow.steps")
 
 
 def _timed(start: float) -> float:
@@ -391,17 +395,40 @@ def train_round_launched(config: PipelineConfig, policy_dir: Path, reference_dir
             "pairs_path": str(pairs_path), "round_index": round_index, "out_dir": str(out_dir),
             "ref_cache_dir": str(ref_cache_dir), "result_path": str(spec_dir / "result.json")}
     write_json_atomic(spec_dir / "spec.json", spec)
-    command = torchrun_command("components.train_entry", [str(spec_dir / "spec.json")],
-                               config.launch.nproc_per_node, config.launch.nnodes, config.launch.rdzv_endpoint)
-    completed = subprocess.run(command, capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"torchrun ({' '.join(command)}) failed with exit {completed.returncode}:\n"
-                           f"{completed.stderr[-4000:]}")
+    if config.launch.backend == "kubernetes":
+        _train_on_kubernetes(config, spec_dir / "spec.json", round_index)
+    else:
+        command = torchrun_command("components.train_entry", [str(spec_dir / "spec.json")],
+                                   config.launch.nproc_per_node, config.launch.nnodes, config.launch.rdzv_endpoint)
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"torchrun ({' '.join(command)}) failed with exit {completed.returncode}:\n"
+                               f"{completed.stderr[-4000:]}")
     result = json.loads((spec_dir / "result.json").read_text())
     if on_step:
         for step, metrics in enumerate(result["history"], start=1):
             on_step(step, metrics)
     return result
+
+
+def _train_on_kubernetes(config: PipelineConfig, spec_path: Path, round_index: int) -> None:
+    """The nodes are pods of an Indexed Job: they see the spec (and the policy, reference cache and output
+    dir it names) only through the shared claim mounted at /shared, so the workspace must be there."""
+    from components.k8s_multinode import multinode_training_manifests
+    from components.k8s_training_job import SHARED_MOUNT, run_training_job, training_job_name
+
+    spec_path = Path(spec_path).resolve()
+    if not spec_path.is_relative_to(SHARED_MOUNT):
+        raise ValueError(f"launch.backend: kubernetes: the training nodes read the launch spec from the shared claim "
+                         f"at {SHARED_MOUNT}, but the workspace puts it at {spec_path}: set workspace (and "
+                         f"state_dir) under {SHARED_MOUNT} and mount launch.kubernetes.shared_claim there in the flow's pod")
+    k8s = config.launch.kubernetes
+    name = training_job_name(config.content_hash(), round_index)
+    manifests = multinode_training_manifests(name, k8s.image, config.launch.nnodes, config.launch.nproc_per_node,
+                                             str(spec_path), namespace=k8s.namespace, shared_claim=k8s.shared_claim,
+                                             credentials_secret=k8s.credentials_secret,
+                                             node_selector=k8s.node_selector or None)
+    asyncio.run(run_training_job(manifests, k8s.timeout_s, k8s.poll_s, log=logger.info))
 
 
 def load_json(path: Path) -> dict[str, Any]:
