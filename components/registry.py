@@ -7,7 +7,7 @@ state. The gate compares like with like: the same eval set (by DVC hash) or it r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,18 @@ class GateDecision:
     baseline_source: str  # "production vN" or "pipeline baseline"
     min_delta: float
     eval_dataset: str
+    # the promotion section's other gates as the pipeline applies them (components.promotion.GateResult rows)
+    other_gates: list[dict[str, Any]] = field(default_factory=list)
+    # how far a passing candidate may move: "production", or "staging" when production needs `alignflow promote`
+    ceiling: str = "production"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def as_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "BLOCKED"
+        gates = "".join(f"| {g['gate']} | {g['status']} | {g['value']} | {g['limit']} | {g['detail']} |\n"
+                        for g in self.other_gates)
         return (f"# Promotion gate: {verdict}\n\n{self.reason}\n\n"
                 f"| quantity | value |\n|---|---|\n"
                 f"| candidate version | {self.candidate_version} |\n"
@@ -41,7 +47,9 @@ class GateDecision:
                 f"| compared with | {self.baseline_source} |\n"
                 f"| its eval accuracy | {self.baseline_accuracy:.4f} |\n"
                 f"| required delta | {self.min_delta:+.4f} |\n"
-                f"| eval dataset (DVC md5) | {self.eval_dataset} |\n")
+                f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
+                f"| furthest alias | {self.ceiling} |\n"
+                + (f"\n| gate | status | value | limit | detail |\n|---|---|---|---|---|\n{gates}" if gates else ""))
 
 
 def ensure_registered_model(tracker: Tracker, name: str) -> None:
@@ -92,11 +100,36 @@ def decide_gate(candidate_version: str, candidate_accuracy: float, eval_dataset:
                         eval_dataset)
 
 
+def decide_pipeline_promotion(candidate_version: str, candidate_tags: dict[str, str], production: Any | None,
+                              pipeline_baseline: float, limits: Any) -> GateDecision:
+    """The pipeline's own gate: accuracy (``decide_gate``) and the promotion section's KL budget and
+    length drift, exactly as `alignflow promote` evaluates them. The judge win-rate and human approval
+    only `alignflow promote` can give: when either is configured the pipeline stops at staging."""
+    from components.promotion import evaluate_gates
+
+    decision = decide_gate(candidate_version, float(candidate_tags["eval_accuracy"]), candidate_tags["eval_dataset"],
+                           production, pipeline_baseline, limits.min_delta)
+    report = evaluate_gates("", candidate_version, candidate_tags, production.version if production else None,
+                            (production.tags or {}) if production else None, limits)
+    others = [g for g in report.gates if g.gate in ("kl_budget", "length_drift")]
+    failed = [f"{g.gate} failed ({g.detail}: {'n/a' if g.value is None else f'{g.value:.4f}'} vs limit {g.limit})"
+              for g in others if g.status == "failed"]
+    ceiling, why = limits.target_alias, ""
+    if ceiling == "production" and (limits.require_approval or limits.min_judge_win_rate is not None):
+        ceiling = "staging"
+        why = ("; production needs `alignflow promote` (promotion.require_approval or min_judge_win_rate is set: "
+               "a human or the judge decides there)")
+    return replace(decision, passed=decision.passed and not failed,
+                   reason="; ".join([decision.reason, *failed]) + why, ceiling=ceiling,
+                   other_gates=[asdict(g) for g in others])
+
+
 def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_alias: str) -> list[str]:
-    """Move aliases for a passing decision; returns the aliases set (empty when blocked)."""
+    """Move aliases for a passing decision, no further than its ceiling; returns the aliases set
+    (empty when blocked)."""
     if not decision.passed:
         return []
-    moved = ["staging"] + (["production"] if target_alias == "production" else [])
+    moved = ["staging"] + (["production"] if target_alias == "production" and decision.ceiling == "production" else [])
     for alias in moved:
         current = version_for_alias(tracker, name, alias)
         if current is not None and alias == "production":

@@ -66,13 +66,21 @@ def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: 
 @task(name="promote", **TRACKING)
 def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, eval_accuracy: float, eval_md5: str,
                  baseline_accuracy: float, report_dir: str, name: str | None = None,
-                 min_delta: float | None = None) -> dict[str, Any]:
+                 min_delta: float | None = None, policy_gates: bool = True) -> dict[str, Any]:
+    """``policy_gates``: the promotion section's KL, length and approval settings apply (a policy);
+    False for a judge, gated on its held-out accuracy alone."""
     cfg = PipelineConfig.model_validate(config)
     tracker = ctx.tracker()
     name = name or cfg.tracking.registered_model
     production = registry.version_for_alias(tracker, name, "production")
-    decision = registry.decide_gate(version, eval_accuracy, eval_md5, production, baseline_accuracy,
-                                    cfg.promotion.min_delta if min_delta is None else min_delta)
+    limits = cfg.promotion if min_delta is None else cfg.promotion.model_copy(update={"min_delta": min_delta})
+    if policy_gates:
+        candidate_tags = {**tracker.client.get_model_version(name, version).tags,
+                          "eval_accuracy": str(eval_accuracy), "eval_dataset": eval_md5}
+        decision = registry.decide_pipeline_promotion(version, candidate_tags, production, baseline_accuracy, limits)
+    else:
+        decision = registry.decide_gate(version, eval_accuracy, eval_md5, production, baseline_accuracy,
+                                        limits.min_delta)
     moved = registry.apply_promotion(tracker, name, decision, cfg.promotion.target_alias)
     report = Path(report_dir)
     write_json_atomic(report / "gate_decision.json", {**decision.as_dict(), "aliases_set": moved})

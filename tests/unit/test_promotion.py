@@ -39,3 +39,57 @@ def test_win_rate_cancels_position_bias():
     assert win_rate(["B", "B"], ["A", "B"]) == 0.25
     with pytest.raises(ValueError):
         win_rate([], [])
+
+
+class _Version:
+    def __init__(self, version: str, tags: dict[str, str]) -> None:
+        self.version, self.tags = version, tags
+
+
+def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_production_to_promote_when_asked():
+    from components.registry import decide_pipeline_promotion
+
+    production = _Version("1", PROD)
+    drifted = {"eval_accuracy": "0.60", "eval_dataset": "md5a", "eval_kl": "0.9", "eval_mean_length": "80"}
+    blocked = decide_pipeline_promotion("2", drifted, production, 0.3, PromotionConfig(max_kl=0.5, max_length_drift=0.2))
+    assert not blocked.passed and "kl_budget failed" in blocked.reason and "length_drift failed" in blocked.reason
+    assert "| kl_budget | failed |" in blocked.as_markdown()
+    # the same candidate passes on accuracy alone when those limits are not set (reported as skipped)
+    free = decide_pipeline_promotion("2", drifted, production, 0.3, PromotionConfig())
+    assert free.passed and {g["status"] for g in free.other_gates} == {"skipped"} and free.ceiling == "production"
+    # no KL measured (eval.kl_samples 0 leaves "nan") while a budget is set: blocked, not waved through
+    unmeasured = decide_pipeline_promotion("2", {**drifted, "eval_kl": "nan"}, production, 0.3,
+                                           PromotionConfig(max_kl=0.5))
+    assert not unmeasured.passed and "has no eval_kl" in unmeasured.reason
+    # approval or a judge gate configured: the pipeline stops at staging; `alignflow promote` decides production
+    for limits in (PromotionConfig(require_approval=True), PromotionConfig(min_judge_win_rate=0.5)):
+        staged = decide_pipeline_promotion("2", drifted, production, 0.3, limits)
+        assert staged.passed and staged.ceiling == "staging" and "alignflow promote" in staged.reason
+    # the first version (no production) is compared with the pipeline's own pre-round baseline
+    first = decide_pipeline_promotion("1", drifted, None, 0.65, PromotionConfig())
+    assert not first.passed and "pipeline baseline" in first.reason
+
+
+def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
+    from components import registry
+    from components.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "ceiling")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "weights.txt").write_text("w")
+    versions = []
+    for accuracy in ("0.5", "0.6"):
+        run = tracker.start_run("pipeline")
+        versions.append(registry.register_checkpoint(tracker, "policy", run, checkpoint,
+                                                     {"eval_accuracy": accuracy, "eval_dataset": "md5a"}))
+        tracker.end_run(run)
+    first = registry.decide_pipeline_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a"}, None,
+                                               0.4, PromotionConfig())
+    assert registry.apply_promotion(tracker, "policy", first, "production") == ["staging", "production"]
+    production = registry.version_for_alias(tracker, "policy", "production")
+    second = registry.decide_pipeline_promotion(versions[1], {"eval_accuracy": "0.6", "eval_dataset": "md5a"},
+                                                production, 0.4, PromotionConfig(require_approval=True))
+    assert registry.apply_promotion(tracker, "policy", second, "production") == ["staging"]
+    assert str(registry.version_for_alias(tracker, "policy", "staging").version) == versions[1]
+    assert str(registry.version_for_alias(tracker, "policy", "production").version) == versions[0]
