@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 RENDEZVOUS_PORT = 29400
+SHARED_MOUNT = "/shared"  # where every node mounts the shared claim; the launch spec must lie under it
 
 
 def multinode_training_manifests(name: str, image: str, nnodes: int, gpus_per_node: int, spec_path: str,
@@ -44,7 +45,7 @@ def multinode_training_manifests(name: str, image: str, nnodes: int, gpus_per_no
         "resources": {"limits": {"nvidia.com/gpu": gpus_per_node}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "tmp", "mountPath": "/tmp"},
+        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}, {"name": "tmp", "mountPath": "/tmp"},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
     }
     job = {

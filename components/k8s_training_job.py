@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-SHARED_MOUNT = "/shared"  # where k8s_multinode's pods mount the shared claim; the launch spec must lie under it
-
 
 class TrainingJobError(RuntimeError):
     pass
@@ -27,10 +25,10 @@ class JobOutcome:
     detail: str
 
 
-def training_job_name(content_hash: str, round_index: int, attempt: str = "") -> str:
+def training_job_name(content_hash: str, round_index: int) -> str:
     """A DNS-1123 label (≤ 63 chars, the Service and pod hostnames derive from it) stable for one
     config and round."""
-    suffix = hashlib.sha256(f"{content_hash}:{round_index}:{attempt}".encode()).hexdigest()[:10]
+    suffix = hashlib.sha256(f"{content_hash}:{round_index}".encode()).hexdigest()[:10]
     return f"alignflow-train-r{round_index}-{suffix}"
 
 

@@ -47,11 +47,14 @@ class PromotionReport:
     def as_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "BLOCKED"
         against = f"production v{self.production_version}" if self.production_version else "no production version"
-        rows = "\n".join(f"| {g.gate} | {g.status} | {_fmt(g.value)} | {_fmt(g.limit)} | {g.detail} |"
-                         for g in self.gates)
         return (f"# Promotion of {self.registered_model} v{self.candidate_version}: {verdict}\n\n"
-                f"Compared with {against}.\n\n| gate | status | value | limit | detail |\n|---|---|---|---|---|\n"
-                f"{rows}\n")
+                f"Compared with {against}.\n\n{gate_table(self.gates)}")
+
+
+def gate_table(gates: list[GateResult]) -> str:
+    """The gates as a markdown table (the promote flow's report and the pipeline's gate report)."""
+    rows = "".join(f"| {g.gate} | {g.status} | {_fmt(g.value)} | {_fmt(g.limit)} | {g.detail} |\n" for g in gates)
+    return f"| gate | status | value | limit | detail |\n|---|---|---|---|---|\n{rows}"
 
 
 def _fmt(value: float | None) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from components.promotion import GateResult, evaluate_gates, gate_table
 from components.tracking import Tracker
 
 ALIASES = ("candidate", "staging", "production")
@@ -28,8 +29,8 @@ class GateDecision:
     baseline_source: str  # "production vN" or "pipeline baseline"
     min_delta: float
     eval_dataset: str
-    # the promotion section's other gates as the pipeline applies them (components.promotion.GateResult rows)
-    other_gates: list[dict[str, Any]] = field(default_factory=list)
+    # the promotion section's other gates as the pipeline applies them
+    other_gates: list[GateResult] = field(default_factory=list)
     # how far a passing candidate may move: "production", or "staging" when production needs `alignflow promote`
     ceiling: str = "production"
 
@@ -38,8 +39,6 @@ class GateDecision:
 
     def as_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "BLOCKED"
-        gates = "".join(f"| {g['gate']} | {g['status']} | {g['value']} | {g['limit']} | {g['detail']} |\n"
-                        for g in self.other_gates)
         return (f"# Promotion gate: {verdict}\n\n{self.reason}\n\n"
                 f"| quantity | value |\n|---|---|\n"
                 f"| candidate version | {self.candidate_version} |\n"
@@ -49,7 +48,7 @@ class GateDecision:
                 f"| required delta | {self.min_delta:+.4f} |\n"
                 f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
                 f"| furthest alias | {self.ceiling} |\n"
-                + (f"\n| gate | status | value | limit | detail |\n|---|---|---|---|---|\n{gates}" if gates else ""))
+                + (f"\n{gate_table(self.other_gates)}" if self.other_gates else ""))
 
 
 def ensure_registered_model(tracker: Tracker, name: str) -> None:
@@ -105,8 +104,6 @@ def decide_pipeline_promotion(candidate_version: str, candidate_tags: dict[str, 
     """The pipeline's own gate: accuracy (``decide_gate``) and the promotion section's KL budget and
     length drift, exactly as `alignflow promote` evaluates them. The judge win-rate and human approval
     only `alignflow promote` can give: when either is configured the pipeline stops at staging."""
-    from components.promotion import evaluate_gates
-
     decision = decide_gate(candidate_version, float(candidate_tags["eval_accuracy"]), candidate_tags["eval_dataset"],
                            production, pipeline_baseline, limits.min_delta)
     report = evaluate_gates("", candidate_version, candidate_tags, production.version if production else None,
@@ -121,7 +118,7 @@ def decide_pipeline_promotion(candidate_version: str, candidate_tags: dict[str, 
                "a human or the judge decides there)")
     return replace(decision, passed=decision.passed and not failed,
                    reason="; ".join([decision.reason, *failed]) + why, ceiling=ceiling,
-                   other_gates=[asdict(g) for g in others])
+                   other_gates=others)
 
 
 def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_alias: str) -> list[str]:

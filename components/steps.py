@@ -414,8 +414,8 @@ def train_round_launched(config: PipelineConfig, policy_dir: Path, reference_dir
 def _train_on_kubernetes(config: PipelineConfig, spec_path: Path, round_index: int) -> None:
     """The nodes are pods of an Indexed Job: they see the spec (and the policy, reference cache and output
     dir it names) only through the shared claim mounted at /shared, so the workspace must be there."""
-    from components.k8s_multinode import multinode_training_manifests
-    from components.k8s_training_job import SHARED_MOUNT, run_training_job, training_job_name
+    from components.k8s_multinode import SHARED_MOUNT, multinode_training_manifests
+    from components.k8s_training_job import run_training_job, training_job_name
 
     spec_path = Path(spec_path).resolve()
     if not spec_path.is_relative_to(SHARED_MOUNT):

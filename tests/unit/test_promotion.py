@@ -56,7 +56,7 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
     assert "| kl_budget | failed |" in blocked.as_markdown()
     # the same candidate passes on accuracy alone when those limits are not set (reported as skipped)
     free = decide_pipeline_promotion("2", drifted, production, 0.3, PromotionConfig())
-    assert free.passed and {g["status"] for g in free.other_gates} == {"skipped"} and free.ceiling == "production"
+    assert free.passed and {g.status for g in free.other_gates} == {"skipped"} and free.ceiling == "production"
     # no KL measured (eval.kl_samples 0 leaves "nan") while a budget is set: blocked, not waved through
     unmeasured = decide_pipeline_promotion("2", {**drifted, "eval_kl": "nan"}, production, 0.3,
                                            PromotionConfig(max_kl=0.5))
