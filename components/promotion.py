@@ -3,7 +3,9 @@
 A candidate moves to staging and production only if every configured gate passes:
 
 - accuracy delta: its held-out accuracy ≥ production's + ``min_delta`` (the same eval file, by
-  DVC hash, or the gate refuses to compare);
+  DVC hash, or the gate refuses to compare); with no production version yet, ≥ the accuracy of
+  the model its rounds started from (the ``baseline_accuracy`` tag the pipeline and the judge
+  loop register) + ``min_delta`` — a first version is never accepted just for being first;
 - KL budget: its KL to its reference ≤ ``max_kl`` — a policy that bought accuracy by drifting far
   from its reference is held back;
 - length drift: |its mean answer length / production's − 1| ≤ ``max_length_drift``;
@@ -69,27 +71,50 @@ def _float(tags: dict[str, str], key: str) -> float | None:
     return None if math.isnan(value) else value
 
 
+def accuracy_reference(candidate_tags: dict[str, str], production_version: str | None,
+                       production_tags: dict[str, str] | None) -> tuple[float | None, str]:
+    """What the candidate's accuracy is compared with, and a name for it: production's, or, before
+    anything is in production, the recorded accuracy of the model its rounds started from."""
+    if production_version is not None:
+        return _float(production_tags or {}, "eval_accuracy"), f"production v{production_version}"
+    baseline = _float(candidate_tags, "baseline_accuracy")
+    if baseline is None:
+        return None, "nothing (no production version, no recorded baseline)"
+    return baseline, "its pre-round baseline (no production version yet)"
+
+
+def accuracy_gate(candidate_tags: dict[str, str], production_version: str | None,
+                  production_tags: dict[str, str] | None, min_delta: float) -> GateResult:
+    """The one accuracy rule for the pipeline's gate and `alignflow promote`: candidate ≥ reference +
+    min_delta on the same eval set. Only a version with neither a production version nor a recorded
+    baseline to compare with is accepted on its own — and the report says so."""
+    prod = production_tags or {}
+    cand_acc = _float(candidate_tags, "eval_accuracy")
+    reference, source = accuracy_reference(candidate_tags, production_version, prod)
+    if cand_acc is None:
+        return GateResult("accuracy_delta", "failed", None, min_delta, "the candidate has no eval_accuracy")
+    if production_version is not None and candidate_tags.get("eval_dataset") != prod.get("eval_dataset"):
+        return GateResult("accuracy_delta", "failed", None, min_delta,
+                          f"not comparable: eval set {candidate_tags.get('eval_dataset')} vs "
+                          f"production's {prod.get('eval_dataset')}")
+    if reference is None and production_version is not None:
+        return GateResult("accuracy_delta", "failed", None, min_delta,
+                          f"{source} has no eval_accuracy tag")
+    if reference is None:
+        return GateResult("accuracy_delta", "passed", None, min_delta,
+                          f"{cand_acc:.4f}, compared with {source}: the first candidate is accepted on accuracy")
+    delta = cand_acc - reference
+    return GateResult("accuracy_delta", "passed" if delta >= min_delta else "failed", delta, min_delta,
+                      f"{cand_acc:.4f} vs {reference:.4f}, {source}")
+
+
 def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, str],
                    production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
                    judge_win_rate: float | None = None) -> PromotionReport:
     """``limits``: a PromotionConfig (min_delta, max_kl, max_length_drift, min_judge_win_rate)."""
     report = PromotionReport(name, candidate_version, production_version)
     prod = production_tags or {}
-    cand_acc, prod_acc = _float(candidate_tags, "eval_accuracy"), _float(prod, "eval_accuracy")
-    if production_version is None:
-        report.gates.append(GateResult("accuracy_delta", "passed", cand_acc, limits.min_delta,
-                                       "no production version yet: the first candidate is accepted on accuracy"))
-    elif candidate_tags.get("eval_dataset") != prod.get("eval_dataset"):
-        report.gates.append(GateResult("accuracy_delta", "failed", None, limits.min_delta,
-                                       f"not comparable: eval set {candidate_tags.get('eval_dataset')} vs "
-                                       f"production's {prod.get('eval_dataset')}"))
-    elif cand_acc is None or prod_acc is None:
-        report.gates.append(GateResult("accuracy_delta", "failed", None, limits.min_delta,
-                                       "eval_accuracy tag missing on a version"))
-    else:
-        delta = cand_acc - prod_acc
-        report.gates.append(GateResult("accuracy_delta", "passed" if delta >= limits.min_delta else "failed", delta,
-                                       limits.min_delta, f"{cand_acc:.4f} vs production {prod_acc:.4f}"))
+    report.gates.append(accuracy_gate(candidate_tags, production_version, prod, limits.min_delta))
 
     kl = _float(candidate_tags, "eval_kl")
     if limits.max_kl is None:

@@ -7,13 +7,13 @@ state. The gate compares like with like: the same eval set (by DVC hash) or it r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from components.promotion import GateResult, evaluate_gates, gate_table
+from components.promotion import GateResult, accuracy_reference, evaluate_gates, gate_table
 from components.tracking import Tracker
 
 ALIASES = ("candidate", "staging", "production")
@@ -25,12 +25,12 @@ class GateDecision:
     reason: str
     candidate_version: str
     candidate_accuracy: float
-    baseline_accuracy: float
-    baseline_source: str  # "production vN" or "pipeline baseline"
+    baseline_accuracy: float  # what the candidate was compared with (nan: nothing to compare with)
+    baseline_source: str  # "production vN", "its pre-round baseline …" or "nothing …"
     min_delta: float
     eval_dataset: str
-    # the promotion section's other gates as the pipeline applies them
-    other_gates: list[GateResult] = field(default_factory=list)
+    # every gate applied, the accuracy delta first (the promote flow's GateResult rows)
+    gates: list[GateResult] = field(default_factory=list)
     # how far a passing candidate may move: "production", or "staging" when production needs `alignflow promote`
     ceiling: str = "production"
 
@@ -47,8 +47,8 @@ class GateDecision:
                 f"| its eval accuracy | {self.baseline_accuracy:.4f} |\n"
                 f"| required delta | {self.min_delta:+.4f} |\n"
                 f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
-                f"| furthest alias | {self.ceiling} |\n"
-                + (f"\n{gate_table(self.other_gates)}" if self.other_gates else ""))
+                f"| furthest alias | {self.ceiling} |\n\n"
+                f"{gate_table(self.gates)}")
 
 
 def ensure_registered_model(tracker: Tracker, name: str) -> None:
@@ -76,49 +76,34 @@ def version_for_alias(tracker: Tracker, name: str, alias: str) -> Any | None:
         return None
 
 
-def decide_gate(candidate_version: str, candidate_accuracy: float, eval_dataset: str, production: Any | None,
-                pipeline_baseline: float, min_delta: float) -> GateDecision:
-    """Pass when candidate ≥ production + min_delta (or ≥ the pipeline's pre-round baseline + min_delta
-    when nothing is in production yet). A production model scored on another eval set is not comparable."""
-    if production is not None:
-        prod_tags = production.tags or {}
-        prod_dataset = prod_tags.get("eval_dataset", "")
-        baseline_source = f"production v{production.version}"
-        if prod_dataset != eval_dataset:
-            return GateDecision(False, f"not comparable: production was evaluated on eval set '{prod_dataset}', "
-                                       f"the candidate on '{eval_dataset}'", candidate_version, candidate_accuracy,
-                                float("nan"), baseline_source, min_delta, eval_dataset)
-        baseline = float(prod_tags.get("eval_accuracy", "nan"))
-    else:
-        baseline, baseline_source = pipeline_baseline, "pipeline baseline (no production model yet)"
-    passed = candidate_accuracy >= baseline + min_delta
-    relation = "≥" if passed else "<"
-    reason = (f"candidate accuracy {candidate_accuracy:.4f} {relation} {baseline_source} accuracy "
-              f"{baseline:.4f} + min_delta {min_delta:+.4f}")
-    return GateDecision(passed, reason, candidate_version, candidate_accuracy, baseline, baseline_source, min_delta,
-                        eval_dataset)
-
-
-def decide_pipeline_promotion(candidate_version: str, candidate_tags: dict[str, str], production: Any | None,
-                              pipeline_baseline: float, limits: Any) -> GateDecision:
-    """The pipeline's own gate: accuracy (``decide_gate``) and the promotion section's KL budget and
-    length drift, exactly as `alignflow promote` evaluates them. The judge win-rate and human approval
-    only `alignflow promote` can give: when either is configured the pipeline stops at staging."""
-    decision = decide_gate(candidate_version, float(candidate_tags["eval_accuracy"]), candidate_tags["eval_dataset"],
-                           production, pipeline_baseline, limits.min_delta)
-    report = evaluate_gates("", candidate_version, candidate_tags, production.version if production else None,
-                            (production.tags or {}) if production else None, limits)
-    others = [g for g in report.gates if g.gate in ("kl_budget", "length_drift")]
+def decide_promotion(candidate_version: str, candidate_tags: dict[str, str], production: Any | None,
+                     limits: Any, policy_gates: bool = True) -> GateDecision:
+    """The gate a pipeline or judge loop applies to the version it just registered: the accuracy rule
+    of `alignflow promote` (``promotion.accuracy_gate``) and, for a policy (``policy_gates``), the
+    promotion section's KL budget and length drift. The judge win-rate and human approval only
+    `alignflow promote` can give: when either is configured the pipeline stops at staging. A judge
+    is gated on its held-out accuracy alone."""
+    prod_version = str(production.version) if production is not None else None
+    prod_tags = (production.tags or {}) if production is not None else None
+    report = evaluate_gates("", candidate_version, candidate_tags, prod_version, prod_tags, limits)
+    accuracy = report.gates[0]
+    gates = [accuracy] + ([g for g in report.gates if g.gate in ("kl_budget", "length_drift")] if policy_gates else [])
     failed = [f"{g.gate} failed ({g.detail}: {'n/a' if g.value is None else f'{g.value:.4f}'} vs limit {g.limit})"
-              for g in others if g.status == "failed"]
+              for g in gates[1:] if g.status == "failed"]
     ceiling, why = limits.target_alias, ""
-    if ceiling == "production" and (limits.require_approval or limits.min_judge_win_rate is not None):
+    if policy_gates and ceiling == "production" and (limits.require_approval or limits.min_judge_win_rate is not None):
         ceiling = "staging"
         why = ("; production needs `alignflow promote` (promotion.require_approval or min_judge_win_rate is set: "
                "a human or the judge decides there)")
-    return replace(decision, passed=decision.passed and not failed,
-                   reason="; ".join([decision.reason, *failed]) + why, ceiling=ceiling,
-                   other_gates=others)
+    reference, source = accuracy_reference(candidate_tags, prod_version, prod_tags)
+    verdict = "passed" if accuracy.status == "passed" else "FAILED"
+    reason = f"accuracy gate {verdict}: {accuracy.detail} (min_delta {limits.min_delta:+.4f})"
+    return GateDecision(passed=not any(g.status == "failed" for g in gates), reason="; ".join([reason, *failed]) + why,
+                        candidate_version=candidate_version,
+                        candidate_accuracy=float(candidate_tags.get("eval_accuracy", "nan")),
+                        baseline_accuracy=float("nan") if reference is None else reference, baseline_source=source,
+                        min_delta=limits.min_delta, eval_dataset=candidate_tags.get("eval_dataset", ""),
+                        gates=gates, ceiling=ceiling)
 
 
 def apply_promotion(tracker: Tracker, name: str, decision: GateDecision, target_alias: str) -> list[str]:

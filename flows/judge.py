@@ -104,13 +104,12 @@ def judge_loop(config: dict[str, Any]) -> dict[str, Any]:
 
         final = history[-1][ACCURACY]
         version = register_task(ctx, config, judge["path"], judge["model_id"], final, labelled["md5"][heldout],
-                                base["model_id"], name=j.registered_model,
+                                base["model_id"], history[0][ACCURACY], name=j.registered_model,
                                 extra_tags={"role": "judge", "judge_hash": cfg.judge_hash(),
                                             "judge_mae": history[-1]["judge/mae"],
                                             "judge_pairwise_agreement": history[-1]["judge/pairwise_agreement"]})
-        decision = promote_task(ctx, config, version, final, labelled["md5"][heldout], history[0][ACCURACY],
-                                str(workspace / "promotion"), name=j.registered_model, min_delta=j.min_delta,
-                                policy_gates=False)
+        decision = promote_task(ctx, config, version, str(workspace / "promotion"), name=j.registered_model,
+                                min_delta=j.min_delta, policy_gates=False)
         log_metrics_task(ctx, parent, {"judge_loop/seed_accuracy": history[0][ACCURACY],
                                        "judge_loop/final_accuracy": final,
                                        "judge_loop/accuracy_gain": final - history[0][ACCURACY]})

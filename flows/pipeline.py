@@ -72,11 +72,10 @@ def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
                              step=round_index)
         final_accuracy = history[-1]
         version = register_task(ctx, config, policy["path"], policy["model_id"], final_accuracy,
-                                md5[paths["eval"]], base["model_id"],
+                                md5[paths["eval"]], base["model_id"], history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
                                             "eval_mean_length": final_metrics["eval/mean_length"]})
-        decision = promote_task(ctx, config, version, final_accuracy, md5[paths["eval"]], history[0],
-                                str(layout["workspace"] / "promotion"))
+        decision = promote_task(ctx, config, version, str(layout["workspace"] / "promotion"))
         log_metrics_task(ctx, parent, {"pipeline/baseline_accuracy": history[0], "pipeline/final_accuracy": final_accuracy,
                                        "pipeline/accuracy_gain": final_accuracy - history[0]})
     except BaseException:

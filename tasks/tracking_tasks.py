@@ -51,12 +51,15 @@ def close_run_task(ctx: TrackingContext, run_id: str, status: str = "FINISHED") 
 
 @task(name="register-model", **TRACKING)
 def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: str, model_id: str,
-                  eval_accuracy: float, eval_md5: str, base_model_id: str, name: str | None = None,
-                  extra_tags: dict[str, Any] | None = None) -> str:
-    """Register under ``name`` (default: the policy's registered model; the judge loop names its own)."""
+                  eval_accuracy: float, eval_md5: str, base_model_id: str, baseline_accuracy: float,
+                  name: str | None = None, extra_tags: dict[str, Any] | None = None) -> str:
+    """Register under ``name`` (default: the policy's registered model; the judge loop names its own).
+    ``baseline_accuracy``: the accuracy of the model the rounds started from, on the same eval set —
+    what the accuracy gate compares a first version with."""
     cfg = PipelineConfig.model_validate(config)
     tracker = ctx.tracker()
     tags = {"model_id": model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
+            "baseline_accuracy": baseline_accuracy,
             "config_hash": cfg.content_hash(), "git_commit": git_commit(), "base_model": base_model_id,
             "pipeline_run_id": ctx.parent_run_id, **(extra_tags or {})}
     return registry.register_checkpoint(tracker, name or cfg.tracking.registered_model, ctx.parent_run_id,
@@ -64,23 +67,18 @@ def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: 
 
 
 @task(name="promote", **TRACKING)
-def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, eval_accuracy: float, eval_md5: str,
-                 baseline_accuracy: float, report_dir: str, name: str | None = None,
-                 min_delta: float | None = None, policy_gates: bool = True) -> dict[str, Any]:
-    """``policy_gates``: the promotion section's KL, length and approval settings apply (a policy);
+def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, report_dir: str,
+                 name: str | None = None, min_delta: float | None = None, policy_gates: bool = True) -> dict[str, Any]:
+    """Gate the version just registered on its own tags (accuracy, eval set, baseline, KL, length).
+    ``policy_gates``: the promotion section's KL, length and approval settings apply (a policy);
     False for a judge, gated on its held-out accuracy alone."""
     cfg = PipelineConfig.model_validate(config)
     tracker = ctx.tracker()
     name = name or cfg.tracking.registered_model
     production = registry.version_for_alias(tracker, name, "production")
     limits = cfg.promotion if min_delta is None else cfg.promotion.model_copy(update={"min_delta": min_delta})
-    if policy_gates:
-        candidate_tags = {**tracker.client.get_model_version(name, version).tags,
-                          "eval_accuracy": str(eval_accuracy), "eval_dataset": eval_md5}
-        decision = registry.decide_pipeline_promotion(version, candidate_tags, production, baseline_accuracy, limits)
-    else:
-        decision = registry.decide_gate(version, eval_accuracy, eval_md5, production, baseline_accuracy,
-                                        limits.min_delta)
+    candidate_tags = tracker.client.get_model_version(name, version).tags
+    decision = registry.decide_promotion(version, candidate_tags, production, limits, policy_gates)
     moved = registry.apply_promotion(tracker, name, decision, cfg.promotion.target_alias)
     report = Path(report_dir)
     write_json_atomic(report / "gate_decision.json", {**decision.as_dict(), "aliases_set": moved})

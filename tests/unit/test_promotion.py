@@ -26,11 +26,23 @@ def test_every_gate_passes_fails_or_is_reported_skipped():
     assert report.passed and status["kl_budget"] == status["length_drift"] == status["judge_win_rate"] == "skipped"
 
 
-def test_accuracy_gate_refuses_another_eval_set_and_accepts_a_first_version():
+def test_accuracy_gate_refuses_another_eval_set_and_holds_a_first_version_to_its_baseline():
     _, status = _gates({"eval_accuracy": "0.9", "eval_dataset": "md5b"})
     assert status["accuracy_delta"] == "failed"
-    report, status = _gates({"eval_accuracy": "0.1", "eval_dataset": "md5b"}, production=None, max_length_drift=0.1)
-    assert report.passed and status["length_drift"] == "skipped"
+    # no production version: compared with the accuracy of the model its rounds started from
+    worse = {"eval_accuracy": "0.10", "eval_dataset": "md5b", "baseline_accuracy": "0.15"}
+    report, status = _gates(worse, production=None, max_length_drift=0.1)
+    assert not report.passed and status == {"accuracy_delta": "failed", "kl_budget": "skipped",
+                                            "length_drift": "skipped", "judge_win_rate": "skipped"}
+    assert "| accuracy_delta | failed | -0.0500 | 0.0000 | 0.1000 vs 0.1500, its pre-round baseline" in report.as_markdown()
+    report, status = _gates({**worse, "eval_accuracy": "0.16"}, production=None, min_delta=0.01)
+    assert report.passed
+    # nothing at all to compare with (a version registered by hand): accepted, and the report says why
+    report, status = _gates({"eval_accuracy": "0.1", "eval_dataset": "md5b"}, production=None)
+    assert report.passed and "nothing (no production version, no recorded baseline)" in report.as_markdown()
+    # a version without an accuracy is never promoted
+    _, status = _gates({"eval_dataset": "md5a"})
+    assert status["accuracy_delta"] == "failed"
 
 
 def test_win_rate_cancels_position_bias():
@@ -47,27 +59,31 @@ class _Version:
 
 
 def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_production_to_promote_when_asked():
-    from components.registry import decide_pipeline_promotion
+    from components.registry import decide_promotion
 
     production = _Version("1", PROD)
     drifted = {"eval_accuracy": "0.60", "eval_dataset": "md5a", "eval_kl": "0.9", "eval_mean_length": "80"}
-    blocked = decide_pipeline_promotion("2", drifted, production, 0.3, PromotionConfig(max_kl=0.5, max_length_drift=0.2))
+    blocked = decide_promotion("2", drifted, production, PromotionConfig(max_kl=0.5, max_length_drift=0.2))
     assert not blocked.passed and "kl_budget failed" in blocked.reason and "length_drift failed" in blocked.reason
     assert "| kl_budget | failed |" in blocked.as_markdown()
     # the same candidate passes on accuracy alone when those limits are not set (reported as skipped)
-    free = decide_pipeline_promotion("2", drifted, production, 0.3, PromotionConfig())
-    assert free.passed and {g.status for g in free.other_gates} == {"skipped"} and free.ceiling == "production"
+    free = decide_promotion("2", drifted, production, PromotionConfig())
+    assert free.passed and [g.status for g in free.gates] == ["passed", "skipped", "skipped"]
+    assert free.ceiling == "production" and "0.6000 vs 0.5000, production v1" in free.reason
     # no KL measured (eval.kl_samples 0 leaves "nan") while a budget is set: blocked, not waved through
-    unmeasured = decide_pipeline_promotion("2", {**drifted, "eval_kl": "nan"}, production, 0.3,
-                                           PromotionConfig(max_kl=0.5))
+    unmeasured = decide_promotion("2", {**drifted, "eval_kl": "nan"}, production, PromotionConfig(max_kl=0.5))
     assert not unmeasured.passed and "has no eval_kl" in unmeasured.reason
     # approval or a judge gate configured: the pipeline stops at staging; `alignflow promote` decides production
     for limits in (PromotionConfig(require_approval=True), PromotionConfig(min_judge_win_rate=0.5)):
-        staged = decide_pipeline_promotion("2", drifted, production, 0.3, limits)
+        staged = decide_promotion("2", drifted, production, limits)
         assert staged.passed and staged.ceiling == "staging" and "alignflow promote" in staged.reason
-    # the first version (no production) is compared with the pipeline's own pre-round baseline
-    first = decide_pipeline_promotion("1", drifted, None, 0.65, PromotionConfig())
-    assert not first.passed and "pipeline baseline" in first.reason
+    # the first version (no production) is compared with its own pre-round baseline
+    first = decide_promotion("1", {**drifted, "baseline_accuracy": "0.65"}, None, PromotionConfig())
+    assert not first.passed and "its pre-round baseline" in first.reason and first.baseline_accuracy == 0.65
+    # a judge: accuracy alone — no KL/length rows, no staging ceiling, whatever the promotion section says
+    judge = decide_promotion("2", {"eval_accuracy": "0.6", "eval_dataset": "md5a"}, production,
+                             PromotionConfig(max_kl=0.5, require_approval=True), policy_gates=False)
+    assert judge.passed and [g.gate for g in judge.gates] == ["accuracy_delta"] and judge.ceiling == "production"
 
 
 def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
@@ -84,12 +100,12 @@ def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
         versions.append(registry.register_checkpoint(tracker, "policy", run, checkpoint,
                                                      {"eval_accuracy": accuracy, "eval_dataset": "md5a"}))
         tracker.end_run(run)
-    first = registry.decide_pipeline_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a"}, None,
-                                               0.4, PromotionConfig())
+    first = registry.decide_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a",
+                                                    "baseline_accuracy": "0.4"}, None, PromotionConfig())
     assert registry.apply_promotion(tracker, "policy", first, "production") == ["staging", "production"]
     production = registry.version_for_alias(tracker, "policy", "production")
-    second = registry.decide_pipeline_promotion(versions[1], {"eval_accuracy": "0.6", "eval_dataset": "md5a"},
-                                                production, 0.4, PromotionConfig(require_approval=True))
+    second = registry.decide_promotion(versions[1], {"eval_accuracy": "0.6", "eval_dataset": "md5a"},
+                                       production, PromotionConfig(require_approval=True))
     assert registry.apply_promotion(tracker, "policy", second, "production") == ["staging"]
     assert str(registry.version_for_alias(tracker, "policy", "staging").version) == versions[1]
     assert str(registry.version_for_alias(tracker, "policy", "production").version) == versions[0]
