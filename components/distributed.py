@@ -49,12 +49,28 @@ def preferred_device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def check_local_ranks(nproc_per_node: int, visible_gpus: int | None = None) -> None:
+    """Refuse, before anything starts, a launch with more ranks on this node than it has GPUs when
+    the ranks will run on GPUs: otherwise rank N fails deep inside ``torch.cuda.set_device`` with
+    "invalid device ordinal", after the reference pass has run. ``visible_gpus``: default what
+    torch sees here (CUDA_VISIBLE_DEVICES applied). CPU ranks (gloo) have no such limit."""
+    if preferred_device().type != "cuda":
+        return
+    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+    if nproc_per_node > gpus:
+        raise ValueError(f"launch.nproc_per_node is {nproc_per_node} but this node has {gpus} visible GPU(s) "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): one rank per "
+                         f"GPU — set launch.nproc_per_node ≤ {gpus} and the work pool's gpu_count to match, or "
+                         f"ALIGNFLOW_DEVICE=cpu to train on CPU ranks")
+
+
 def init_from_launcher() -> World:
     """Join the process group torchrun described in the environment (NCCL on GPUs, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise RuntimeError("not started by torchrun (RANK / WORLD_SIZE unset)")
     device = preferred_device()
     if device.type == "cuda":
+        check_local_ranks(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")

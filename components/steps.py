@@ -26,7 +26,7 @@ from components.data.arithmetic import generate_dataset
 from components.data.io import read_rows, write_rows
 from components.data.schemas import CompletionRow, PairRow, ProblemRow
 from components.evaluation import evaluate_policy, kl_estimate
-from components.distributed import current_world, torchrun_command
+from components.distributed import check_local_ranks, current_world, torchrun_command
 from components.faults import kill_at_train_step
 from components.generation import Completion, generate_completions
 from components.lineage import lineage_record
@@ -386,6 +386,8 @@ def train_round_launched(config: PipelineConfig, policy_dir: Path, reference_dir
     if config.launch.nproc_per_node == 1 and config.launch.nnodes == 1:
         return train_round(config, policy_dir, reference_dir, pairs_path, round_index, out_dir, ref_cache_dir,
                            on_step)
+    if config.launch.backend == "local":
+        check_local_ranks(config.launch.nproc_per_node)
     tokenizer = load_tokenizer(Path(policy_dir) if not is_adapter(Path(policy_dir))
                                else Path(read_metadata(Path(policy_dir))["base_path"]))
     examples = _round_pairs(pairs_path, tokenizer.eos_token)
