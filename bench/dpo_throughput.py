@@ -34,11 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.config import PreferenceConfig  # noqa: E402
-from components.data.arithmetic import generate_split  # noqa: E402
-from components.models import LoadedModel, load_tokenizer  # noqa: E402
-from components.prompts import render_prompt  # noqa: E402
-from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference  # noqa: E402
+from alignflow.components.config import PreferenceConfig  # noqa: E402
+from alignflow.components.data.arithmetic import generate_split  # noqa: E402
+from alignflow.components.modeling.checkpoints import LoadedModel, load_tokenizer  # noqa: E402
+from alignflow.components.data.prompts import render_prompt  # noqa: E402
+from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference  # noqa: E402
 
 SHAPES = {  # Llama shapes, SmolLM2's 49k vocabulary
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
@@ -205,7 +205,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.tokenizer is None:
-        from components.models import smollm2_directory
+        from alignflow.components.modeling.checkpoints import smollm2_directory
 
         args.tokenizer = smollm2_directory(Path("~/.cache/alignflow/models").expanduser())
     if args.only:

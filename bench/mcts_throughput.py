@@ -30,15 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.dpo_throughput import SHAPES, build_model  # noqa: E402
-from components.config import MCTSConfig  # noqa: E402
-from components.data.arithmetic import generate_split  # noqa: E402
-from components.logprobs import position_ids_for  # noqa: E402
-from components.mcts.policy import Candidate, StepPolicy, cut_step  # noqa: E402
-from components.mcts.search import SearchProblem, search  # noqa: E402
-from components.mcts.tree import walk  # noqa: E402
-from components.models import load_tokenizer  # noqa: E402
-from components.trainers.common import model_device  # noqa: E402
-from components.prompts import render_prompt  # noqa: E402
+from alignflow.components.config import MCTSConfig  # noqa: E402
+from alignflow.components.data.arithmetic import generate_split  # noqa: E402
+from alignflow.components.modeling.logprobs import position_ids_for  # noqa: E402
+from alignflow.components.collection.mcts.policy import Candidate, StepPolicy, cut_step  # noqa: E402
+from alignflow.components.collection.mcts.search import SearchProblem, search  # noqa: E402
+from alignflow.components.collection.mcts.tree import walk  # noqa: E402
+from alignflow.components.modeling.checkpoints import load_tokenizer  # noqa: E402
+from alignflow.components.trainers.common import model_device  # noqa: E402
+from alignflow.components.data.prompts import render_prompt  # noqa: E402
 
 
 class NaiveStepPolicy(StepPolicy):
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=None)
     args = parser.parse_args()
     if args.tokenizer is None:
-        from components.models import smollm2_directory
+        from alignflow.components.modeling.checkpoints import smollm2_directory
 
         args.tokenizer = smollm2_directory(Path("~/.cache/alignflow/models").expanduser())
     tokenizer = load_tokenizer(args.tokenizer)

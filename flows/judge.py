@@ -15,14 +15,14 @@ from typing import Any
 
 from prefect import flow
 
-from components.config import PipelineConfig
-from components.lineage import git_commit
-from components.tracking import flatten
-from tasks.context import TrackingContext, open_flow_context
-from tasks.judge_tasks import (judge_curate_task, judge_data_task, judge_eval_task, judge_sample_task, judge_sft_task,
+from alignflow.components.config import PipelineConfig
+from alignflow.components.platform.lineage import git_commit
+from alignflow.components.platform.tracking import flatten
+from alignflow.tasks.context import TrackingContext, open_flow_context
+from alignflow.tasks.judge import (judge_curate_task, judge_data_task, judge_eval_task, judge_sample_task, judge_sft_task,
                                judge_train_task)
-from tasks.pipeline_tasks import prepare_base_task, prepare_data_task, quality_task, sft_task
-from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task, promote_task, register_task
+from alignflow.tasks.stages import prepare_base_task, prepare_data_task, quality_task, sft_task
+from alignflow.tasks.runs import close_run_task, log_metrics_task, open_run_task, promote_task, register_task
 
 ACCURACY = "judge/exact_accuracy"
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from prefect import flow
 
-from components.config import PipelineConfig
-from components.lineage import git_commit
-from flows.rounds import mcts_round, on_policy_round, synthesized_round
-from tasks.context import open_flow_context
-from tasks.pipeline_tasks import evaluate_task, prepare_base_task, prepare_data_task, sft_task
-from tasks.tracking_tasks import close_run_task, log_metrics_task, pipeline_params, promote_task, register_task
+from alignflow.components.config import PipelineConfig
+from alignflow.components.platform.lineage import git_commit
+from alignflow.flows.rounds import mcts_round, on_policy_round, synthesized_round
+from alignflow.tasks.context import open_flow_context
+from alignflow.tasks.stages import evaluate_task, prepare_base_task, prepare_data_task, sft_task
+from alignflow.tasks.runs import close_run_task, log_metrics_task, pipeline_params, promote_task, register_task
 
 
 def _layout(cfg: PipelineConfig) -> dict[str, Path]:

@@ -18,10 +18,10 @@ from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
-from components.config import PipelineConfig
-from components.promotion import evaluate_gates
-from components.tracking import resolve_tracking_uri
-from tasks.promotion_tasks import gate_report_task, judge_win_rate_task, move_aliases_task, read_versions_task
+from alignflow.components.config import PipelineConfig
+from alignflow.components.evaluation.gates import evaluate_gates
+from alignflow.components.platform.tracking import resolve_tracking_uri
+from alignflow.tasks.promotion import gate_report_task, judge_win_rate_task, move_aliases_task, read_versions_task
 
 
 class Approval(RunInput):

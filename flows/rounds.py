@@ -26,18 +26,18 @@ from typing import Any
 
 from prefect import flow
 
-from components.config import PipelineConfig
-from components.synthesis import resolve_pool
+from alignflow.components.config import PipelineConfig
+from alignflow.components.collection.synthesis import resolve_pool
 
-from components.atomic import write_json_atomic
-from components.faults import maybe_kill_after_round
-from components.steps import load_json
-from tasks.context import TrackingContext
-from tasks.pipeline_tasks import (evaluate_task, mcts_task, pairs_task, quality_task, sample_task, score_task,
+from alignflow.components.platform.atomic import write_json_atomic
+from alignflow.components.platform.faults import maybe_kill_after_round
+from alignflow.components.stages.steps import load_json
+from alignflow.tasks.context import TrackingContext
+from alignflow.tasks.stages import (evaluate_task, mcts_task, pairs_task, quality_task, sample_task, score_task,
                                   strength_task, train_task)
-from tasks.synthesis_tasks import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
+from alignflow.tasks.synthesis import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
                                    synth_sample_task)
-from tasks.tracking_tasks import close_run_task, log_metrics_task, open_run_task
+from alignflow.tasks.runs import close_run_task, log_metrics_task, open_run_task
 
 # (config, round index, policy, data, round dir, ctx) → (pairs result, seconds by stage, metrics, files)
 Collector = Callable[..., tuple[dict[str, Any], dict[str, float], dict[str, float], dict[str, Any]]]

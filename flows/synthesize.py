@@ -15,15 +15,15 @@ from typing import Any
 
 from prefect import flow
 
-from components.config import PipelineConfig
-from components.lineage import git_commit
-from components.synthesis import resolve_pool
-from components.tracking import flatten
-from tasks.context import open_flow_context
-from tasks.pipeline_tasks import prepare_base_task, prepare_data_task, quality_task, sft_task
-from tasks.synthesis_tasks import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
+from alignflow.components.config import PipelineConfig
+from alignflow.components.platform.lineage import git_commit
+from alignflow.components.collection.synthesis import resolve_pool
+from alignflow.components.platform.tracking import flatten
+from alignflow.tasks.context import open_flow_context
+from alignflow.tasks.stages import prepare_base_task, prepare_data_task, quality_task, sft_task
+from alignflow.tasks.synthesis import (position_bias_task, resolve_judge_task, synth_pairs_task, synth_rate_task,
                                    synth_sample_task)
-from tasks.tracking_tasks import close_run_task, log_metrics_task
+from alignflow.tasks.runs import close_run_task, log_metrics_task
 
 
 @flow(name="synthesize", log_prints=True)

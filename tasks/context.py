@@ -15,9 +15,9 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
-from components import versioning
-from components.atomic import write_text_atomic
-from components.tracking import Tracker
+from alignflow.components.platform import versioning
+from alignflow.components.platform.atomic import write_text_atomic
+from alignflow.components.platform.tracking import Tracker
 
 
 class TrackingContext(BaseModel):
@@ -76,10 +76,10 @@ def open_flow_context(cfg: Any, workspace: Path, run_name: str, tags: dict[str, 
     """What every flow does first: check DVC is there when versioning is on, refuse a workspace a live
     attempt is using, open the flow's parent MLflow run (closing and linking a crashed attempt's runs),
     and return the context its tasks report through."""
-    from components.run_recovery import check_not_running
-    from components.tracking import resolve_tracking_uri
-    from components.versioning import find_repo_root
-    from tasks.tracking_tasks import open_run_task, record_attempt_task
+    from alignflow.components.platform.recovery import check_not_running
+    from alignflow.components.platform.tracking import resolve_tracking_uri
+    from alignflow.components.platform.versioning import find_repo_root
+    from alignflow.tasks.runs import open_run_task, record_attempt_task
 
     dvc_root = find_repo_root(workspace) if cfg.versioning.enabled else None
     if cfg.versioning.enabled and dvc_root is None:

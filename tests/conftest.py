@@ -39,15 +39,15 @@ def tiny_overrides(tmp: Path, **extra: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from components.models import load_tokenizer, smollm2_directory
+    from alignflow.components.modeling.checkpoints import load_tokenizer, smollm2_directory
 
     return load_tokenizer(smollm2_directory(MODEL_CACHE))
 
 
 @pytest.fixture()
 def tiny_loaded(tokenizer):
-    from components.config import TinyModelConfig
-    from components.models import LoadedModel, tiny_model
+    from alignflow.components.config import TinyModelConfig
+    from alignflow.components.modeling.checkpoints import LoadedModel, tiny_model
 
     return LoadedModel(model=tiny_model(tokenizer, TinyModelConfig(), seed=0), tokenizer=tokenizer,
                        model_id="tiny-test", path=None)
@@ -68,7 +68,7 @@ def dvc_project(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` subprocess (sqlite backend, local artifacts) on a free loopback port."""
-    from components.services import start_mlflow, stop_process
+    from alignflow.components.platform.services import start_mlflow, stop_process
 
     state = tmp_path_factory.mktemp("mlflow-server")
     service, process = start_mlflow(state)

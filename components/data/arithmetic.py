@@ -12,7 +12,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from components.data.schemas import ProblemRow
+from alignflow.components.data.schemas import ProblemRow
 
 NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Isla", "Jonas", "Kira", "Liam"]
 

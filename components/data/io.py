@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from components.atomic import write_jsonl_atomic
+from alignflow.components.platform.atomic import write_jsonl_atomic
 
 RowT = TypeVar("RowT", bound=BaseModel)
 

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
-from components.judges.parsing import Judgment
+from alignflow.components.judges.parsing import Judgment
 
 
 def judgment_key(prompt: str, response: str, judge_model_id: str, template_hash: str,

@@ -16,8 +16,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from components.data.schemas import PairRow
-from components.judges.parsing import Judgment
+from alignflow.components.data.schemas import PairRow
+from alignflow.components.judges.parsing import Judgment
 
 
 @dataclass(frozen=True)

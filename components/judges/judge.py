@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.generation import generate_completions
-from components.judges.cache import JudgmentCache, judgment_key
-from components.judges.parsing import Judgment, parse_judgment
-from components.judges.template import JudgeTemplate
-from components.judges.tools import ToolCall, equation_tool, verifier_tool
+from alignflow.components.modeling.generation import generate_completions
+from alignflow.components.judges.cache import JudgmentCache, judgment_key
+from alignflow.components.judges.parsing import Judgment, parse_judgment
+from alignflow.components.judges.template import JudgeTemplate
+from alignflow.components.judges.tools import ToolCall, equation_tool, verifier_tool
 
 
 @dataclass

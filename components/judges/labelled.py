@@ -11,10 +11,10 @@ import hashlib
 import random
 import re
 
-from components.data.answers import extract_answer, is_correct
-from components.data.schemas import JudgeRow, ProblemRow
-from components.judges.template import SCORE_LABEL
-from components.judges.tools import check_equations
+from alignflow.components.data.answers import extract_answer, is_correct
+from alignflow.components.data.schemas import JudgeRow, ProblemRow
+from alignflow.components.judges.template import SCORE_LABEL
+from alignflow.components.judges.tools import check_equations
 
 RUBRIC = ("5: the final answer is correct and every calculation is right. "
           "4: the final answer is correct but a calculation on the way is wrong. "

@@ -18,24 +18,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from components.atomic import write_json_atomic, write_jsonl_atomic
-from components.config import PipelineConfig
-from components.data.io import read_rows, write_rows
-from components.data.schemas import JudgeRow, PairRow, ProblemRow
-from components.generation import generate_completions
-from components.judges.cache import JudgmentCache
-from components.judges.curation import CurationRules, judge_pair_rows
-from components.judges.judge import Judge, JudgeInput
-from components.judges.labelled import labelled_rows
-from components.judges.metrics import judge_metrics
-from components.judges.parsing import Judgment
-from components.lineage import lineage_record
-from components.models import LoadedModel, attach_lora, is_adapter, load_checkpoint, read_metadata, save_checkpoint
-from components.progress import progress_bar
-from components.prompts import render_prompt
-from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
-from components.trainers.sft import train_sft
-from components.versioning import content_md5
+from alignflow.components.platform.atomic import write_json_atomic, write_jsonl_atomic
+from alignflow.components.config import PipelineConfig
+from alignflow.components.data.io import read_rows, write_rows
+from alignflow.components.data.schemas import JudgeRow, PairRow, ProblemRow
+from alignflow.components.modeling.generation import generate_completions
+from alignflow.components.judges.cache import JudgmentCache
+from alignflow.components.judges.curation import CurationRules, judge_pair_rows
+from alignflow.components.judges.judge import Judge, JudgeInput
+from alignflow.components.judges.labelled import labelled_rows
+from alignflow.components.judges.metrics import judge_metrics
+from alignflow.components.judges.parsing import Judgment
+from alignflow.components.platform.lineage import lineage_record
+from alignflow.components.modeling.checkpoints import LoadedModel, attach_lora, is_adapter, load_checkpoint, read_metadata, save_checkpoint
+from alignflow.components.platform.progress import progress_bar
+from alignflow.components.data.prompts import render_prompt
+from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.trainers.sft import train_sft
+from alignflow.components.platform.versioning import content_md5
 
 StepResult = dict[str, Any]
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from components.judges.template import SCORE_LABEL, JudgeTemplate
+from alignflow.components.judges.template import SCORE_LABEL, JudgeTemplate
 
 _SCORE = re.compile(rf"(?:\*\*)?{re.escape(SCORE_LABEL)}\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*\**", re.IGNORECASE)
 _RATIONALE_LABEL = re.compile(r"^\s*rationale\s*:\s*", re.IGNORECASE)

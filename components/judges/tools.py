@@ -9,7 +9,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from components.data.answers import extract_answer, is_correct
+from alignflow.components.data.answers import extract_answer, is_correct
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}

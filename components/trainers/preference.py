@@ -22,17 +22,17 @@ import warnings
 
 import torch
 
-from components.config import PreferenceConfig
-from components.logprobs import (Batch, TokenRow, collate, encode_pairs, encode_stepped, response_token_logprobs,
+from alignflow.components.config import PreferenceConfig
+from alignflow.components.modeling.logprobs import (Batch, TokenRow, collate, encode_pairs, encode_stepped, response_token_logprobs,
                                  sequence_logprobs, tokenize_rows)
-from components.losses import f_divergence_margin, loss_from_margin, preference_metric_tensors, rationale_term
-from components.models import LoadedModel
-from components.prompts import rationale_prompt
-from components.ranking import asr_weights, response_reward, step_means, tpo_loss
-from components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
-from components.distributed import current_world, loss_weight, shard
-from components.trainers.resume import TrainingCheckpointer
-from components.trainers.stepping import PlainStepper, make_stepper
+from alignflow.components.objectives.preference import f_divergence_margin, loss_from_margin, preference_metric_tensors, rationale_term
+from alignflow.components.modeling.checkpoints import LoadedModel
+from alignflow.components.data.prompts import rationale_prompt
+from alignflow.components.objectives.ranking import asr_weights, response_reward, step_means, tpo_loss
+from alignflow.components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
+from alignflow.components.platform.distributed import current_world, loss_weight, shard
+from alignflow.components.trainers.resume import TrainingCheckpointer
+from alignflow.components.trainers.stepping import PlainStepper, make_stepper
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from components.atomic import write_bytes_atomic
+from alignflow.components.platform.atomic import write_bytes_atomic
 
 STATE_FILE = "train-state.pt"
 
@@ -61,7 +61,7 @@ class TrainingCheckpointer:
     def path(self) -> Path:
         """One file per rank under torchrun: the weights agree across ranks, the RNG streams do not."""
         assert self.directory is not None
-        from components.distributed import current_world
+        from alignflow.components.platform.distributed import current_world
 
         rank = current_world().rank
         return Path(self.directory) / (STATE_FILE if rank == 0 else f"train-state.rank{rank}.pt")

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from components.config import RewardConfig
-from components.logprobs import encode_pairs
-from components.losses import bradley_terry_loss, eurus_loss
-from components.reward_model import RewardModel, gpm_loss, gpm_score
-from components.trainers.common import StepCallback, model_device, n_steps, seeded_batches
-from components.trainers.stepping import make_stepper
+from alignflow.components.config import RewardConfig
+from alignflow.components.modeling.logprobs import encode_pairs
+from alignflow.components.objectives.preference import bradley_terry_loss, eurus_loss
+from alignflow.components.modeling.reward_model import RewardModel, gpm_loss, gpm_score
+from alignflow.components.trainers.common import StepCallback, model_device, n_steps, seeded_batches
+from alignflow.components.trainers.stepping import make_stepper
 
 
 @dataclass

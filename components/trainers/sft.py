@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.config import SFTConfig
-from components.logprobs import encode_pairs, response_token_logprobs
-from components.models import LoadedModel
-from components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
-from components.trainers.resume import TrainingCheckpointer
+from alignflow.components.config import SFTConfig
+from alignflow.components.modeling.logprobs import encode_pairs, response_token_logprobs
+from alignflow.components.modeling.checkpoints import LoadedModel
+from alignflow.components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
+from alignflow.components.trainers.resume import TrainingCheckpointer
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import torch
 
-from components.distributed import average_gradients, current_world
-from components.trainers.common import clip_and_step, make_optimizer, model_device
+from alignflow.components.platform.distributed import average_gradients, current_world
+from alignflow.components.trainers.common import clip_and_step, make_optimizer, model_device
 
 
 class Stepper(Protocol):

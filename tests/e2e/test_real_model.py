@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from components import steps
-from components.config import load_config
-from components.data.io import read_rows
-from components.data.schemas import PairRow
-from components.models import gguf_path, load_checkpoint, read_metadata
+from alignflow.components.stages import steps
+from alignflow.components.config import load_config
+from alignflow.components.data.io import read_rows
+from alignflow.components.data.schemas import PairRow
+from alignflow.components.modeling.checkpoints import gguf_path, load_checkpoint, read_metadata
 from tests.conftest import MODEL_CACHE
 
 pytestmark = pytest.mark.real_model
@@ -38,7 +38,7 @@ def test_packaged_gguf_loads_and_runs_a_two_step_round(tmp_path: Path):
         pytest.skip(f"only {pairs['n_pairs']} pairs from 18 samples; need 3 for two steps of 2")  # pragma: no cover
     rows = read_rows(Path(pairs["path"]), PairRow)[:4]
     trimmed = tmp_path / "r1" / "pairs-4.jsonl"
-    from components.data.io import write_rows
+    from alignflow.components.data.io import write_rows
 
     write_rows(trimmed, rows)
     trained = steps.train_round(cfg, Path(base["path"]), Path(base["path"]), trimmed, 1, tmp_path / "ckpt",

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
-from components import steps
-from components.config import TinyModelConfig, load_config
-from components.data.io import write_rows
-from components.data.schemas import PairRow
-from components.models import LoadedModel, save_checkpoint, tiny_model
+from alignflow.components.stages import steps
+from alignflow.components.config import TinyModelConfig, load_config
+from alignflow.components.data.io import write_rows
+from alignflow.components.data.schemas import PairRow
+from alignflow.components.modeling.checkpoints import LoadedModel, save_checkpoint, tiny_model
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import load_config
+from alignflow.components.config import load_config
 from tests.conftest import REPO, tiny_overrides
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components import versioning
-from components.services import free_port, stop_process, wait_http
+from alignflow.components.platform import versioning
+from alignflow.components.platform.services import free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_mlflow_server_stores_artifacts_on_s3(s3_endpoint, tmp_path):
     """`alignflow up --artifacts s3://… --s3-endpoint …`: the server proxies artifacts into the bucket."""
     from mlflow import MlflowClient
 
-    from components.services import start_mlflow
+    from alignflow.components.platform.services import start_mlflow
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="mlflow-artifacts")
     service, process = start_mlflow(tmp_path / "state", artifacts_destination="s3://mlflow-artifacts/store",
@@ -106,7 +106,7 @@ def test_a_pipeline_whose_s3_is_down_retries_fails_clearly_and_resumes_once_it_i
            "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     args = [a for o in tiny_overrides(dvc_project, **{"rounds.n_rounds": "0", "versioning.remote": "artifacts",
                                                       "tracking.experiment": "it-s3-down"}) for a in ("-s", o)]
-    command = [sys.executable, "-m", "components.cli", "run", *args]
+    command = [sys.executable, "-m", "alignflow.cli", "run", *args]
 
     down = subprocess.run(command, cwd=dvc_project, env=env, capture_output=True, text=True, timeout=600)
     output = down.stdout + down.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.config import load_config
+from alignflow.components.config import load_config
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
@@ -21,9 +21,9 @@ JUDGE = {"judge.n_problems": "6", "judge.heldout_fraction": "0.34", "judge.sampl
 
 
 def test_judge_loop_iterates_tracks_nested_runs_and_registers_the_judge(prefect_harness, mlflow_server, dvc_project):
-    from components.data.io import read_rows
-    from components.data.schemas import JudgeRow, PairRow
-    from flows.judge import judge_loop
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import JudgeRow, PairRow
+    from alignflow.flows.judge import judge_loop
 
     overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
                                                "tracking.experiment": "it-judge-loop", **JUDGE})

@@ -8,8 +8,8 @@ import copy
 
 import pytest
 
-from components.k8s_manifests import ManifestError, check_job_hardening, pod_spec, validate_manifest
-from tasks.kubernetes_jobs import load_template, render_job
+from alignflow.components.platform.k8s.manifests import ManifestError, check_job_hardening, pod_spec, validate_manifest
+from tests.support.k8s_render import load_template, render_job
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_every_gpu_deployment_in_prefect_yaml_renders_a_valid_job_and_a_valid_co
 
     import yaml
 
-    from components.config import PipelineConfig
+    from alignflow.components.config import PipelineConfig
 
     deployments = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())["deployments"]
     gpu = [d for d in deployments if d["work_pool"]["name"] == "alignflow-gpu"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from components.config import load_config
+from alignflow.components.config import load_config
 from tests.conftest import tiny_overrides
 from tests.integration.mlflow_ui import check_mlflow_ui
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run(overrides):
-    from flows.pipeline import alignment_pipeline
+    from alignflow.flows.pipeline import alignment_pipeline
 
     return alignment_pipeline(load_config(None, overrides).model_dump(mode="json"))
 
@@ -103,8 +103,8 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
 def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness, mlflow_server, dvc_project):
     """reward.strength_mode on: a strength task trains an ensemble, writes a curated copy of the
     pair file with μ̂/σ̂ and per-pair ε, and the train task trains on that copy."""
-    from components.data.io import read_rows
-    from components.data.schemas import PairRow
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import PairRow
 
     overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
                                                "tracking.experiment": "it-strength", "rounds.n_rounds": "1",
@@ -130,8 +130,8 @@ def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness
 def test_mcts_round_searches_with_the_policy_and_trains_on_step_pairs(prefect_harness, mlflow_server, dvc_project):
     """rounds.kind=mcts: the round searches trees with the current policy, logs them (JSON + an
     HTML picture), writes step-level pairs with lineage and visit-count ε, and trains on them."""
-    from components.data.io import read_rows
-    from components.data.schemas import PairRow
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import PairRow
 
     overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
                                                "tracking.experiment": "it-mcts", "rounds.n_rounds": "1",
@@ -164,7 +164,7 @@ def test_pair_quality_is_logged_and_its_thresholds_stop_a_round(prefect_harness,
     limit stops the round before training, naming the measure, its value and the limit."""
     import json
 
-    from components.pair_quality import PairQualityError
+    from alignflow.components.collection.quality import PairQualityError
 
     overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": mlflow_server,
                                                "tracking.experiment": "it-quality", "rounds.n_rounds": "1",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import load_config
+from alignflow.components.config import load_config
 from tests.conftest import REPO, tiny_overrides
 from tests.integration.prefect_ui import check_prefect_ui
 
@@ -29,7 +29,7 @@ def _prefect(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
 
 
 def test_scheduled_deployment_runs_through_a_process_worker_on_postgres(tmp_path):
-    from components.services import start_postgres, start_prefect, stop_process
+    from alignflow.components.platform.services import start_postgres, start_prefect, stop_process
 
     pg = start_postgres()
     server = None

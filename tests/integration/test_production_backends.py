@@ -16,7 +16,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from components.services import start_mlflow, start_postgres, start_seaweedfs, stop_process
+from alignflow.components.platform.services import start_mlflow, start_postgres, start_seaweedfs, stop_process
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_basic_auth_rejects_anonymous_writes_and_an_authenticated_pipeline_keeps
                 "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     overrides = tiny_overrides(dvc_project, **{"tracking.tracking_uri": url, "tracking.experiment": "it-prod-backends",
                                                "tracking.registered_model": "it-prod-policy", "rounds.n_rounds": "1"})
-    run = subprocess.run([sys.executable, "-m", "components.cli", "run", *[a for o in overrides for a in ("-s", o)]],
+    run = subprocess.run([sys.executable, "-m", "alignflow.cli", "run", *[a for o in overrides for a in ("-s", o)]],
                          cwd=dvc_project, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.config import load_config
+from alignflow.components.config import load_config
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
 
 
 def _register(uri: str, checkpoint: Path, accuracy: float, length: float) -> str:
-    from components import registry
-    from components.tracking import Tracker
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker
 
     tracker = Tracker(uri, "it-promote")
     run = tracker.start_run("pipeline")
@@ -49,12 +49,12 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    from components import registry
-    from components.data.arithmetic import generate_split
-    from components.data.io import write_rows
-    from components.models import materialize_base
-    from components.tracking import Tracker
-    from flows.promote import promote
+    from alignflow.components.platform import registry
+    from alignflow.components.data.arithmetic import generate_split
+    from alignflow.components.data.io import write_rows
+    from alignflow.components.modeling.checkpoints import materialize_base
+    from alignflow.components.platform.tracking import Tracker
+    from alignflow.flows.promote import promote
 
     overrides = tiny_overrides(tmp_path, **{"tracking.tracking_uri": mlflow_server, "tracking.experiment": "it-promote",
                                             "tracking.registered_model": "it-promoted",

@@ -22,7 +22,7 @@ def _alignflow(args, cwd, env, log: Path) -> tuple[int, str]:
     """Run in its own session and log to a file: a SIGKILLed run leaves its ephemeral Prefect
     server orphaned, holding any pipe open; we reap the whole group afterwards."""
     with open(log, "w") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "components.cli", "run", *args], cwd=cwd, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "alignflow.cli", "run", *args], cwd=cwd, env=env,
                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait(timeout=900)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from components.config import SFTConfig, load_config
+from alignflow.components.config import SFTConfig, load_config
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,8 @@ ASPECTS = '{truthfulness: "5: the final answer is right. 1: it is wrong.", helpf
 
 
 def _register(client: MlflowClient, tracking_uri: str, name: str, checkpoint: Path) -> str:
-    from components import registry
-    from components.tracking import Tracker
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker
 
     tracker = Tracker(tracking_uri, "it-synth-judges")
     run = tracker.start_run("judge")
@@ -37,10 +37,10 @@ def _register(client: MlflowClient, tracking_uri: str, name: str, checkpoint: Pa
 
 def _fitted_judge(cfg, base_dir: Path, ratings_path: Path, out: Path) -> Path:
     """A tiny judge that has memorised one score per completion, for exactly these prompts."""
-    from components.judges.judge import JudgeInput
-    from components.judges.loop import make_judge
-    from components.models import load_checkpoint, save_checkpoint
-    from components.trainers.sft import train_sft
+    from alignflow.components.judges.judge import JudgeInput
+    from alignflow.components.judges.loop import make_judge
+    from alignflow.components.modeling.checkpoints import load_checkpoint, save_checkpoint
+    from alignflow.components.trainers.sft import train_sft
 
     rows = [json.loads(line) for line in ratings_path.read_text().splitlines()]
     model = load_checkpoint(base_dir, trainable=True)
@@ -58,11 +58,11 @@ def _fitted_judge(cfg, base_dir: Path, ratings_path: Path, out: Path) -> Path:
 
 
 def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_harness, mlflow_server, dvc_project):
-    from components.data.io import read_rows
-    from components.data.schemas import PairRow
-    from components.models import materialize_base
-    from components.pair_quality import PairQualityError
-    from flows.pipeline import alignment_pipeline
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import PairRow
+    from alignflow.components.modeling.checkpoints import materialize_base
+    from alignflow.components.collection.quality import PairQualityError
+    from alignflow.flows.pipeline import alignment_pipeline
 
     overrides = tiny_overrides(dvc_project, **{
         "tracking.tracking_uri": mlflow_server, "tracking.experiment": "it-synth", "rounds.n_rounds": "1",

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from components.data.answers import extract_answer, is_correct
-from components.data.arithmetic import generate_dataset, generate_split
-from components.data.io import DataValidationError, read_rows, write_rows
-from components.data.schemas import ProblemRow
+from alignflow.components.data.answers import extract_answer, is_correct
+from alignflow.components.data.arithmetic import generate_dataset, generate_split
+from alignflow.components.data.io import DataValidationError, read_rows, write_rows
+from alignflow.components.data.schemas import ProblemRow
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -87,7 +87,7 @@ def test_unknown_field_and_bad_json_are_named(tmp_path):
 
 def test_bad_input_leaves_nothing_written(tmp_path):
     """A stage reading a malformed file fails before writing: no output, no temp file."""
-    from components import steps
+    from alignflow.components.stages import steps
 
     samples = tmp_path / "samples.jsonl"
     samples.write_text('{"problem_id": "x", "question": "q", "answer": "NaNx", "sample_index": 0, '
@@ -118,7 +118,7 @@ def test_atomic_outputs_get_ordinary_modes_not_temp_file_modes(tmp_path):
     """mkstemp makes 0600 files and mkdtemp 0700 dirs; an output must be readable as if open() had made it."""
     import os
 
-    from components.atomic import atomic_directory, write_text_atomic
+    from alignflow.components.platform.atomic import atomic_directory, write_text_atomic
 
     umask = os.umask(0)
     os.umask(umask)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from components.compare import collect, comparison_table, plot_comparison
-from components.tracking import Tracker
+from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
+from alignflow.components.platform.tracking import Tracker
 
 
 def _pipeline(tracker: Tracker, kind: str, accuracies: list[float], collection_key: str, seconds: float) -> str:

@@ -1,6 +1,6 @@
 import pytest
 
-from components.config import ConfigError, load_config
+from alignflow.components.config import ConfigError, load_config
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -46,7 +46,7 @@ def test_repo_params_yaml_is_valid():
 
 
 def test_packing_auto_is_on_for_cuda_only_and_explicit_choices_stand():
-    from components.config import PreferenceConfig
+    from alignflow.components.config import PreferenceConfig
 
     auto = PreferenceConfig()
     assert auto.packing == "auto"

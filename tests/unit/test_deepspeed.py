@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from components.config import PreferenceConfig, RewardConfig
-from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
-from components.trainers.stepping import load_deepspeed_config
+from alignflow.components.config import PreferenceConfig, RewardConfig
+from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.trainers.stepping import load_deepspeed_config
 
 deepspeed = pytest.importorskip("deepspeed")
 
@@ -55,10 +55,10 @@ def test_zero_training_matches_the_plain_trainer(tiny_loaded, tmp_path, stage):
 
 
 def test_reward_trainer_runs_under_zero2(tokenizer, tmp_path):
-    from components.config import TinyModelConfig
-    from components.models import tiny_model
-    from components.reward_model import RewardModel
-    from components.trainers.reward import RewardPair, train_reward
+    from alignflow.components.config import TinyModelConfig
+    from alignflow.components.modeling.checkpoints import tiny_model
+    from alignflow.components.modeling.reward_model import RewardModel
+    from alignflow.components.trainers.reward import RewardPair, train_reward
 
     cfg = RewardConfig(loss="bt", lr=2e-3, epochs=4, batch_size=6, deepspeed_config=_zero_config(tmp_path, 2))
     torch.manual_seed(0)

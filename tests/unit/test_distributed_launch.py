@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.distributed import World, check_local_ranks, preferred_device, shard, torchrun_command
+from alignflow.components.platform.distributed import World, check_local_ranks, preferred_device, shard, torchrun_command
 
 
 def test_shards_cover_a_batch_once_and_differ_by_at_most_one():
@@ -20,9 +20,9 @@ def test_shards_cover_a_batch_once_and_differ_by_at_most_one():
 
 
 def test_torchrun_command_is_standalone_on_one_node_and_rendezvous_across_nodes():
-    one = torchrun_command("components.train_entry", ["spec.json"], 4, python="py")
+    one = torchrun_command("alignflow.components.stages.train_entry", ["spec.json"], 4, python="py")
     assert one == ["py", "-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone",
-                   "-m", "components.train_entry", "spec.json"]
+                   "-m", "alignflow.components.stages.train_entry", "spec.json"]
     many = torchrun_command("m", [], 8, nnodes=2, rdzv_endpoint="job-0.svc:29500", python="py")
     assert "--nnodes=2" in many and "--rdzv-endpoint=job-0.svc:29500" in many and "--standalone" not in many
     with pytest.raises(ValueError, match="rendezvous endpoint"):

@@ -4,8 +4,8 @@ numerically in float64, and against autograd through a tiny model with tied embe
 import pytest
 import torch
 
-from components.fused_head import FusedHeadLogprobs
-from components.logprobs import _head_logprobs
+from alignflow.components.modeling.fused_head import FusedHeadLogprobs
+from alignflow.components.modeling.logprobs import _head_logprobs
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -34,7 +34,7 @@ def _loss_and_grads(model, input_ids, targets, weights, fused):
 def test_fused_head_matches_autograd_through_a_model(tiny_loaded, monkeypatch):
     model = tiny_loaded.model.train()
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied, like SmolLM2
-    monkeypatch.setattr("components.logprobs.HEAD_CHUNK_TOKENS", 16)  # several chunks
+    monkeypatch.setattr("alignflow.components.modeling.logprobs.HEAD_CHUNK_TOKENS", 16)  # several chunks
     gen = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, model.config.vocab_size, (3, 20), generator=gen)
     targets = torch.randint(0, model.config.vocab_size, (60,), generator=gen)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from components.judges.cache import JudgmentCache, judgment_key
-from components.judges.parsing import parse_judgment
-from components.judges.template import JudgeTemplate
+from alignflow.components.judges.cache import JudgmentCache, judgment_key
+from alignflow.components.judges.parsing import parse_judgment
+from alignflow.components.judges.template import JudgeTemplate
 
 T = JudgeTemplate()
 
@@ -73,7 +73,7 @@ def test_cache_hits_only_on_the_same_prompt_response_judge_and_template(tmp_path
 
 
 def test_calculator_evaluates_arithmetic_and_refuses_everything_else():
-    from components.judges.tools import calculate
+    from alignflow.components.judges.tools import calculate
 
     assert calculate("3 + 4 * (2 - 1)") == 7 and calculate("12 ÷ 3 × 2") == 8 and calculate("1,200 - 7") == 1193
     assert calculate("3 x 4") == 12 and calculate("-5 + 2") == -3
@@ -83,7 +83,7 @@ def test_calculator_evaluates_arithmetic_and_refuses_everything_else():
 
 
 def test_tools_check_each_equation_and_the_final_answer():
-    from components.judges.tools import check_equations, equation_tool, verifier_tool
+    from alignflow.components.judges.tools import check_equations, equation_tool, verifier_tool
 
     text = "Start with 12.\n12 - 5 = 7.\n7 * 3 = 20.\nThe answer is 20."
     assert [(c.text, c.valid) for c in check_equations(text)] == [("12 - 5 = 7", True), ("7 * 3 = 20", False)]
@@ -94,8 +94,8 @@ def test_tools_check_each_equation_and_the_final_answer():
 
 
 def test_labelled_rows_grade_by_correctness_and_step_validity():
-    from components.data.arithmetic import generate_split
-    from components.judges.labelled import gold_score, labelled_rows
+    from alignflow.components.data.arithmetic import generate_split
+    from alignflow.components.judges.labelled import gold_score, labelled_rows
 
     assert gold_score("2 + 3 = 5.\nThe answer is 5.", 5) == 5
     assert gold_score("2 + 3 = 6.\nThe answer is 5.", 5) == 4
@@ -118,9 +118,9 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     twin = problems[0].model_copy(update={"id": "another-id"})  # same question, another id: same side
     assert {r.split for r in labelled_rows([problems[0], twin], heldout_fraction=0.25)} == {splits[problems[0].id].pop()}
     # the seed judge's target: a rationale that checks each calculation and the answer, then the score
-    from components.judges.labelled import gold_judgment
-    from components.judges.parsing import parse_judgment
-    from components.judges.template import JudgeTemplate
+    from alignflow.components.judges.labelled import gold_judgment
+    from alignflow.components.judges.parsing import parse_judgment
+    from alignflow.components.judges.template import JudgeTemplate
 
     text = gold_judgment("4 + 3 = 7.\n7 * 2 = 15.\nThe answer is 15.", 14)
     assert "7 * 2 = 15 wrong (14)." in text and "4 + 3 = 7 ok." in text and "Final answer 15 wrong." in text
@@ -129,7 +129,7 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
 
 
 def test_judge_runs_tools_first_records_every_judgment_and_reuses_the_cache(tiny_loaded, tmp_path):
-    from components.judges.judge import Judge, JudgeInput
+    from alignflow.components.judges.judge import Judge, JudgeInput
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     generate_calls = []
@@ -166,7 +166,7 @@ def _j(score=None, text="because"):
 def test_curation_rules_pick_gold_matching_chosen_and_deviating_rejected():
     import random
 
-    from components.judges.curation import CurationRules, curate_pair, judge_pair_rows
+    from alignflow.components.judges.curation import CurationRules, curate_pair, judge_pair_rows
 
     rng = random.Random(0)
     samples = [_j(4, "near"), _j(5, "right"), _j(1, "far"), _j(5, "also right")]
@@ -189,7 +189,7 @@ def test_curation_rules_pick_gold_matching_chosen_and_deviating_rejected():
 
 
 def test_judge_metrics_on_fixed_predictions():
-    from components.judges.metrics import judge_metrics
+    from alignflow.components.judges.metrics import judge_metrics
 
     gold = [5, 4, 2, 1, 5, 2]
     predicted = [5, 5, 2, None, 3, 2]  # one malformed; problem "b": 5 vs 2 predicted 3 vs 2 — agrees
@@ -210,8 +210,8 @@ def test_pairwise_probe_reads_the_models_letter_choice_batched_and_swapped(tiny_
     """A model whose output layer favours one letter picks by position: every swap flips its pick."""
     import torch
 
-    from components.data.schemas import PairRow
-    from components.judges.pairwise import model_position_bias, pairwise_choices
+    from alignflow.components.data.schemas import PairRow
+    from alignflow.components.judges.pairwise import model_position_bias, pairwise_choices
 
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     queries = [(f"What is {i} + 1?", f"The answer is {i + 1}.", "The answer is 0.") for i in range(5)]

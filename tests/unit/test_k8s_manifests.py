@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.k8s_manifests import ManifestError, check_job_hardening, load_manifests, validate_manifest
+from alignflow.components.platform.k8s.manifests import ManifestError, check_job_hardening, load_manifests, validate_manifest
 
 SERVICES = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "services"
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "Pod")
@@ -66,7 +66,7 @@ def test_hardening_fails_for_a_root_pod():
 
 
 def test_multinode_training_job_and_its_headless_service_are_valid_and_agree():
-    from components.k8s_multinode import RENDEZVOUS_PORT, multinode_training_manifests
+    from alignflow.components.platform.k8s.multinode import RENDEZVOUS_PORT, multinode_training_manifests
 
     service, job = multinode_training_manifests("train-r1-abc", "registry.example.com/alignflow:0.1.0", nnodes=4,
                                                 gpus_per_node=8, spec_path="/shared/round-1.launch/spec.json")

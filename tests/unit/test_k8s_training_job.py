@@ -11,8 +11,8 @@ import socket
 import pytest
 from kubernetes_asyncio import client
 
-from components.config import load_config
-from components.k8s_training_job import (TrainingJobError, job_outcome, pod_failures, run_training_job,
+from alignflow.components.config import load_config
+from alignflow.components.platform.k8s.training_job import (TrainingJobError, job_outcome, pod_failures, run_training_job,
                                          training_job_name)
 
 
@@ -78,7 +78,7 @@ def test_configuration_requires_nodes_for_kubernetes_and_a_rendezvous_for_local(
 
 
 def test_the_workspace_must_be_on_the_shared_claim(tmp_path):
-    from components.steps import _train_on_kubernetes
+    from alignflow.components.stages.steps import _train_on_kubernetes
 
     config = load_config(None, ["launch.nnodes=2", "launch.backend=kubernetes"])
     with pytest.raises(ValueError, match=r"shared claim at /shared.*set workspace"):
@@ -86,7 +86,7 @@ def test_the_workspace_must_be_on_the_shared_claim(tmp_path):
 
 
 def _manifests() -> list[dict]:
-    from components.k8s_multinode import multinode_training_manifests
+    from alignflow.components.platform.k8s.multinode import multinode_training_manifests
 
     return multinode_training_manifests(training_job_name("abc", 1), "img", nnodes=2, gpus_per_node=1,
                                         spec_path="/shared/round-1.launch/spec.json")

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from components.data.schemas import PairRow
-from components.losses import bradley_terry_loss, cdpo_loss, rationale_loss, rationale_term
-from components.preference_strength import annotate_pair_file, apply_strength, strength_statistics
-from components.ranking import asr_weights, lambda_weights, response_reward, step_means, tpo_loss
-from components.reward_eval import expected_calibration_error, reward_model_metrics
-from components.reward_model import gpm_loss, gpm_score
+from alignflow.components.data.schemas import PairRow
+from alignflow.components.objectives.preference import bradley_terry_loss, cdpo_loss, rationale_loss, rationale_term
+from alignflow.components.collection.strength import annotate_pair_file, apply_strength, strength_statistics
+from alignflow.components.objectives.ranking import asr_weights, lambda_weights, response_reward, step_means, tpo_loss
+from alignflow.components.evaluation.reward import expected_calibration_error, reward_model_metrics
+from alignflow.components.modeling.reward_model import gpm_loss, gpm_score
 
 
 def _ls(x: float) -> float:  # log sigmoid
@@ -110,7 +110,7 @@ def test_ensemble_strength_statistics_and_modes(tmp_path):
     with pytest.raises(ValueError, match="M >= 2"):
         strength_statistics(diffs[:1])
 
-    from components.data.io import read_rows, write_rows
+    from alignflow.components.data.io import read_rows, write_rows
 
     path = tmp_path / "pairs.jsonl"
     write_rows(path, pairs)

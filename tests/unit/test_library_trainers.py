@@ -7,13 +7,13 @@ import copy
 import pytest
 import torch
 
-from components.config import PreferenceConfig, RewardConfig, TinyModelConfig
-from components.logprobs import encode_pairs, encode_stepped, sequence_logprobs
-from components.models import LoadedModel, tiny_model
-from components.reward_eval import reward_model_metrics
-from components.reward_model import RewardModel, scalar_head_from_attribute
-from components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
-from components.trainers.reward import AttributeExample, RewardPair, score_pairs, train_reward
+from alignflow.components.config import PreferenceConfig, RewardConfig, TinyModelConfig
+from alignflow.components.modeling.logprobs import encode_pairs, encode_stepped, sequence_logprobs
+from alignflow.components.modeling.checkpoints import LoadedModel, tiny_model
+from alignflow.components.evaluation.reward import reward_model_metrics
+from alignflow.components.modeling.reward_model import RewardModel, scalar_head_from_attribute
+from alignflow.components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.trainers.reward import AttributeExample, RewardPair, score_pairs, train_reward
 
 END = "<|im_end|>"
 
@@ -172,9 +172,9 @@ def test_gpm_fits_cyclic_preferences_that_bradley_terry_cannot(tokenizer):
 
 
 def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_path):
-    from components.data.io import read_rows, write_rows
-    from components.data.schemas import PairRow
-    from components.preference_strength import annotate_pair_file, ensemble_differences, train_ensemble
+    from alignflow.components.data.io import read_rows, write_rows
+    from alignflow.components.data.schemas import PairRow
+    from alignflow.components.collection.strength import annotate_pair_file, ensemble_differences, train_ensemble
 
     rows = [PairRow(problem_id=str(i), prompt=f"Q{i}", chosen="The answer is right.", rejected="Nonsense words here.",
                     score_chosen=1.0, score_rejected=0.0) for i in range(11)]
@@ -195,8 +195,8 @@ def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_pat
 
 
 def test_pipeline_training_rows_carry_the_ensemble_label_smoothing():
-    from components.data.schemas import PairRow
-    from components.steps import preference_examples
+    from alignflow.components.data.schemas import PairRow
+    from alignflow.components.stages.steps import preference_examples
 
     rows = [PairRow(problem_id="1", prompt="Q", chosen="a", rejected="b", score_chosen=1, score_rejected=0,
                     label_smoothing=0.2),

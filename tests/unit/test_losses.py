@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from components.losses import dpo_margin, preference_loss, preference_metrics
+from alignflow.components.objectives.preference import dpo_margin, preference_loss, preference_metrics
 
 
 def _logsig(x: float) -> float:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from components.losses import (bradley_terry_loss, conservative_epsilon, eurus_loss, f_divergence_margin,
+from alignflow.components.objectives.preference import (bradley_terry_loss, conservative_epsilon, eurus_loss, f_divergence_margin,
                                preference_loss, rationale_loss)
 
 

@@ -4,13 +4,13 @@ re-encode does, the search is deterministic under a seed, and the tree's counts 
 import pytest
 import torch
 
-from components.config import MCTSConfig
-from components.data.answers import states_final_answer
-from components.logprobs import position_ids_for
-from components.mcts.policy import Candidate, SelfEvalRequest, StepPolicy, continuation_suffix, cut_step
-from components.mcts.search import SearchProblem, distinct_candidates, search
-from components.mcts.tree import number_nodes, to_dict
-from components.prompts import render_prompt
+from alignflow.components.config import MCTSConfig
+from alignflow.components.data.answers import states_final_answer
+from alignflow.components.modeling.logprobs import position_ids_for
+from alignflow.components.collection.mcts.policy import Candidate, SelfEvalRequest, StepPolicy, continuation_suffix, cut_step
+from alignflow.components.collection.mcts.search import SearchProblem, distinct_candidates, search
+from alignflow.components.collection.mcts.tree import number_nodes, to_dict
+from alignflow.components.data.prompts import render_prompt
 
 
 def _contexts(tokenizer):
@@ -92,9 +92,9 @@ def test_step_cutting_and_candidate_filtering(tokenizer):
 def test_step_separator_is_configurable(tokenizer):
     """A blank line as the separator: single newlines stay inside a step, the separator may span
     tokens, and pair rows join and end steps with it."""
-    from components.mcts.pairs import step_pair_rows
-    from components.mcts.search import TreeResult
-    from components.mcts.tree import Node, StepPair
+    from alignflow.components.collection.mcts.pairs import step_pair_rows
+    from alignflow.components.collection.mcts.search import TreeResult
+    from alignflow.components.collection.mcts.tree import Node, StepPair
 
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     ids = tokenizer("3 + 4 = 7\nso far\n\nThe answer", add_special_tokens=False)["input_ids"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from components.mcts.tree import (Node, backup, best_child, extract_pairs, from_dict, number_nodes, prior, puct,
+from alignflow.components.collection.mcts.tree import (Node, backup, best_child, extract_pairs, from_dict, number_nodes, prior, puct,
                                   select_child, select_leaf, set_evaluation, to_dict)
 
 
@@ -117,7 +117,7 @@ def test_tree_round_trips_through_json():
 
 
 def test_rendered_tree_shows_every_node_with_its_counts():
-    from components.mcts.render import render_tree_html
+    from alignflow.components.collection.mcts.render import render_tree_html
 
     root = _root_with_children([0.7, 0.2])
     root.children[0].step = "3 < 4 & done"

@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from components.config import PreferenceConfig
-from components.logprobs import PackedBatch, pack_rows, pad_rows, response_token_logprobs, tokenize_rows
-from components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.config import PreferenceConfig
+from alignflow.components.modeling.logprobs import PackedBatch, pack_rows, pad_rows, response_token_logprobs, tokenize_rows
+from alignflow.components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
 
 END = "<|im_end|>"
 

@@ -3,8 +3,8 @@ behaviour, and the thresholds that fail a round."""
 
 import pytest
 
-from components.data.schemas import PairRow
-from components.pair_quality import (PairQualityError, QualityThresholds, check_quality, pair_quality,
+from alignflow.components.data.schemas import PairRow
+from alignflow.components.collection.quality import (PairQualityError, QualityThresholds, check_quality, pair_quality,
                                      position_bias)
 
 
@@ -61,7 +61,7 @@ def test_thresholds_fail_naming_each_measure_value_and_limit():
 
 
 def test_quality_plot_is_a_png(tmp_path):
-    from components.pair_quality import plot_pair_quality
+    from alignflow.components.collection.quality import plot_pair_quality
 
     out = plot_pair_quality(PAIRS, tmp_path / "quality.png", "round 1 pairs")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000

@@ -1,8 +1,8 @@
 import pytest
 
-from components.data.schemas import CompletionRow
-from components.pairs import build_pairs
-from components.scoring import verifier_reward
+from alignflow.components.data.schemas import CompletionRow
+from alignflow.components.collection.pairs import build_pairs
+from alignflow.components.scoring.verifiers import verifier_reward
 
 
 def _row(pid, idx, text, correct, reward):

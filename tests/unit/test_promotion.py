@@ -2,8 +2,8 @@
 
 import pytest
 
-from components.config import PromotionConfig
-from components.promotion import evaluate_gates, win_rate
+from alignflow.components.config import PromotionConfig
+from alignflow.components.evaluation.gates import evaluate_gates, win_rate
 
 PROD = {"eval_accuracy": "0.50", "eval_dataset": "md5a", "eval_kl": "0.2", "eval_mean_length": "40"}
 
@@ -59,7 +59,7 @@ class _Version:
 
 
 def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_production_to_promote_when_asked():
-    from components.registry import decide_promotion
+    from alignflow.components.platform.registry import decide_promotion
 
     production = _Version("1", PROD)
     drifted = {"eval_accuracy": "0.60", "eval_dataset": "md5a", "eval_kl": "0.9", "eval_mean_length": "80"}
@@ -87,8 +87,8 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
 
 
 def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
-    from components import registry
-    from components.tracking import Tracker
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "ceiling")
     checkpoint = tmp_path / "ckpt"

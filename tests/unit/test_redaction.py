@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from components.redaction import REDACTED, is_secret_key, redact_mapping, redact_value
-from components.tracking import Tracker
+from alignflow.components.platform.redaction import REDACTED, is_secret_key, redact_mapping, redact_value
+from alignflow.components.platform.tracking import Tracker
 
 
 def test_url_passwords_are_removed_but_the_rest_of_the_url_is_kept():

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from components.synthesis import Rated, binarize
+from alignflow.components.collection.synthesis import Rated, binarize
 
 
 def _rated(index, *scores, model="m"):
@@ -47,8 +47,8 @@ def test_all_pairs_orders_by_margin_and_caps():
 
 
 def test_rationale_rows_become_rationale_enriched_examples():
-    from components.data.schemas import PairRow
-    from components.steps import preference_examples
+    from alignflow.components.data.schemas import PairRow
+    from alignflow.components.stages.steps import preference_examples
 
     row = PairRow(problem_id="p", prompt="x", chosen="a", rejected="b", score_chosen=5, score_rejected=1,
                   rationale="a is right", rationale_prompt="x_rat")
@@ -59,8 +59,8 @@ def test_rationale_rows_become_rationale_enriched_examples():
 
 
 def test_pool_names_resolve_to_checkpoints_or_fail_clearly(tmp_path):
-    from components.config import PipelineConfig
-    from components.synthesis import resolve_pool
+    from alignflow.components.config import PipelineConfig
+    from alignflow.components.collection.synthesis import resolve_pool
 
     cfg = PipelineConfig.model_validate({"synthesis": {"policies": [{"checkpoint": "current", "temperature": 0.7},
                                                                     {"checkpoint": "sft", "temperature": 1.0}]}})

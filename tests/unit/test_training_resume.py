@@ -9,11 +9,11 @@ import copy
 import pytest
 import torch
 
-from components.config import LoraSettings, PreferenceConfig, SFTConfig, TinyModelConfig
-from components.models import attach_lora
-from components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
-from components.trainers.resume import ResumeStateMismatch, TrainingCheckpointer
-from components.trainers.sft import train_sft
+from alignflow.components.config import LoraSettings, PreferenceConfig, SFTConfig, TinyModelConfig
+from alignflow.components.modeling.checkpoints import attach_lora
+from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.trainers.resume import ResumeStateMismatch, TrainingCheckpointer
+from alignflow.components.trainers.sft import train_sft
 
 
 class Interrupted(Exception):
@@ -103,7 +103,7 @@ def test_no_directory_or_zero_interval_saves_nothing(tiny_loaded, tmp_path):
 
 
 def test_a_seeded_lora_adapter_starts_the_same_in_every_run(tokenizer):
-    from components.models import LoadedModel, tiny_model
+    from alignflow.components.modeling.checkpoints import LoadedModel, tiny_model
 
     def adapter(seed):
         loaded = LoadedModel(tiny_model(tokenizer, TinyModelConfig(), seed=0), tokenizer, "t", None)

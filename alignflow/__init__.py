@@ -1,0 +1,1 @@
+"""alignflow: workflow-orchestrated alignment rounds with lineage."""

@@ -1,0 +1,349 @@
+"""`alignflow`: run the pipeline, manage the local stack, run single stages for `dvc repro`.
+
+Prefect is imported only inside the commands that run flows, so ``components`` stays
+importable without it; the stage commands call ``components.steps`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alignflow.components.config import ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Workflow-orchestrated alignment rounds with lineage.")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="params.yaml to read")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. -s rounds.n_rounds=1")]
+
+
+def _load(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineConfig:
+    if config is None and Path("params.yaml").exists():
+        config = Path("params.yaml")
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def configure_environment(cfg: PipelineConfig) -> dict[str, str]:
+    """Point Prefect and MLflow at the local stack (if `alignflow up` ran) and persist results."""
+    from alignflow.components.platform.services import load_stack
+
+    state = Path(cfg.state_dir).resolve()
+    (state / "prefect-home").mkdir(parents=True, exist_ok=True)
+    stack = load_stack(state)
+    env = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(state / "prefect-results"),
+        "PREFECT_HOME": str(state / "prefect-home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    if "prefect" in stack and not os.environ.get("PREFECT_API_URL"):
+        env["PREFECT_API_URL"] = f"{stack['prefect']['url']}/api"
+    if "mlflow" in stack and not os.environ.get("MLFLOW_TRACKING_URI") and not cfg.tracking.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = stack["mlflow"]["url"]
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    return {k: os.environ[k] for k in env}
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run the full alignment pipeline (SFT → rounds → register → gated promotion)."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from alignflow.flows.pipeline import alignment_pipeline  # imports Prefect
+
+    result = alignment_pipeline(cfg.model_dump(mode="json"))
+    _print_summary(result)
+
+
+@app.command("judge-loop")
+def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Self-rationalization judge loop: seed SFT judge → sample → curate → DPO → eval, T times; register."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from alignflow.flows.judge import judge_loop as flow  # imports Prefect
+
+    result = flow(cfg.model_dump(mode="json"))
+    table = Table(title="alignflow judge-loop (held-out labelled judgments)")
+    for column in ("judge", "exact-score accuracy", "MAE", "pairwise agreement", "malformed"):
+        table.add_column(column)
+    for t, m in enumerate(result["history"]):
+        table.add_row("seed (SFT)" if t == 0 else f"iteration {t}", f"{m['judge/exact_accuracy']:.3f}",
+                      f"{m['judge/mae']:.3f}", f"{m['judge/pairwise_agreement']:.3f}", f"{m['judge/malformed_rate']:.3f}")
+    console.print(table)
+    promo = result["promotion"]
+    verdict = f"→ {', '.join(promo['aliases_set'])}" if promo["passed"] else "stays candidate"
+    console.print(f"judge: models:/{result['registered_model']}/{result['version']} {verdict} ({promo['reason']})")
+    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+
+
+@app.command()
+def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """One synthesized pair file: the policy pool answers, the judge rates per aspect, ratings binarized."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from alignflow.flows.synthesize import synthesize as flow  # imports Prefect
+
+    result = flow(cfg.model_dump(mode="json"))
+    pairs = result["pairs"]
+    console.print(f"{pairs['n_pairs']} pairs ({cfg.synthesis.rejected_strategy}) from {pairs['prompts_with_a_pair']} "
+                  f"prompts → {pairs['path']}")
+    console.print(f"judge: {result['judge']['source']}; quality report: {result['quality']['json']}")
+    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+
+
+@app.command()
+def promote(config: ConfigOpt = None, set_: SetOpt = None,
+            version: Annotated[Optional[str], typer.Option(help="registered version; default: the candidate alias")] = None
+            ) -> None:
+    """Gate a registered policy version (accuracy delta, KL budget, length drift, judge win-rate) and
+    move it staging → production; with promotion.require_approval, wait for `alignflow approve`."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from alignflow.flows.promote import promote as flow  # imports Prefect
+
+    eval_path = Path(cfg.workspace).resolve() / cfg.content_hash() / "data" / "eval.jsonl"
+    result = flow(cfg.model_dump(mode="json"), version, str(eval_path) if eval_path.exists() else None)
+    for gate in result["gates"]:
+        console.print(f"  {gate['gate']:<16} {gate['status']:<8} {gate['value']!s:<22} limit {gate['limit']!s:<8} "
+                      f"{gate['detail']}")
+    moved = ", ".join(result["aliases_set"]) or "none"
+    console.print(f"{result['registered_model']} v{result['candidate_version']}: {result['decision']} "
+                  f"(aliases set: {moved}); report {result['report']['markdown']}")
+
+
+@app.command()
+def approve(flow_run_id: Annotated[str, typer.Argument(help="the paused/suspended promote run")],
+            reviewer: Annotated[str, typer.Option(help="who approves")],
+            reject: Annotated[bool, typer.Option(help="reject instead")] = False,
+            comment: Annotated[str, typer.Option()] = "", config: ConfigOpt = None) -> None:
+    """Answer a promote run waiting for human approval (the Prefect UI's resume form does the same)."""
+    configure_environment(_load(config, None))
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(flow_run_id, run_input={"approved": not reject, "reviewer": reviewer, "comment": comment})
+    console.print(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {flow_run_id} resumes")
+
+
+@app.command()
+def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Point `production` back at the previous production version."""
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    try:
+        left, restored = registry.rollback(tracker, cfg.tracking.registered_model)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{cfg.tracking.registered_model}: production v{left} → v{restored}")
+
+
+def _print_summary(result: dict) -> None:
+    table = Table(title="alignflow run")
+    table.add_column("what")
+    table.add_column("where / value")
+    history = result["accuracy_history"]
+    table.add_row("held-out accuracy per round", " → ".join(f"{a:.3f}" for a in history))
+    table.add_row("MLflow", f"{result['tracking_uri']}  (experiment '{result['experiment']}', run {result['parent_run_id']})")
+    if result["tracking_uri"].startswith("http"):
+        table.add_row("MLflow UI", f"{result['tracking_uri']}/#/experiments")
+    else:
+        table.add_row("MLflow UI", f"mlflow ui --backend-store-uri {result['tracking_uri']}  (or `alignflow up` first)")
+    table.add_row("Prefect UI", os.environ.get("PREFECT_API_URL", "ephemeral (run `alignflow up` for a UI)").removesuffix("/api"))
+    promo = result["promotion"]
+    verdict = f"v{result['version']} → {', '.join(promo['aliases_set'])}" if promo["passed"] else f"v{result['version']} stays candidate"
+    table.add_row("model", f"models:/{result['registered_model']}@candidate ({verdict})")
+    table.add_row("gate", promo["reason"])
+    table.add_row("policy checkpoint", result["policy"]["path"])
+    table.add_row("artifacts (DVC-tracked)", result["workspace"])
+    console.print(table)
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    prefect: bool = typer.Option(True, help="also start a Prefect server"),
+    artifacts: Annotated[Optional[str], typer.Option(
+        help="MLflow artifact store, e.g. s3://bucket/mlflow (credentials from the AWS_* environment)")] = None,
+    s3_endpoint: Annotated[Optional[str], typer.Option(help="S3 endpoint URL for a non-AWS store (MinIO, SeaweedFS…)")] = None,
+) -> None:
+    """Start the local stack: mlflow server (sqlite; local or S3 artifacts) and prefect server, on loopback."""
+    from alignflow.components.platform.services import load_stack, save_stack, start_mlflow, start_prefect
+
+    cfg = _load(config, set_)
+    state = Path(cfg.state_dir).resolve()
+    running = load_stack(state)
+    if running:
+        console.print(f"already up: {json.dumps(running, indent=1)}")
+        return
+    services = []
+    extra_env = {"MLFLOW_S3_ENDPOINT_URL": s3_endpoint} if s3_endpoint else None
+    mlflow_service, _ = start_mlflow(state, port=5000 if _port_free(5000) else None,
+                                     artifacts_destination=artifacts, extra_env=extra_env)
+    services.append(mlflow_service)
+    if prefect:
+        prefect_service, _ = start_prefect(state, port=4200 if _port_free(4200) else None)
+        services.append(prefect_service)
+    save_stack(state, services)
+    for service in services:
+        console.print(f"[green]{service.name}[/green] {service.url}  (pid {service.pid}, log {service.log})")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@app.command()
+def report(config: ConfigOpt = None, set_: SetOpt = None,
+           run_id: Annotated[Optional[str], typer.Option(help="pipeline run id; default: the latest")] = None) -> None:
+    """Print the per-round accuracy curve and wall-time split of a pipeline run (markdown)."""
+    from alignflow.components.evaluation.report import round_table
+    from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
+
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    print(round_table(tracker, run_id))
+
+
+@app.command()
+def compare(config: ConfigOpt = None, set_: SetOpt = None,
+            run_id: Annotated[Optional[list[str]], typer.Option(help="pipeline run ids (repeat); default: every "
+                                                                    "finished pipeline run in the experiment")] = None,
+            plot: Annotated[Optional[Path], typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
+    """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy, pairs,
+    data-collection seconds; optionally a PNG of accuracy by round and by collection seconds."""
+    from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
+    from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
+
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    series = collect(tracker, run_id)
+    print(comparison_table(series))
+    if plot:
+        print(f"plot: {plot_comparison(series, plot, f'experiment {cfg.tracking.experiment}')}")
+
+
+@app.command()
+def down(config: ConfigOpt = None) -> None:
+    """Stop the services `alignflow up` started."""
+    from alignflow.components.platform.services import load_stack, stack_file, stop_process
+
+    cfg = _load(config, None)
+    state = Path(cfg.state_dir).resolve()
+    for name, info in load_stack(state).items():
+        stop_process(info["pid"])
+        console.print(f"stopped {name} (pid {info['pid']})")
+    stack_file(state).unlink(missing_ok=True)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="data | sft | rounds | eval")],
+    out: Annotated[Path, typer.Option(help="output directory of this stage")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="the data stage's output")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="policy checkpoint to start from / evaluate")] = None,
+) -> None:
+    """Run one stage without Prefect — what `dvc repro` calls (see dvc.yaml)."""
+    from alignflow.components.stages import steps
+
+    cfg = _load(config, set_)
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "data":
+        result = steps.prepare_data(cfg, out)
+    elif name == "sft":
+        base = steps.prepare_base(cfg)
+        result = steps.run_sft(cfg, Path(base["path"]), _need(data_dir, "--data-dir") / "sft.jsonl", out / "checkpoint")
+    elif name == "rounds":
+        result = _rounds_without_prefect(cfg, _need(data_dir, "--data-dir"), _need(policy, "--policy"), out)
+    elif name == "eval":
+        result = steps.evaluate(cfg, _need(policy, "--policy"), None, _need(data_dir, "--data-dir") / "eval.jsonl", out,
+                                cfg.seed)
+    else:
+        console.print(f"[red]unknown stage '{name}'[/red]; expected data, sft, rounds or eval")
+        raise typer.Exit(2)
+    console.print_json(json.dumps(result, default=str))
+
+
+def _need(value: Optional[Path], flag: str) -> Path:
+    if value is None:
+        console.print(f"[red]this stage needs {flag}[/red]")
+        raise typer.Exit(2)
+    return value
+
+
+def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, out: Path) -> dict:
+    from alignflow.components.stages import steps
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import ProblemRow
+    from alignflow.components.collection.quality import check_quality, report_pair_file, thresholds_from
+
+    if cfg.rounds.kind == "synthesized":
+        console.print("[red]synthesized rounds resolve their judge in the MLflow registry: run them with "
+                      "`alignflow run`, not as a DVC stage[/red]")
+        raise typer.Exit(2)
+    heldout = [p.question for p in read_rows(data_dir / "eval.jsonl", ProblemRow)]
+    reference = policy
+    for round_index in range(1, cfg.rounds.n_rounds + 1):
+        round_dir = out / f"round-{round_index}"
+        if cfg.rounds.kind == "mcts":
+            pairs = steps.mcts_collect(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+        else:
+            sampled = steps.sample(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+            scored = steps.score(Path(sampled["path"]), round_dir)
+            pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index,
+                                     sampled["seed"], round_dir)
+        report = report_pair_file(Path(pairs["path"]), heldout, round_dir / "quality", f"pair quality, r{round_index}")
+        if cfg.quality.enabled:
+            check_quality(report["report"], thresholds_from(cfg.quality), pairs["path"])
+        if cfg.reward.strength_mode != "none":
+            pairs = steps.preference_strength(cfg, reference, Path(pairs["path"]), round_index, round_dir)
+        trained = steps.train_round_launched(cfg, policy, reference, Path(pairs["path"]), round_index,
+                                             round_dir / "checkpoint", Path(cfg.state_dir) / "reference-logps")
+        policy = Path(trained["path"])
+        if cfg.preference.reference == "previous_round":
+            reference = policy
+    # A stable path for the eval stage. Adapters are a few MB, so a copy is cheap (and DVC
+    # handles plain files better than links); a full-weight checkpoint is copied too.
+    final = out / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(policy, final)
+    return {"final_policy": str(final), "source": str(policy)}
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Several pipeline runs side by side: held-out accuracy per round, and what each round's data
+collection cost — the question "was MCTS worth its compute, compared with on-policy sampling?"
+answered from MLflow alone, as a markdown table and a plot.
+
+The runs are the pipeline parents (tag ``alignflow.kind = pipeline``); a run is labelled by its
+round kind and the params that set its collection budget, read from the run's own params.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignflow.components.platform.atomic import write_bytes_atomic
+from alignflow.components.evaluation.report import round_rows
+from alignflow.components.platform.tracking import Tracker
+
+# per round kind: the params that size its data collection, shown in the label
+BUDGET_PARAMS = {
+    "on_policy": ["sampling.prompts_per_round", "sampling.k", "sampling.max_new_tokens"],
+    "mcts": ["sampling.prompts_per_round", "mcts.n_iters", "mcts.n_init_actions", "mcts.n_actions",
+             "mcts.depth_limit", "mcts.max_new_tokens_per_step"],
+}
+COLLECTION_SECONDS = ("time/sampling_seconds", "time/search_seconds")
+
+
+@dataclass
+class RunSeries:
+    run_id: str
+    label: str
+    status: str
+    rounds: dict[int, dict[str, float]]  # 0 = baseline after SFT
+
+    def accuracy(self) -> dict[int, float]:
+        return {i: m["eval/accuracy"] for i, m in sorted(self.rounds.items()) if "eval/accuracy" in m}
+
+    def standard_error(self) -> dict[int, float]:
+        """Binomial standard error of each accuracy (0 where the eval size was not logged)."""
+        return {i: (a * (1 - a) / self.rounds[i]["eval/n"]) ** 0.5 if self.rounds[i].get("eval/n") else 0.0
+                for i, a in self.accuracy().items()}
+
+    @property
+    def short_label(self) -> str:
+        return f"{self.label.split(' ', 1)[0]} {self.run_id[:8]}"
+
+    def collection_seconds(self, index: int) -> float | None:
+        found = [self.rounds[index][k] for k in COLLECTION_SECONDS if k in self.rounds.get(index, {})]
+        return sum(found) if found else None
+
+
+def pipeline_runs(tracker: Tracker, run_ids: list[str] | None = None) -> list:
+    """The listed pipeline runs, or every finished one in the tracker's experiment (oldest first)."""
+    if run_ids:
+        return [tracker.client.get_run(run_id) for run_id in run_ids]
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      "tags.`alignflow.kind` = 'pipeline' and attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time ASC"], max_results=100)
+    if not runs:
+        raise LookupError(f"no finished pipeline run in experiment {tracker.experiment_id} at {tracker.tracking_uri}")
+    return runs
+
+
+def label_of(run) -> str:
+    params = run.data.params
+    kind = params.get("rounds.kind", "on_policy")
+    budget = ", ".join(f"{name.split('.', 1)[1]}={params[name]}" for name in BUDGET_PARAMS.get(kind, [])
+                       if name in params)
+    return f"{kind} ({budget})" if budget else kind
+
+
+def collect(tracker: Tracker, run_ids: list[str] | None = None) -> list[RunSeries]:
+    return [RunSeries(run.info.run_id, label_of(run), run.info.status, round_rows(tracker, run))
+            for run in pipeline_runs(tracker, run_ids)]
+
+
+def comparison_table(series: list[RunSeries]) -> str:
+    """One row per (run, round): accuracy, pairs, collection seconds, and for MCTS its node count."""
+    lines = ["| run | round | held-out acc | pairs | collection s | search nodes | training s |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(value, fmt):
+        return "–" if value is None else fmt.format(value)
+
+    for s in series:
+        for index, metrics in sorted(s.rounds.items()):
+            lines.append(f"| {s.label} `{s.run_id[:8]}` | {'baseline' if index == 0 else index} | "
+                         f"{cell(metrics.get('eval/accuracy'), '{:.3f}')} | {cell(metrics.get('round/n_pairs'), '{:.0f}')} | "
+                         f"{cell(s.collection_seconds(index), '{:.0f}')} | "
+                         f"{cell(metrics.get('round/search_nodes'), '{:.0f}')} | "
+                         f"{cell(metrics.get('time/training_seconds'), '{:.0f}')} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(series: list[RunSeries], out: Path, title: str = "held-out accuracy per round") -> Path:
+    """Accuracy against round (left) and against cumulative collection seconds (right), one line
+    per run: the second panel is the equal-budget view."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI or servers
+    import matplotlib.pyplot as plt
+
+    plotted = [s for s in series if s.accuracy()]
+    fig, (by_round, by_cost) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.25 * len(plotted)))
+    for s in plotted:
+        acc = s.accuracy()
+        rounds, error = list(acc), list(s.standard_error().values())
+        by_round.errorbar(rounds, list(acc.values()), yerr=error, marker="o", capsize=3, label=s.label)
+        spent, cumulative = 0.0, []
+        for index in rounds:
+            spent += s.collection_seconds(index) or 0.0
+            cumulative.append(spent)
+        by_cost.errorbar(cumulative, list(acc.values()), yerr=error, marker="o", capsize=3, label=s.short_label)
+    by_round.set_xlabel("round (0 = after SFT)")
+    by_round.set_ylabel("held-out accuracy")
+    by_round.set_xticks(sorted({i for s in series for i in s.accuracy()}))
+    by_cost.set_xlabel("cumulative data-collection seconds (sampling or search)")
+    for ax in (by_round, by_cost):
+        ax.grid(alpha=0.3)
+    by_cost.legend(fontsize=8, loc="lower right")
+    handles, labels = by_round.get_legend_handles_labels()  # full labels (budgets) under both panels
+    fig.legend(handles, [f"{label} {s.run_id[:8]}" for label, s in zip(labels, plotted, strict=True)],
+               loc="lower center", fontsize=7, ncol=1, frameon=False)
+    fig.suptitle(f"{title} (bars: ±1 standard error)")
+    fig.tight_layout(rect=(0, 0.06 * len(plotted) + 0.02, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return write_bytes_atomic(out, buffer.getvalue())

@@ -1,0 +1,185 @@
+"""Promotion gates for a registered policy version (`alignflow promote`, flow ``promote``).
+
+A candidate moves to staging and production only if every configured gate passes:
+
+- accuracy delta: its held-out accuracy ≥ production's + ``min_delta`` (the same eval file, by
+  DVC hash, or the gate refuses to compare); with no production version yet, ≥ the accuracy of
+  the model its rounds started from (the ``baseline_accuracy`` tag the pipeline and the judge
+  loop register) + ``min_delta`` — a first version is never accepted just for being first;
+- KL budget: its KL to its reference ≤ ``max_kl`` — a policy that bought accuracy by drifting far
+  from its reference is held back;
+- length drift: |its mean answer length / production's − 1| ≤ ``max_length_drift``;
+- judge win-rate: when a judge is given, its answers beat production's in ≥ ``min_judge_win_rate``
+  of pairwise comparisons (each pair asked both ways round, so position bias cancels).
+
+Gates without a limit, or without a production version to compare with, are reported as skipped,
+never as passed silently. The report is markdown plus a table (MLflow and Prefect artifacts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    status: str  # "passed" | "failed" | "skipped"
+    value: float | None
+    limit: float | None
+    detail: str
+
+
+@dataclass
+class PromotionReport:
+    registered_model: str
+    candidate_version: str
+    production_version: str | None
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.status != "failed" for g in self.gates)
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{k: ("" if v is None else v) for k, v in asdict(g).items()} for g in self.gates]
+
+    def as_markdown(self) -> str:
+        verdict = "PASSED" if self.passed else "BLOCKED"
+        against = f"production v{self.production_version}" if self.production_version else "no production version"
+        return (f"# Promotion of {self.registered_model} v{self.candidate_version}: {verdict}\n\n"
+                f"Compared with {against}.\n\n{gate_table(self.gates)}")
+
+
+def gate_table(gates: list[GateResult]) -> str:
+    """The gates as a markdown table (the promote flow's report and the pipeline's gate report)."""
+    rows = "".join(f"| {g.gate} | {g.status} | {_fmt(g.value)} | {_fmt(g.limit)} | {g.detail} |\n" for g in gates)
+    return f"| gate | status | value | limit | detail |\n|---|---|---|---|---|\n{rows}"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _float(tags: dict[str, str], key: str) -> float | None:
+    try:
+        value = float(tags[key])
+    except (KeyError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def accuracy_reference(candidate_tags: dict[str, str], production_version: str | None,
+                       production_tags: dict[str, str] | None) -> tuple[float | None, str]:
+    """What the candidate's accuracy is compared with, and a name for it: production's, or, before
+    anything is in production, the recorded accuracy of the model its rounds started from."""
+    if production_version is not None:
+        return _float(production_tags or {}, "eval_accuracy"), f"production v{production_version}"
+    baseline = _float(candidate_tags, "baseline_accuracy")
+    if baseline is None:
+        return None, "nothing (no production version, no recorded baseline)"
+    return baseline, "its pre-round baseline (no production version yet)"
+
+
+def accuracy_gate(candidate_tags: dict[str, str], production_version: str | None,
+                  production_tags: dict[str, str] | None, min_delta: float) -> GateResult:
+    """The one accuracy rule for the pipeline's gate and `alignflow promote`: candidate ≥ reference +
+    min_delta on the same eval set. Only a version with neither a production version nor a recorded
+    baseline to compare with is accepted on its own — and the report says so."""
+    prod = production_tags or {}
+    cand_acc = _float(candidate_tags, "eval_accuracy")
+    reference, source = accuracy_reference(candidate_tags, production_version, prod)
+    if cand_acc is None:
+        return GateResult("accuracy_delta", "failed", None, min_delta, "the candidate has no eval_accuracy")
+    if production_version is not None and candidate_tags.get("eval_dataset") != prod.get("eval_dataset"):
+        return GateResult("accuracy_delta", "failed", None, min_delta,
+                          f"not comparable: eval set {candidate_tags.get('eval_dataset')} vs "
+                          f"production's {prod.get('eval_dataset')}")
+    if reference is None and production_version is not None:
+        return GateResult("accuracy_delta", "failed", None, min_delta,
+                          f"{source} has no eval_accuracy tag")
+    if reference is None:
+        return GateResult("accuracy_delta", "passed", None, min_delta,
+                          f"{cand_acc:.4f}, compared with {source}: the first candidate is accepted on accuracy")
+    delta = cand_acc - reference
+    return GateResult("accuracy_delta", "passed" if delta >= min_delta else "failed", delta, min_delta,
+                      f"{cand_acc:.4f} vs {reference:.4f}, {source}")
+
+
+def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, str],
+                   production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
+                   judge_win_rate: float | None = None) -> PromotionReport:
+    """``limits``: a PromotionConfig (min_delta, max_kl, max_length_drift, min_judge_win_rate)."""
+    report = PromotionReport(name, candidate_version, production_version)
+    prod = production_tags or {}
+    report.gates.append(accuracy_gate(candidate_tags, production_version, prod, limits.min_delta))
+
+    kl = _float(candidate_tags, "eval_kl")
+    if limits.max_kl is None:
+        report.gates.append(GateResult("kl_budget", "skipped", kl, None, "promotion.max_kl not set"))
+    elif kl is None:
+        report.gates.append(GateResult("kl_budget", "failed", None, limits.max_kl, "the candidate has no eval_kl"))
+    else:
+        report.gates.append(GateResult("kl_budget", "passed" if kl <= limits.max_kl else "failed", kl, limits.max_kl,
+                                       "KL(candidate ‖ its reference) on held-out prompts"))
+
+    cand_len, prod_len = _float(candidate_tags, "eval_mean_length"), _float(prod, "eval_mean_length")
+    if limits.max_length_drift is None:
+        report.gates.append(GateResult("length_drift", "skipped", None, None, "promotion.max_length_drift not set"))
+    elif production_version is None or not cand_len or not prod_len:
+        report.gates.append(GateResult("length_drift", "skipped", None, limits.max_length_drift,
+                                       "no production answer length to compare with"))
+    else:
+        drift = abs(cand_len / prod_len - 1)
+        report.gates.append(GateResult("length_drift", "passed" if drift <= limits.max_length_drift else "failed",
+                                       drift, limits.max_length_drift,
+                                       f"{cand_len:.1f} vs production {prod_len:.1f} tokens"))
+
+    if limits.min_judge_win_rate is None:
+        report.gates.append(GateResult("judge_win_rate", "skipped", judge_win_rate, None,
+                                       "promotion.min_judge_win_rate not set"))
+    elif judge_win_rate is None:
+        report.gates.append(GateResult("judge_win_rate", "skipped", None, limits.min_judge_win_rate,
+                                       "no judge, or no production version to compare with"))
+    else:
+        ok = judge_win_rate >= limits.min_judge_win_rate
+        report.gates.append(GateResult("judge_win_rate", "passed" if ok else "failed", judge_win_rate,
+                                       limits.min_judge_win_rate, "candidate vs production, both orders"))
+    return report
+
+
+def win_rate(choices_straight: list[str], choices_swapped: list[str]) -> float:
+    """Candidate shown as A in ``straight`` and as B in ``swapped``: a win counts 1 per order it
+    is picked in, so a judge that always picks one position gives exactly 0.5."""
+    if len(choices_straight) != len(choices_swapped) or not choices_straight:
+        raise ValueError("win rate needs equal, non-empty lists of choices")
+    wins = sum(c == "A" for c in choices_straight) + sum(c == "B" for c in choices_swapped)
+    return wins / (2 * len(choices_straight))
+
+
+def judge_win_rate(candidate_dir, production_dir, judge_dir, questions: list[str], max_new_tokens: int,
+                   batch_size: int, system_prompt: str | None) -> float:
+    """Both policies answer the held-out questions greedily; the judge picks the better answer of
+    each pair, asked both ways round (``win_rate``)."""
+    from alignflow.components.modeling.generation import generate_completions
+    from alignflow.components.judges.pairwise import pairwise_choices
+    from alignflow.components.modeling.checkpoints import load_checkpoint
+    from alignflow.components.data.prompts import render_prompt
+
+    answers = []
+    for directory in (candidate_dir, production_dir):
+        policy = load_checkpoint(directory, merge=True)
+        prompts = [render_prompt(policy.tokenizer, q, system_prompt) for q in questions]
+        answers.append([c.text for c in generate_completions(policy.model, policy.tokenizer, prompts, k=1,
+                                                             do_sample=False, max_new_tokens=max_new_tokens,
+                                                             batch_size=batch_size)])
+        del policy
+    judge = load_checkpoint(judge_dir, merge=True)
+    candidate, production = answers
+    straight = pairwise_choices(judge.model, judge.tokenizer, list(zip(questions, candidate, production)),
+                                system_prompt, batch_size)
+    swapped = pairwise_choices(judge.model, judge.tokenizer, list(zip(questions, production, candidate)),
+                               system_prompt, batch_size)
+    return win_rate(straight, swapped)

@@ -1,0 +1,96 @@
+"""Reward models on a causal-LM backbone (ALGORITHMS.md §7): one module, three heads.
+
+- ``scalar``: r = w·h_last — Bradley-Terry, margin BT, scaled BT and Eurus train this.
+- ``multi_attribute``: a linear head to Likert attributes (helpfulness, correctness, …), trained
+  by regression; ``scalar_head_from_attribute`` starts a BT head from one attribute's row
+  (the HelpSteer2 recipe: regression → initialise BT → scaled BT).
+- ``gpm``: the General Preference Model. Each response is embedded to an L2-normalised
+  v ∈ R^{2k}; the preference score s(i≻j) = Σ_l λ_l(x)(v_i^{2l−1}v_j^{2l} − v_i^{2l}v_j^{2l−1}) is
+  skew-symmetric, so it can represent cyclic preferences that no scalar reward can.
+
+Every head reads the backbone's last hidden state at the final token. Batches are left-padded
+(``components.logprobs``), so that token is always the last column, and the prompt's last token
+sits ``response_length`` columns before it — that is what the GPM gate reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from alignflow.components.modeling.logprobs import TokenBatch, position_ids_for
+
+HeadType = Literal["scalar", "multi_attribute", "gpm"]
+HEADS: tuple[str, ...] = ("scalar", "multi_attribute", "gpm")
+LIKERT_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+
+def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """s(i≻j) = Σ_l λ_l (v_i[2l]·v_j[2l+1] − v_i[2l+1]·v_j[2l]) (0-based); skew-symmetric in (i, j)."""
+    a_i, b_i = v_i[..., 0::2], v_i[..., 1::2]
+    a_j, b_j = v_j[..., 0::2], v_j[..., 1::2]
+    return (gate * (a_i * b_j - b_i * a_j)).sum(-1)
+
+
+def gpm_loss(score: torch.Tensor, tau: float) -> torch.Tensor:
+    """−log σ(s(c≻r)/τ): the chosen response should be preferred."""
+    return -F.logsigmoid(score / tau)
+
+
+class RewardModel(nn.Module):
+    """A backbone (the causal LM's base transformer) plus one reward head."""
+
+    def __init__(self, causal_lm: PreTrainedModel, head: HeadType = "scalar", n_attributes: int = len(LIKERT_ATTRIBUTES),
+                 gpm_k: int = 2) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown reward head '{head}'; expected one of {HEADS}")
+        self.backbone = causal_lm.base_model  # drops the LM head: a reward model never needs vocab logits
+        self.head_type = head
+        hidden = causal_lm.config.hidden_size
+        dtype = next(self.backbone.parameters()).dtype
+        if head == "scalar":
+            self.head = nn.Linear(hidden, 1, dtype=dtype)
+        elif head == "multi_attribute":
+            self.head = nn.Linear(hidden, n_attributes, dtype=dtype)
+        else:
+            self.head = nn.Linear(hidden, 2 * gpm_k, dtype=dtype)
+            self.gate = nn.Linear(hidden, gpm_k, dtype=dtype)
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def hidden_states(self, batch: TokenBatch) -> torch.Tensor:
+        out = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            position_ids=position_ids_for(batch.attention_mask), use_cache=False)
+        return out.last_hidden_state
+
+    def forward(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
+        """Head outputs for each row: ``reward`` [B] (scalar), ``attributes`` [B, A], or
+        ``embedding`` [B, 2k] and ``gate`` [B, k] (GPM)."""
+        hidden = self.hidden_states(batch)
+        last = hidden[:, -1, :]
+        if self.head_type == "scalar":
+            return {"reward": self.head(last).squeeze(-1)}
+        if self.head_type == "multi_attribute":
+            return {"attributes": self.head(last)}
+        prompt_end = hidden.shape[1] - 1 - batch.response_lengths.to(hidden.device)
+        prompt_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), prompt_end]
+        return {"embedding": F.normalize(self.head(last), dim=-1), "gate": torch.softmax(self.gate(prompt_hidden), dim=-1)}
+
+
+def scalar_head_from_attribute(model: RewardModel, attribute_index: int = 0) -> RewardModel:
+    """Turn a trained multi-attribute model into a scalar one that starts at that attribute's score."""
+    if model.head_type != "multi_attribute":
+        raise ValueError(f"need a multi_attribute reward model, got '{model.head_type}'")
+    source = model.head
+    scalar = nn.Linear(source.in_features, 1, dtype=source.weight.dtype, device=source.weight.device)
+    with torch.no_grad():
+        scalar.weight.copy_(source.weight[attribute_index : attribute_index + 1])
+        scalar.bias.copy_(source.bias[attribute_index : attribute_index + 1])
+    model.head = scalar
+    model.head_type = "scalar"
+    return model

@@ -1,0 +1,115 @@
+"""MLflow tracking with explicit run ids.
+
+Prefect runs tasks in worker threads and MLflow's fluent "active run" is thread-local, so every
+call here names its run id instead of relying on ``mlflow.start_run`` context. One parent run
+per pipeline, a nested run per round and per task, linked through ``mlflow.parentRunId``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.time import get_current_time_millis
+
+from alignflow.components.platform.redaction import redact_mapping
+
+MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
+    """Config wins; then MLFLOW_TRACKING_URI (set by `alignflow up`); else a local sqlite file."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(Path(state_dir) / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    """A thin, explicit-run-id facade over MlflowClient."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        # MLflow 3's UI opens an experiment of unknown kind on its GenAI trace overview; these are
+        # training runs, so say so and the runs table is what a user sees first
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=_local_artifact_root(tracking_uri, experiment),
+            tags={"mlflow.experimentKind": "custom_model_development"})
+
+    def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
+        all_tags = {"mlflow.runName": name, **redact_mapping(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in redact_mapping(params).items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = get_current_time_millis()
+        items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items()
+                 if v is not None and not math.isnan(float(v))]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[start:start + 500])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redact_mapping(tags).items()])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, directory: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
+    def log_dataset(self, run_id: str, path: Path, name: str, digest: str, context: str,
+                    extra_tags: Mapping[str, str] | None = None) -> None:
+        """Record a dataset input whose digest is its DVC hash, so MLflow and DVC agree on identity."""
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class once per URI scheme ('' and 'file') and
+            # warns, on every call, that a path matches both; it picks that class either way
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            source = resolve_dataset_source(str(Path(path).resolve()))
+        dataset = MetaDataset(source=source, name=name, digest=digest[:36])
+        tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+
+def _local_artifact_root(tracking_uri: str, experiment: str) -> str | None:
+    """With a sqlite store, keep artifacts beside the database instead of in ./mlruns of the cwd."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server decides (its --artifacts-destination)
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlflow-artifacts" / experiment).resolve().as_uri()
+
+
+def _metric_key(key: str) -> str:
+    """MLflow allows / in keys but not ':' or spaces; keep names readable."""
+    return key.replace(":", "_").replace(" ", "_")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → dotted params for MLflow."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,0 +1,88 @@
+"""Tasks of the ``promote`` flow: read the versions, measure the judge win rate, write the gate
+report where a user looks (MLflow artifact + version tags, Prefect markdown + table artifacts),
+move aliases. Never cached: each acts on the registry's current state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from alignflow.components.evaluation import gates as promotion
+from alignflow.components.platform import registry
+from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
+from alignflow.components.config import PipelineConfig
+from alignflow.components.data.io import read_rows
+from alignflow.components.data.schemas import ProblemRow
+from alignflow.components.platform.tracking import Tracker
+
+REGISTRY = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+
+
+def _version_info(version: Any | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    return {"version": str(version.version), "run_id": version.run_id, "tags": dict(version.tags or {})}
+
+
+@task(name="read-versions", **REGISTRY)
+def read_versions_task(tracking_uri: str, experiment: str, name: str, version: str | None) -> dict[str, Any]:
+    tracker = Tracker(tracking_uri, experiment)
+    candidate = (tracker.client.get_model_version(name, version) if version
+                 else registry.version_for_alias(tracker, name, "candidate"))
+    if candidate is None:
+        raise LookupError(f"'{name}' has no candidate version to promote; run a pipeline first or pass --version")
+    production = registry.version_for_alias(tracker, name, "production")
+    if production is not None and str(production.version) == str(candidate.version):
+        production = registry.version_for_alias(tracker, name, "previous-production")
+    return {"candidate": _version_info(candidate), "production": _version_info(production)}
+
+
+@task(name="judge-win-rate", cache_policy=NO_CACHE, retries=0)
+def judge_win_rate_task(config: dict[str, Any], tracking_uri: str, experiment: str, name: str, candidate: str,
+                        production: str, eval_path: str) -> dict[str, Any]:
+    cfg = PipelineConfig.model_validate(config)
+    tracker = Tracker(tracking_uri, experiment)
+    cache = Path(cfg.state_dir).resolve() / "registry"
+    dirs = [registry.download_version(tracker, name, "", cache, tracker.client.get_model_version(name, v))[0]
+            for v in (candidate, production)]
+    spec = cfg.promotion.judge
+    parsed = registry.parse_model_uri(spec)
+    judge_dir = Path(spec) if parsed is None else registry.download_version(tracker, *parsed, cache)[0]
+    questions = [p.question for p in read_rows(Path(eval_path), ProblemRow)][: cfg.promotion.judge_prompts]
+    rate = promotion.judge_win_rate(dirs[0], dirs[1], judge_dir, questions, cfg.eval.max_new_tokens,
+                                    cfg.eval.batch_size, cfg.data.system_prompt)
+    return {"win_rate": rate, "judge": spec, "n_prompts": len(questions)}
+
+
+@task(name="gate-report", **REGISTRY)
+def gate_report_task(tracking_uri: str, experiment: str, report: dict[str, Any], markdown: str, table: list[dict],
+                     out_dir: str) -> dict[str, str]:
+    tracker = Tracker(tracking_uri, experiment)
+    out = Path(out_dir)
+    md = write_text_atomic(out / "gate_report.md", markdown)
+    js = write_json_atomic(out / "gate_report.json", report)
+    run_id = report["candidate_run_id"]
+    tracker.log_artifact(run_id, md, "promotion")
+    tracker.log_artifact(run_id, js, "promotion")
+    name, version = report["registered_model"], report["candidate_version"]
+    tracker.client.set_model_version_tag(name, version, "gate_passed", str(report["passed"]))
+    for gate in table:
+        tracker.client.set_model_version_tag(name, version, f"gate.{gate['gate']}", gate["status"])
+    key = f"gate-{name}-v{version}".lower().replace("_", "-")
+    create_markdown_artifact(markdown, key=key, description=f"promotion gates of {name} v{version}")
+    create_table_artifact(table, key=f"{key}-table", description="gate, status, value, limit")
+    return {"markdown": str(md), "json": str(js)}
+
+
+@task(name="move-aliases", **REGISTRY)
+def move_aliases_task(tracking_uri: str, experiment: str, name: str, version: str, target_alias: str,
+                      approver: str | None) -> list[str]:
+    tracker = Tracker(tracking_uri, experiment)
+    moved = registry.promote_version(tracker, name, version, target_alias)
+    if approver:
+        tracker.client.set_model_version_tag(name, version, "approved_by", approver)
+    return moved
