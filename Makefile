@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test setup browser up down clean-state
+.PHONY: demo test lint setup browser up down clean-state
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -24,9 +24,14 @@ demo: setup
 	$(BIN)/alignflow up
 	$(BIN)/alignflow run
 
-## test: set up and run the whole suite (CI runs exactly this)
-test: setup browser
+## test: set up, lint and type-check, and run the whole suite (CI runs exactly this)
+test: setup browser lint
 	$(BIN)/python -m pytest -v --durations=25 $(PYTEST_ARGS)
+
+## lint: ruff (style, imports, no bare `components`/`tasks`/`flows` imports) and pyright (basic)
+lint: setup
+	$(BIN)/ruff check alignflow components tasks flows tests bench
+	$(BIN)/pyright
 
 # Debian's Chromium for the MLflow UI test (tests/integration/mlflow_ui.py, from the pipeline test); installed when
 # running as root; without it the UI check warns and is not run (outside CI) or fails (under CI)

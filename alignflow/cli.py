@@ -1,7 +1,8 @@
 """`alignflow`: run the pipeline, manage the local stack, run single stages for `dvc repro`.
 
-Prefect is imported only inside the commands that run flows, so ``components`` stays
-importable without it; the stage commands call ``components.steps`` directly.
+The top of the import package: it may import flows (Prefect is imported only inside the commands
+that run them, so `alignflow --help` and the stage commands start fast); the stage commands call
+``components.stages`` directly, without Prefect.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -19,7 +21,8 @@ from rich.table import Table
 
 from alignflow.components.config import ConfigError, PipelineConfig, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Workflow-orchestrated alignment rounds with lineage.")
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Workflow-orchestrated alignment rounds with lineage.")
 console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="params.yaml to read")]
@@ -81,14 +84,15 @@ def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     table = Table(title="alignflow judge-loop (held-out labelled judgments)")
     for column in ("judge", "exact-score accuracy", "MAE", "pairwise agreement", "malformed"):
         table.add_column(column)
-    for t, m in enumerate(result["history"]):
+    for t, m in enumerate(result.history):
         table.add_row("seed (SFT)" if t == 0 else f"iteration {t}", f"{m['judge/exact_accuracy']:.3f}",
-                      f"{m['judge/mae']:.3f}", f"{m['judge/pairwise_agreement']:.3f}", f"{m['judge/malformed_rate']:.3f}")
+                      f"{m['judge/mae']:.3f}", f"{m['judge/pairwise_agreement']:.3f}",
+                      f"{m['judge/malformed_rate']:.3f}")
     console.print(table)
-    promo = result["promotion"]
+    promo = result.promotion
     verdict = f"→ {', '.join(promo['aliases_set'])}" if promo["passed"] else "stays candidate"
-    console.print(f"judge: models:/{result['registered_model']}/{result['version']} {verdict} ({promo['reason']})")
-    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+    console.print(f"judge: models:/{result.registered_model}/{result.version} {verdict} ({promo['reason']})")
+    console.print(f"MLflow: {result.tracking_uri} (experiment '{result.experiment}', run {result.parent_run_id})")
 
 
 @app.command()
@@ -99,16 +103,17 @@ def synthesize(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from alignflow.flows.synthesize import synthesize as flow  # imports Prefect
 
     result = flow(cfg.model_dump(mode="json"))
-    pairs = result["pairs"]
-    console.print(f"{pairs['n_pairs']} pairs ({cfg.synthesis.rejected_strategy}) from {pairs['prompts_with_a_pair']} "
-                  f"prompts → {pairs['path']}")
-    console.print(f"judge: {result['judge']['source']}; quality report: {result['quality']['json']}")
-    console.print(f"MLflow: {result['tracking_uri']} (experiment '{result['experiment']}', run {result['parent_run_id']})")
+    pairs = result.pairs
+    console.print(f"{pairs.n_pairs} pairs ({cfg.synthesis.rejected_strategy}) from {pairs.prompts_with_a_pair} "
+                  f"prompts → {pairs.pairs.path}")
+    console.print(f"judge: {result.judge.source}; quality report: {result.quality.report_json.path}")
+    console.print(f"MLflow: {result.tracking_uri} (experiment '{result.experiment}', run {result.parent_run_id})")
 
 
 @app.command()
 def promote(config: ConfigOpt = None, set_: SetOpt = None,
-            version: Annotated[Optional[str], typer.Option(help="registered version; default: the candidate alias")] = None
+            version: Annotated[Optional[str],
+                               typer.Option(help="registered version; default: the candidate alias")] = None
             ) -> None:
     """Gate a registered policy version (accuracy delta, KL budget, length drift, judge win-rate) and
     move it staging → production; with promotion.require_approval, wait for `alignflow approve`."""
@@ -116,8 +121,10 @@ def promote(config: ConfigOpt = None, set_: SetOpt = None,
     configure_environment(cfg)
     from alignflow.flows.promote import promote as flow  # imports Prefect
 
-    eval_path = Path(cfg.workspace).resolve() / cfg.content_hash() / "data" / "eval.jsonl"
-    result = flow(cfg.model_dump(mode="json"), version, str(eval_path) if eval_path.exists() else None)
+    # the data stage writes under data/<stage>-<code version>/: the newest eval split of this config
+    found = sorted((Path(cfg.workspace).resolve() / cfg.content_hash() / "data").glob("*/eval.jsonl"),
+                   key=lambda p: p.stat().st_mtime)
+    result = flow(cfg.model_dump(mode="json"), version, str(found[-1]) if found else None)
     for gate in result["gates"]:
         console.print(f"  {gate['gate']:<16} {gate['status']:<8} {gate['value']!s:<22} limit {gate['limit']!s:<8} "
                       f"{gate['detail']}")
@@ -135,7 +142,7 @@ def approve(flow_run_id: Annotated[str, typer.Argument(help="the paused/suspende
     configure_environment(_load(config, None))
     from prefect.flow_runs import resume_flow_run
 
-    resume_flow_run(flow_run_id, run_input={"approved": not reject, "reviewer": reviewer, "comment": comment})
+    resume_flow_run(UUID(flow_run_id), run_input={"approved": not reject, "reviewer": reviewer, "comment": comment})
     console.print(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {flow_run_id} resumes")
 
 
@@ -156,24 +163,25 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"{cfg.tracking.registered_model}: production v{left} → v{restored}")
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: Any) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")
     table.add_column("where / value")
-    history = result["accuracy_history"]
-    table.add_row("held-out accuracy per round", " → ".join(f"{a:.3f}" for a in history))
-    table.add_row("MLflow", f"{result['tracking_uri']}  (experiment '{result['experiment']}', run {result['parent_run_id']})")
-    if result["tracking_uri"].startswith("http"):
-        table.add_row("MLflow UI", f"{result['tracking_uri']}/#/experiments")
+    table.add_row("held-out accuracy per round", " → ".join(f"{a:.3f}" for a in result.accuracy_history))
+    table.add_row("MLflow", f"{result.tracking_uri}  (experiment '{result.experiment}', run {result.parent_run_id})")
+    if result.tracking_uri.startswith("http"):
+        table.add_row("MLflow UI", f"{result.tracking_uri}/#/experiments")
     else:
-        table.add_row("MLflow UI", f"mlflow ui --backend-store-uri {result['tracking_uri']}  (or `alignflow up` first)")
-    table.add_row("Prefect UI", os.environ.get("PREFECT_API_URL", "ephemeral (run `alignflow up` for a UI)").removesuffix("/api"))
-    promo = result["promotion"]
-    verdict = f"v{result['version']} → {', '.join(promo['aliases_set'])}" if promo["passed"] else f"v{result['version']} stays candidate"
-    table.add_row("model", f"models:/{result['registered_model']}@candidate ({verdict})")
+        table.add_row("MLflow UI", f"mlflow ui --backend-store-uri {result.tracking_uri}  (or `alignflow up` first)")
+    table.add_row("Prefect UI",
+                  os.environ.get("PREFECT_API_URL", "ephemeral (run `alignflow up` for a UI)").removesuffix("/api"))
+    promo = result.promotion
+    verdict = (f"v{result.version} → {', '.join(promo['aliases_set'])}" if promo["passed"]
+               else f"v{result.version} stays candidate")
+    table.add_row("model", f"models:/{result.registered_model}@candidate ({verdict})")
     table.add_row("gate", promo["reason"])
-    table.add_row("policy checkpoint", result["policy"]["path"])
-    table.add_row("artifacts (DVC-tracked)", result["workspace"])
+    table.add_row("policy checkpoint", result.policy.path)
+    table.add_row("artifacts (DVC-tracked)", result.workspace)
     console.print(table)
 
 
@@ -184,7 +192,8 @@ def up(
     prefect: bool = typer.Option(True, help="also start a Prefect server"),
     artifacts: Annotated[Optional[str], typer.Option(
         help="MLflow artifact store, e.g. s3://bucket/mlflow (credentials from the AWS_* environment)")] = None,
-    s3_endpoint: Annotated[Optional[str], typer.Option(help="S3 endpoint URL for a non-AWS store (MinIO, SeaweedFS…)")] = None,
+    s3_endpoint: Annotated[Optional[str],
+                           typer.Option(help="S3 endpoint URL for a non-AWS store (MinIO, SeaweedFS…)")] = None,
 ) -> None:
     """Start the local stack: mlflow server (sqlite; local or S3 artifacts) and prefect server, on loopback."""
     from alignflow.components.platform.services import load_stack, save_stack, start_mlflow, start_prefect
@@ -232,7 +241,8 @@ def report(config: ConfigOpt = None, set_: SetOpt = None,
 def compare(config: ConfigOpt = None, set_: SetOpt = None,
             run_id: Annotated[Optional[list[str]], typer.Option(help="pipeline run ids (repeat); default: every "
                                                                     "finished pipeline run in the experiment")] = None,
-            plot: Annotated[Optional[Path], typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
+            plot: Annotated[Optional[Path],
+                            typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
     """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy, pairs,
     data-collection seconds; optionally a PNG of accuracy by round and by collection seconds."""
     from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
@@ -270,24 +280,26 @@ def stage(
     policy: Annotated[Optional[Path], typer.Option(help="policy checkpoint to start from / evaluate")] = None,
 ) -> None:
     """Run one stage without Prefect — what `dvc repro` calls (see dvc.yaml)."""
-    from alignflow.components.stages import steps
+    from alignflow.components.stages import base_model, data, evaluate, sft
+    from alignflow.components.stages.results import Artifact
 
     cfg = _load(config, set_)
     out.mkdir(parents=True, exist_ok=True)
+    result: Any
     if name == "data":
-        result = steps.prepare_data(cfg, out)
+        result = data.prepare_data(cfg, out)
     elif name == "sft":
-        base = steps.prepare_base(cfg)
-        result = steps.run_sft(cfg, Path(base["path"]), _need(data_dir, "--data-dir") / "sft.jsonl", out / "checkpoint")
+        base = base_model.prepare_base(cfg).checkpoint
+        result = sft.run_sft(cfg, base, Artifact.of(_need(data_dir, "--data-dir") / "sft.jsonl"), out / "checkpoint")
     elif name == "rounds":
         result = _rounds_without_prefect(cfg, _need(data_dir, "--data-dir"), _need(policy, "--policy"), out)
     elif name == "eval":
-        result = steps.evaluate(cfg, _need(policy, "--policy"), None, _need(data_dir, "--data-dir") / "eval.jsonl", out,
-                                cfg.seed)
+        result = evaluate.evaluate(cfg, _checkpoint(_need(policy, "--policy")), None,
+                                   Artifact.of(_need(data_dir, "--data-dir") / "eval.jsonl"), out, cfg.seed)
     else:
         console.print(f"[red]unknown stage '{name}'[/red]; expected data, sft, rounds or eval")
         raise typer.Exit(2)
-    console.print_json(json.dumps(result, default=str))
+    console.print_json(result.model_dump_json() if hasattr(result, "model_dump_json") else json.dumps(result))
 
 
 def _need(value: Optional[Path], flag: str) -> Path:
@@ -297,35 +309,41 @@ def _need(value: Optional[Path], flag: str) -> Path:
     return value
 
 
-def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, out: Path) -> dict:
-    from alignflow.components.stages import steps
-    from alignflow.components.data.io import read_rows
-    from alignflow.components.data.schemas import ProblemRow
-    from alignflow.components.collection.quality import check_quality, report_pair_file, thresholds_from
+def _checkpoint(path: Path) -> Any:
+    from alignflow.components.modeling.checkpoints import read_metadata
+    from alignflow.components.stages.results import Checkpoint
+
+    return Checkpoint(path=str(path), model_id=read_metadata(path).get("model_id", f"local:{path.resolve()}"))
+
+
+def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Path, out: Path) -> dict:
+    from alignflow.components.stages import launch, mcts, pairs, quality, sample, score, strength
+    from alignflow.components.stages.results import Artifact
 
     if cfg.rounds.kind == "synthesized":
         console.print("[red]synthesized rounds resolve their judge in the MLflow registry: run them with "
                       "`alignflow run`, not as a DVC stage[/red]")
         raise typer.Exit(2)
-    heldout = [p.question for p in read_rows(data_dir / "eval.jsonl", ProblemRow)]
-    reference = policy
+    train, heldout = Artifact.of(data_dir / "train.jsonl"), Artifact.of(data_dir / "eval.jsonl")
+    policy = reference = _checkpoint(policy_dir)
     for round_index in range(1, cfg.rounds.n_rounds + 1):
         round_dir = out / f"round-{round_index}"
         if cfg.rounds.kind == "mcts":
-            pairs = steps.mcts_collect(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
+            collected = mcts.mcts_collect(cfg, policy, train, round_index, round_dir)
         else:
-            sampled = steps.sample(cfg, policy, data_dir / "train.jsonl", round_index, round_dir)
-            scored = steps.score(Path(sampled["path"]), round_dir)
-            pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], round_index,
-                                     sampled["seed"], round_dir)
-        report = report_pair_file(Path(pairs["path"]), heldout, round_dir / "quality", f"pair quality, r{round_index}")
-        if cfg.quality.enabled:
-            check_quality(report["report"], thresholds_from(cfg.quality), pairs["path"])
+            sampled = sample.sample(cfg, policy, train, round_index, round_dir)
+            scored = score.score(sampled.samples, round_dir)
+            collected = pairs.make_pairs(cfg, scored.scored, sampled.policy_model_id, round_index, sampled.seed,
+                                         round_dir)
+        report = quality.report_pair_file(collected.pairs, heldout, cfg.quality, round_dir / "quality",
+                                          f"pair quality, r{round_index}")
+        report.raise_on_failures()
+        training_pairs = collected.pairs
         if cfg.reward.strength_mode != "none":
-            pairs = steps.preference_strength(cfg, reference, Path(pairs["path"]), round_index, round_dir)
-        trained = steps.train_round_launched(cfg, policy, reference, Path(pairs["path"]), round_index,
-                                             round_dir / "checkpoint", Path(cfg.state_dir) / "reference-logps")
-        policy = Path(trained["path"])
+            training_pairs = strength.preference_strength(cfg, reference, training_pairs, round_index, round_dir).pairs
+        trained = launch.train_round_launched(cfg, policy, reference, training_pairs, round_index,
+                                              round_dir / "checkpoint", Path(cfg.state_dir) / "reference-logps")
+        policy = trained.checkpoint
         if cfg.preference.reference == "previous_round":
             reference = policy
     # A stable path for the eval stage. Adapters are a few MB, so a copy is cheap (and DVC
@@ -333,8 +351,8 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy: Path, o
     final = out / "final"
     if final.exists():
         shutil.rmtree(final)
-    shutil.copytree(policy, final)
-    return {"final_policy": str(final), "source": str(policy)}
+    shutil.copytree(policy.dir, final)
+    return {"final_policy": str(final), "source": policy.path}
 
 
 def main() -> None:

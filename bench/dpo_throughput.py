@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -36,16 +37,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alignflow.components.config import PreferenceConfig  # noqa: E402
 from alignflow.components.data.arithmetic import generate_split  # noqa: E402
-from alignflow.components.modeling.checkpoints import LoadedModel, load_tokenizer  # noqa: E402
 from alignflow.components.data.prompts import render_prompt  # noqa: E402
+from alignflow.components.modeling.checkpoints import LoadedModel, load_tokenizer  # noqa: E402
 from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference  # noqa: E402
 
+
+class Shape(TypedDict):
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+
+
 SHAPES = {  # Llama shapes, SmolLM2's 49k vocabulary
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8),
+    "tiny": Shape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),
+    "smollm2-135m": Shape(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                          num_key_value_heads=3),
+    "llama-1b": Shape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                      num_key_value_heads=8),
 }
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
 
@@ -73,7 +84,8 @@ def build_pairs(tokenizer, n: int, problems_per_prompt: int, seed: int) -> list[
         group = problems[i * problems_per_prompt:(i + 1) * problems_per_prompt]
         prompt = render_prompt(tokenizer, "\n".join(p.question for p in group))
         chosen = "\n".join(p.solution for p in group)
-        rejected = "\n".join(p.solution.replace(f"The answer is {p.answer}.", f"The answer is {p.answer + rng.choice([-1, 1])}.")
+        rejected = "\n".join(p.solution.replace(f"The answer is {p.answer}.",
+                                                f"The answer is {p.answer + rng.choice([-1, 1])}.")
                              for p in group)
         pairs.append(PreferenceExample(prompt, chosen + eos, rejected + eos))
     return pairs
@@ -133,8 +145,9 @@ def run_ours(base, tokenizer, pairs, args) -> dict:
 
 
 def run_trl(base, tokenizer, pairs, args) -> dict:
+    # trl is the bench-only extra ('.[bench]'), not installed in the dev environment pyright runs in
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer  # pyright: ignore[reportMissingImports]
 
     model = copy.deepcopy(base).to(args.device)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
@@ -231,12 +244,13 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None) if args.bf16 else None
     n_params = sum(p.numel() for p in base.parameters())
-    print(f"\n{args.shape} ({n_params / 1e6:.0f}M params) on {device_name}; {args.pairs} pairs, batch {args.batch_size}, "
+    print(f"\n{args.shape} ({n_params / 1e6:.0f}M params) on {device_name}; {args.pairs} pairs, "
+          f"batch {args.batch_size}, "
           f"max_length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}"
           f"{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
           f"{tokens} tokens ({response_tokens} response)")
-    print(f"| trainer | pairs/s | tokens/s | loop pairs/s | peak GiB | MFU | mean train loss |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| trainer | pairs/s | tokens/s | loop pairs/s | peak GiB | MFU | mean train loss |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["pairs_per_s"] = args.pairs / r["total_s"]
         r["tokens_per_s"] = tokens / r["total_s"]

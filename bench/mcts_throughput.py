@@ -24,21 +24,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dpo_throughput import SHAPES, build_model  # noqa: E402
-from alignflow.components.config import MCTSConfig  # noqa: E402
-from alignflow.components.data.arithmetic import generate_split  # noqa: E402
-from alignflow.components.modeling.logprobs import position_ids_for  # noqa: E402
 from alignflow.components.collection.mcts.policy import Candidate, StepPolicy, cut_step  # noqa: E402
 from alignflow.components.collection.mcts.search import SearchProblem, search  # noqa: E402
 from alignflow.components.collection.mcts.tree import walk  # noqa: E402
-from alignflow.components.modeling.checkpoints import load_tokenizer  # noqa: E402
-from alignflow.components.trainers.common import model_device  # noqa: E402
+from alignflow.components.config import MCTSConfig  # noqa: E402
+from alignflow.components.data.arithmetic import generate_split  # noqa: E402
 from alignflow.components.data.prompts import render_prompt  # noqa: E402
+from alignflow.components.modeling.checkpoints import load_tokenizer  # noqa: E402
+from alignflow.components.modeling.generation import CanGenerate  # noqa: E402
+from alignflow.components.modeling.logprobs import position_ids_for  # noqa: E402
+from alignflow.components.trainers.common import model_device  # noqa: E402
+from bench.dpo_throughput import SHAPES, build_model  # noqa: E402
 
 
 class NaiveStepPolicy(StepPolicy):
@@ -54,16 +56,17 @@ class NaiveStepPolicy(StepPolicy):
             row = []
             for j in range(k):
                 torch.manual_seed(seed * 1000 + i * k + j)
-                out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                          temperature=self.temperature, top_k=0, top_p=1.0,
-                                          max_new_tokens=self.max_new_tokens, stop_strings=["\n"], tokenizer=tok,
-                                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                out = cast(CanGenerate, self.model).generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.temperature,
+                    top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, stop_strings=["\n"], tokenizer=tok,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
                 self.expanded_tokens += ids.shape[1]
                 full = out[:, :]
                 logits = self.model(input_ids=full, position_ids=position_ids_for(torch.ones_like(full))).logits.float()
                 new = full[0, ids.shape[1]:]
                 logps = torch.log_softmax(logits[0, ids.shape[1] - 1:-1], dim=-1).gather(-1, new.unsqueeze(-1))
-                row.append(cut_step(new.tolist(), logps.squeeze(-1).tolist(), tok.eos_token_id, self._decode))
+                row.append(cut_step(new.tolist(), logps.squeeze(-1).tolist(), cast(int, tok.eos_token_id),
+                                    self._decode))
             results.append(row)
         return results
 

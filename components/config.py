@@ -27,12 +27,12 @@ class _Section(BaseModel):
 class TinyModelConfig(_Section):
     """Shape of the random-init test model; it shares SmolLM2's tokenizer."""
 
-    hidden_size: int = Field(64, gt=0)
-    num_hidden_layers: int = Field(2, gt=0)
-    num_attention_heads: int = Field(4, gt=0)
-    num_key_value_heads: int = Field(2, gt=0)
-    intermediate_size: int = Field(128, gt=0)
-    max_position_embeddings: int = Field(1024, gt=0)
+    hidden_size: int = Field(default=64, gt=0)
+    num_hidden_layers: int = Field(default=2, gt=0)
+    num_attention_heads: int = Field(default=4, gt=0)
+    num_key_value_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    max_position_embeddings: int = Field(default=1024, gt=0)
 
 
 class ModelConfig(_Section):
@@ -41,26 +41,26 @@ class ModelConfig(_Section):
     source: str = "smollm2"
     cache_dir: Path = Path("~/.cache/alignflow/models")
     tiny: TinyModelConfig = TinyModelConfig()
-    torch_threads: int | None = Field(None, description="None = torch default")
+    torch_threads: int | None = Field(default=None, description="None = torch default")
 
 
 class LoraSettings(_Section):
     """LoRA by default: on CPU it cuts a training step by ~half and a checkpoint to a few MB."""
 
     enabled: bool = True
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class DataConfig(_Section):
     seed: int = 1234
-    n_sft: int = Field(400, ge=1)
-    n_train_prompts: int = Field(256, ge=1)
-    n_eval: int = Field(200, ge=1)
+    n_sft: int = Field(default=400, ge=1)
+    n_train_prompts: int = Field(default=256, ge=1)
+    n_eval: int = Field(default=200, ge=1)
     difficulties: list[int] = [1, 2]
-    max_operand: int = Field(20, ge=2)
+    max_operand: int = Field(default=20, ge=2)
     # The prompts' system turn: null keeps the model's template default (SmolLM2: a 20-token
     # identity line, a quarter of every prompt); a string replaces it.
     system_prompt: str | None = None
@@ -76,51 +76,59 @@ class DataConfig(_Section):
 
 class SFTConfig(_Section):
     enabled: bool = True
-    epochs: int = Field(1, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(256, ge=16)
-    warmup_steps: int = Field(5, ge=0)
+    epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=5e-5, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=256, ge=16)
+    warmup_steps: int = Field(default=5, ge=0)
 
 
 class SamplingConfig(_Section):
-    prompts_per_round: int = Field(64, ge=1)
-    k: int = Field(4, ge=2, description="completions per prompt; pairs need at least two")
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(96, ge=1)
-    batch_size: int = Field(32, ge=1)
+    prompts_per_round: int = Field(default=64, ge=1)
+    k: int = Field(default=4, ge=2, description="completions per prompt; pairs need at least two")
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int = Field(default=96, ge=1)
+    batch_size: int = Field(default=32, ge=1)
 
 
+# The names every choice may take, defined once: the library modules derive their tuples from these
+# (typing.get_args), so a new loss or strategy is added here and nowhere else.
 PairStrategy = Literal["best_vs_worst", "correct_vs_incorrect", "all_pairs"]
 LossType = Literal["sigmoid", "ipo", "cdpo", "rdpo"]
+Divergence = Literal["reverse_kl", "forward_kl", "js", "alpha"]
+RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]
+RewardHead = Literal["scalar", "multi_attribute", "gpm"]
+StrengthMode = Literal["none", "flip", "smooth", "adaptive_margin"]
+StepRejectedStrategy = Literal["worst", "random"]
+SynthesisRejectedStrategy = Literal["random_lower", "lowest", "all_pairs"]
 
 
 class PairsConfig(_Section):
     strategy: PairStrategy = "correct_vs_incorrect"
-    max_pairs_per_prompt: int = Field(2, ge=1)
+    max_pairs_per_prompt: int = Field(default=2, ge=1)
 
 
 class PreferenceConfig(_Section):
     loss_type: LossType = "sigmoid"
-    beta: float = Field(0.1, gt=0)
+    beta: float = Field(default=0.1, gt=0)
     # ε for cDPO / rDPO: the assumed label-flip rate. rDPO is undefined at ε >= 0.5.
-    label_smoothing: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0)
     length_normalize: bool = False  # IPO only: mean instead of sum of token log-probs
     # f-DPO (ALGORITHMS.md §1.5): the margin's divergence; reverse_kl is plain DPO.
-    divergence: Literal["reverse_kl", "forward_kl", "js", "alpha"] = "reverse_kl"
-    alpha: float = Field(0.5, gt=0, lt=1, description="α of the α-divergence")
-    lr: float = Field(5e-6, gt=0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_grad_norm: float = Field(10.0, gt=0)
-    warmup_steps: int = Field(2, ge=0)
-    max_length: int = Field(256, ge=16)
+    divergence: Divergence = "reverse_kl"
+    alpha: float = Field(default=0.5, gt=0, lt=1, description="α of the α-divergence")
+    lr: float = Field(default=5e-6, gt=0)
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_grad_norm: float = Field(default=10.0, gt=0)
+    warmup_steps: int = Field(default=2, ge=0)
+    max_length: int = Field(default=256, ge=16)
     # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
     reference: Literal["sft", "previous_round"] = "sft"
     # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
     # −γ·log π(r|x_rat) ("linear"), the released code −log σ(γ·log π(r|x_rat)) ("logsigmoid").
-    rationale_gamma: float = Field(0.1, ge=0)
+    rationale_gamma: float = Field(default=0.1, ge=0)
     rationale_form: Literal["linear", "logsigmoid"] = "linear"
     # List rows (TPO, §5): the exact published weighting is unverified, so both are switches.
     tpo_lambda_weighting: bool = True
@@ -133,27 +141,27 @@ class PreferenceConfig(_Section):
     packing: bool | Literal["auto"] = "auto"
     # tokens per packed row; None: the batch's longest row, so attention never spans more than
     # with padding (right for sdpa). With FlashAttention, a large value puts a batch in one row.
-    pack_length: int | None = Field(None, ge=16)
+    pack_length: int | None = Field(default=None, ge=16)
     # a DeepSpeed JSON (e.g. infra/deepspeed/zero2.json): ZeRO-2/3 around the same AdamW and schedule
     deepspeed_config: str | None = None
     # bf16 autocast (GPU): matmuls in bf16, weights and optimizer state stay in the model's dtype
     autocast_bf16: bool = False
 
-    def for_device(self, device_type: str) -> "PreferenceConfig":
+    def for_device(self, device_type: str) -> PreferenceConfig:
         """This config with the device-dependent choices ("auto") made for ``device_type``."""
         if self.packing != "auto":
             return self
         return self.model_copy(update={"packing": device_type == "cuda"})
 
     @model_validator(mode="after")
-    def _pack_length_fits(self) -> "PreferenceConfig":
+    def _pack_length_fits(self) -> PreferenceConfig:
         if self.pack_length is not None and self.pack_length < self.max_length:
             raise ValueError(f"pack_length ({self.pack_length}) must be >= max_length ({self.max_length}): "
                              f"a packed row has to hold the longest row")
         return self
 
     @model_validator(mode="after")
-    def _epsilon_valid(self) -> "PreferenceConfig":
+    def _epsilon_valid(self) -> PreferenceConfig:
         if self.loss_type in ("cdpo", "rdpo") and not (0 <= self.label_smoothing < 0.5):
             raise ValueError(
                 f"label_smoothing (ε) must be in [0, 0.5) for {self.loss_type}, got {self.label_smoothing}"
@@ -161,8 +169,8 @@ class PreferenceConfig(_Section):
         return self
 
 
-RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]
-_HEAD_FOR_LOSS = {"bt": "scalar", "margin_bt": "scalar", "scaled_bt": "scalar", "eurus": "scalar",
+_HEAD_FOR_LOSS: dict[str, RewardHead] = {"bt": "scalar", "margin_bt": "scalar", "scaled_bt": "scalar",
+                                          "eurus": "scalar",
                   "regression": "multi_attribute", "gpm": "gpm"}
 
 
@@ -170,31 +178,31 @@ class RewardConfig(_Section):
     """Reward-model training (ALGORITHMS.md §7). The head follows from the loss."""
 
     loss: RewardLoss = "bt"
-    lr: float = Field(1e-5, gt=0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    max_length: int = Field(256, ge=16)
-    n_attributes: int = Field(5, ge=1)
+    lr: float = Field(default=1e-5, gt=0)
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    max_length: int = Field(default=256, ge=16)
+    n_attributes: int = Field(default=5, ge=1)
     # which attribute a multi-attribute model ranks pairs by (0 = helpfulness)
-    rank_attribute: int = Field(0, ge=0)
-    gpm_k: int = Field(2, ge=1, description="GPM embeds to R^(2k)")
-    gpm_tau: float = Field(0.1, gt=0)
+    rank_attribute: int = Field(default=0, ge=0)
+    gpm_k: int = Field(default=2, ge=1, description="GPM embeds to R^(2k)")
+    gpm_tau: float = Field(default=0.1, gt=0)
     deepspeed_config: str | None = None  # as PreferenceConfig.deepspeed_config
     # Preference strength from an ensemble of M reward models (Secrets of RLHF II).
-    ensemble_size: int = Field(3, ge=2)
-    strength_mode: Literal["none", "flip", "smooth", "adaptive_margin"] = "none"
+    ensemble_size: int = Field(default=3, ge=2)
+    strength_mode: StrengthMode = "none"
     # smooth: pairs with mean strength below this get label_smoothing = smooth_epsilon
     strength_threshold: float = 0.0
-    smooth_epsilon: float = Field(0.1, ge=0, lt=0.5)
+    smooth_epsilon: float = Field(default=0.1, ge=0, lt=0.5)
 
     @property
-    def head(self) -> str:
+    def head(self) -> RewardHead:
         return _HEAD_FOR_LOSS[self.loss]
 
     @model_validator(mode="after")
-    def _attribute_in_range(self) -> "RewardConfig":
+    def _attribute_in_range(self) -> RewardConfig:
         if self.rank_attribute >= self.n_attributes:
             raise ValueError(f"rank_attribute {self.rank_attribute} is not below n_attributes {self.n_attributes}")
         return self
@@ -204,22 +212,22 @@ class MCTSConfig(_Section):
     """Step-level MCTS (ALGORITHMS.md §2). Defaults: the published ones scaled down for CPU
     (published, math 7B: n_iters 64, depth_limit 3, 2 + 2 actions, 128 tokens per step)."""
 
-    n_iters: int = Field(4, ge=1, description="iterations per root after the first")
-    first_root_iterations_factor: int = Field(4, ge=1, description="the first root gets factor × n_iters")
-    depth_limit: int = Field(4, ge=1, description="steps; a node this deep is closed and verified")
-    n_init_actions: int = Field(2, ge=1, description="children of the first root")
-    n_actions: int = Field(2, ge=1, description="children of every later node")
-    breadth_limit: int = Field(4, ge=1)
-    c_puct: float = Field(1.0, ge=0)
-    length_penalty: float = Field(1.25, ge=0, description="λ of the prior exp(log π / |a|^λ)")
-    temperature: float = Field(1.0, gt=0)
-    max_new_tokens_per_step: int = Field(32, ge=1)
+    n_iters: int = Field(default=4, ge=1, description="iterations per root after the first")
+    first_root_iterations_factor: int = Field(default=4, ge=1, description="the first root gets factor × n_iters")
+    depth_limit: int = Field(default=4, ge=1, description="steps; a node this deep is closed and verified")
+    n_init_actions: int = Field(default=2, ge=1, description="children of the first root")
+    n_actions: int = Field(default=2, ge=1, description="children of every later node")
+    breadth_limit: int = Field(default=4, ge=1)
+    c_puct: float = Field(default=1.0, ge=0)
+    length_penalty: float = Field(default=1.25, ge=0, description="λ of the prior exp(log π / |a|^λ)")
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens_per_step: int = Field(default=32, ge=1)
     # what ends a reasoning step (generation stops at it; steps are joined with it)
-    step_separator: str = Field("\n", min_length=1)
-    rejected_strategy: Literal["worst", "random"] = "random"  # the released code effectively uses random
+    step_separator: str = Field(default="\n", min_length=1)
+    rejected_strategy: StepRejectedStrategy = "random"  # the released code effectively uses random
     filter: bool = True  # keep a tree's pairs only if its final trajectory is correct
-    max_pairs_per_tree: int = Field(8, ge=1)
-    self_eval_depth_offset: int = Field(3, ge=0, description="value = C / max(parent_depth − offset, 1) + O")
+    max_pairs_per_tree: int = Field(default=8, ge=1)
+    self_eval_depth_offset: int = Field(default=3, ge=0, description="value = C / max(parent_depth − offset, 1) + O")
     # p(B) over the vocabulary (spec) or p(B) / (p(A) + p(B)) (unverified alternative)
     self_eval_normalize: bool = False
     # continuation: the self-evaluation question follows the child's own turn, on its KV cache
@@ -236,13 +244,13 @@ class QualityConfig(_Section):
     one stops before training, naming the measure, its value and the limit; None: not checked."""
 
     enabled: bool = True
-    min_pairs: int = Field(1, ge=0)
+    min_pairs: int = Field(default=1, ge=0)
     min_margin_mean: float | None = None
-    max_chosen_longer_rate: float | None = Field(None, ge=0, le=1)
-    max_duplicate_rate: float | None = Field(None, ge=0, le=1)
-    max_contaminated_pairs: int | None = Field(0, ge=0)
+    max_chosen_longer_rate: float | None = Field(default=None, ge=0, le=1)
+    max_duplicate_rate: float | None = Field(default=None, ge=0, le=1)
+    max_contaminated_pairs: int | None = Field(default=0, ge=0)
     # judged pairs: how often the judge changes its pick when the two responses swap places
-    max_judge_flip_rate: float | None = Field(None, ge=0, le=1)
+    max_judge_flip_rate: float | None = Field(default=None, ge=0, le=1)
 
 
 class JudgeCurationConfig(_Section):
@@ -258,16 +266,17 @@ class JudgeConfig(_Section):
     """The self-rationalization judge loop (`alignflow judge-loop`, flow ``judge_loop``)."""
 
     registered_model: str = "alignflow-judge"
-    n_problems: int = Field(40, ge=2, description="training-split problems the labelled rows come from")
-    heldout_fraction: float = Field(0.3, gt=0, lt=1)
-    sampled_per_problem: int = Field(1, ge=0, description="SFT-policy responses per problem, beside the perturbed ones")
+    n_problems: int = Field(default=40, ge=2, description="training-split problems the labelled rows come from")
+    heldout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    sampled_per_problem: int = Field(default=1, ge=0,
+                                     description="SFT-policy responses per problem, beside the perturbed ones")
     use_tools: bool = True
-    max_new_tokens: int = Field(64, ge=8)
-    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(default=64, ge=8)
+    batch_size: int = Field(default=32, ge=1)
     sft: SFTConfig = SFTConfig(epochs=1, lr=2e-4, batch_size=8, max_length=512)
-    iterations: int = Field(2, ge=0, description="T; the paper uses 2")
-    n_samples: int = Field(4, ge=2, description="N judgments sampled per training input")
-    temperature: float = Field(1.0, gt=0)
+    iterations: int = Field(default=2, ge=0, description="T; the paper uses 2")
+    n_samples: int = Field(default=4, ge=2, description="N judgments sampled per training input")
+    temperature: float = Field(default=1.0, gt=0)
     curation: JudgeCurationConfig = JudgeCurationConfig()
     # DPO reference: the previous iteration's judge (J_{t-1}) or the seed SFT judge (a switch)
     reference: Literal["previous", "seed"] = "previous"
@@ -278,7 +287,7 @@ class JudgeConfig(_Section):
 class SynthesisPolicy(_Section):
     # "current" (the round's policy), "sft", "base", or a checkpoint directory
     checkpoint: str = "current"
-    temperature: float = Field(0.7, gt=0)
+    temperature: float = Field(default=0.7, gt=0)
 
 
 ASPECT_RUBRICS = {
@@ -300,17 +309,17 @@ class SynthesisConfig(_Section):
     the judge rates every completion per aspect with a rationale, ratings are binarized."""
 
     policies: list[SynthesisPolicy] = [SynthesisPolicy(temperature=0.7), SynthesisPolicy(temperature=1.0)]
-    samples_per_policy: int = Field(2, ge=1)
+    samples_per_policy: int = Field(default=2, ge=1)
     # a checkpoint directory, or models:/<name>@<alias> from the MLflow registry
     judge: str = "models:/alignflow-judge@production"
     aspects: dict[str, str] = dict(ASPECT_RUBRICS)
-    rejected_strategy: Literal["random_lower", "lowest", "all_pairs"] = "random_lower"
-    max_pairs_per_prompt: int = Field(2, ge=1, description="caps all_pairs")
+    rejected_strategy: SynthesisRejectedStrategy = "random_lower"
+    max_pairs_per_prompt: int = Field(default=2, ge=1, description="caps all_pairs")
     # ask the judge model why chosen beats rejected: rationale-enriched DPO rows (§4)
     rationales: bool = False
     # position-bias probe: this many pairs asked to the judge both ways round (0 = off)
-    position_bias_pairs: int = Field(32, ge=0)
-    rationale_max_new_tokens: int = Field(64, ge=8)
+    position_bias_pairs: int = Field(default=32, ge=0)
+    rationale_max_new_tokens: int = Field(default=64, ge=8)
 
     @field_validator("aspects")
     @classmethod
@@ -321,9 +330,9 @@ class SynthesisConfig(_Section):
 
 
 class EvalConfig(_Section):
-    batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(96, ge=1)
-    kl_samples: int = Field(32, ge=0, description="sampled completions for the KL estimate")
+    batch_size: int = Field(default=32, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1)
+    kl_samples: int = Field(default=32, ge=0, description="sampled completions for the KL estimate")
 
 
 class KubernetesLaunchConfig(_Section):
@@ -336,8 +345,9 @@ class KubernetesLaunchConfig(_Section):
     shared_claim: str = "alignflow-shared"
     credentials_secret: str = "alignflow-credentials"
     node_selector: dict[str, str] = {}
-    timeout_s: float = Field(86400, gt=0, description="watch the Job this long, then fail the task (Job left running)")
-    poll_s: float = Field(15, gt=0)
+    timeout_s: float = Field(default=86400, gt=0,
+                             description="watch the Job this long, then fail the task (Job left running)")
+    poll_s: float = Field(default=15, gt=0)
 
 
 class LaunchConfig(_Section):
@@ -346,14 +356,14 @@ class LaunchConfig(_Section):
     kubernetes`` (the task submits an Indexed Job behind a headless Service and watches it) or
     ``local`` with rdzv_endpoint, the first node's host:port, when the nodes are started by other means."""
 
-    nproc_per_node: int = Field(1, ge=1)
-    nnodes: int = Field(1, ge=1)
+    nproc_per_node: int = Field(default=1, ge=1)
+    nnodes: int = Field(default=1, ge=1)
     backend: Literal["local", "kubernetes"] = "local"
     rdzv_endpoint: str | None = None
     kubernetes: KubernetesLaunchConfig = KubernetesLaunchConfig()
 
     @model_validator(mode="after")
-    def _rendezvous(self) -> "LaunchConfig":
+    def _rendezvous(self) -> LaunchConfig:
         if self.nnodes > 1 and self.backend == "local" and not self.rdzv_endpoint:
             raise ValueError("launch.nnodes > 1 needs launch.rdzv_endpoint (host:port of the first node), or "
                              "launch.backend: kubernetes to have the task submit the nodes as a Job")
@@ -364,7 +374,7 @@ class LaunchConfig(_Section):
 
 
 class RoundsConfig(_Section):
-    n_rounds: int = Field(2, ge=0)
+    n_rounds: int = Field(default=2, ge=0)
     # on_policy: sample k completions, verifier pairs. mcts: step-level MCTS pairs (ALGORITHMS.md §2).
     # synthesized: the synthesis pool answers, the judge rates per aspect, binarized pairs (§9)
     kind: Literal["on_policy", "mcts", "synthesized"] = "on_policy"
@@ -382,14 +392,14 @@ class PromotionConfig(_Section):
 
     min_delta: float = 0.0
     target_alias: Literal["staging", "production"] = "production"
-    max_kl: float | None = Field(None, ge=0, description="KL(candidate ‖ its reference) budget")
-    max_length_drift: float | None = Field(None, ge=0, description="|candidate / production mean length − 1|")
-    min_judge_win_rate: float | None = Field(None, ge=0, le=1)
+    max_kl: float | None = Field(default=None, ge=0, description="KL(candidate ‖ its reference) budget")
+    max_length_drift: float | None = Field(default=None, ge=0, description="|candidate / production mean length − 1|")
+    min_judge_win_rate: float | None = Field(default=None, ge=0, le=1)
     judge: str = "models:/alignflow-judge@production"  # for the win-rate gate: a directory or models:/name@alias
-    judge_prompts: int = Field(32, ge=1, description="held-out prompts both policies answer for the win rate")
+    judge_prompts: int = Field(default=32, ge=1, description="held-out prompts both policies answer for the win rate")
     # `alignflow promote` waits for a human (Prefect UI or `alignflow approve`) before moving aliases
     require_approval: bool = False
-    approval_timeout_s: int = Field(3600, ge=1)
+    approval_timeout_s: int = Field(default=3600, ge=1)
 
 
 class VersioningConfig(_Section):
@@ -404,7 +414,7 @@ class PipelineConfig(_Section):
     state_dir: Path = Path(".alignflow")
     # trainers save a resume state every this many optimizer steps (0 = never): a killed training
     # continues from the last one, bit-for-bit (components/trainers/resume.py). No effect on results.
-    resume_every_steps: int = Field(10, ge=0)
+    resume_every_steps: int = Field(default=10, ge=0)
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig = DataConfig()

@@ -1,8 +1,9 @@
-"""alignment_pipeline: data → base → SFT → baseline eval → N on-policy rounds → register → gate.
+"""alignment_pipeline: data → base → SFT → baseline eval → N rounds → register → gate.
 
-Composition only. Everything a stage computes lives in a task; everything a round does lives
-in the round subflow. Directories are keyed by the config's content hash, so the same config
-re-run after a crash lands in the same place and resumes.
+Composition only. Everything a stage computes lives in a task; everything a round does lives in
+the round subflow. Directories are keyed by the config's content hash (and, inside, by each
+stage's code version), so the same config re-run after a crash lands in the same place and
+resumes, and edited code recomputes exactly what it affects.
 """
 
 from __future__ import annotations
@@ -12,77 +13,68 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from pydantic import BaseModel
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.platform.lineage import git_commit
-from alignflow.flows.rounds import mcts_round, on_policy_round, synthesized_round
-from alignflow.tasks.context import open_flow_context
+from alignflow.components.stages.results import Checkpoint
+from alignflow.flows.rounds import RoundLayout, alignment_round
+from alignflow.tasks.runs import log_metrics_task, pipeline_params, promote_task, register_task, tracked_flow
 from alignflow.tasks.stages import evaluate_task, prepare_base_task, prepare_data_task, sft_task
-from alignflow.tasks.runs import close_run_task, log_metrics_task, pipeline_params, promote_task, register_task
 
 
-def _layout(cfg: PipelineConfig) -> dict[str, Path]:
-    key = cfg.content_hash()
-    workspace = Path(cfg.workspace).resolve() / key
-    state = Path(cfg.state_dir).resolve()
-    return {"workspace": workspace, "data": workspace / "data", "checkpoints": state / "checkpoints" / key,
-            "ref_cache": state / "reference-logps", "timings": workspace / "timings.jsonl"}
+class PipelineResult(BaseModel):
+    parent_run_id: str
+    tracking_uri: str
+    experiment: str
+    accuracy_history: list[float]
+    registered_model: str
+    version: str
+    promotion: dict[str, Any]
+    policy: Checkpoint
+    workspace: str
+    pid: int
 
 
 @flow(name="alignment_pipeline", log_prints=True)
-def alignment_pipeline(config: dict[str, Any]) -> dict[str, Any]:
+def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
     cfg = PipelineConfig.model_validate(config)
     config = cfg.model_dump(mode="json")
-    layout = _layout(cfg)
-    ctx = open_flow_context(cfg, layout["workspace"], f"pipeline-{cfg.content_hash()}",
-                            {"alignflow.kind": "pipeline", "git_commit": git_commit(),
-                             "config_hash": cfg.content_hash(), "model_source": cfg.model.source},
-                            params=pipeline_params(cfg))
-    tracking_uri, parent = ctx.tracking_uri, ctx.parent_run_id
-    try:
-        data = prepare_data_task(config, str(layout["data"]), ctx)
-        paths, md5 = data["paths"], data["md5"]
-        base = prepare_base_task(config, ctx)
-        if cfg.sft.enabled:
-            policy = sft_task(config, base["path"], paths["sft"], md5[paths["sft"]],
-                              str(layout["checkpoints"] / "sft"), ctx)
-        else:
-            policy = {"path": base["path"], "model_id": base["model_id"]}
-        reference_dir = policy["path"]
+    key = cfg.content_hash()
+    workspace = Path(cfg.workspace).resolve() / key
+    checkpoints = Path(cfg.state_dir).resolve() / "checkpoints" / key
+    ref_cache = str(Path(cfg.state_dir).resolve() / "reference-logps")
+    with tracked_flow(cfg, workspace, f"pipeline-{key}", {"alignflow.kind": "pipeline", "config_hash": key,
+                                                          "model_source": cfg.model.source},
+                      params=pipeline_params(cfg)) as ctx:
+        data = prepare_data_task(config, str(workspace / "data"), ctx)
+        base = prepare_base_task(config, ctx).checkpoint
+        policy = sft_task(config, base, data.sft, str(checkpoints / "sft"), ctx).checkpoint if cfg.sft.enabled else base
+        reference = policy
         # what synthesis.policies may name besides "current": earlier checkpoints of this pipeline
-        named_models = {"base": base["path"], **({"sft": policy["path"]} if cfg.sft.enabled else {})}
-        baseline = evaluate_task(config, policy["path"], None, paths["eval"], md5[paths["eval"]],
-                                 str(layout["workspace"] / "eval-baseline"), cfg.seed, "baseline", ctx)
-        log_metrics_task(ctx, parent, baseline["metrics"], step=0)
-        history = [baseline["metrics"]["eval/accuracy"]]
-        final_metrics = baseline["metrics"]
+        named_models = {"base": base, **({"sft": policy} if cfg.sft.enabled else {})}
+        baseline = evaluate_task(config, policy, None, data.eval, str(workspace / "eval-baseline"), cfg.seed,
+                                 "baseline", ctx)
+        log_metrics_task(ctx, ctx.parent_run_id, baseline.metrics, step=0)
+        history, final_metrics = [baseline.metrics["eval/accuracy"]], baseline.metrics
         for round_index in range(1, cfg.rounds.n_rounds + 1):
-            run_round = {"mcts": mcts_round, "synthesized": synthesized_round}.get(cfg.rounds.kind, on_policy_round)
-            manifest = run_round(config, round_index, policy, reference_dir, data,
-                                 str(layout["workspace"] / f"round-{round_index}"),
-                                 str(layout["checkpoints"] / f"round-{round_index}"), str(layout["ref_cache"]), ctx,
-                                 named_models)
-            named_models[f"round-{round_index}"] = manifest["policy"]["path"]
-            policy = manifest["policy"]
+            layout = RoundLayout(round_dir=str(workspace / f"round-{round_index}"),
+                                 checkpoint_dir=str(checkpoints / f"round-{round_index}"), ref_cache_dir=ref_cache)
+            done = alignment_round(config, round_index, policy, reference, data, layout, ctx, named_models)
+            policy = named_models[f"round-{round_index}"] = done.policy
             if cfg.preference.reference == "previous_round":
-                reference_dir = policy["path"]
-            history.append(manifest["metrics"]["eval/accuracy"])
-            final_metrics = manifest["metrics"]
-            log_metrics_task(ctx, parent, {k: v for k, v in manifest["metrics"].items() if k.startswith("eval/")},
+                reference = policy
+            history.append(done.metric("eval/accuracy"))
+            final_metrics = done.metrics
+            log_metrics_task(ctx, ctx.parent_run_id, {k: v for k, v in done.metrics.items() if k.startswith("eval/")},
                              step=round_index)
-        final_accuracy = history[-1]
-        version = register_task(ctx, config, policy["path"], policy["model_id"], final_accuracy,
-                                md5[paths["eval"]], base["model_id"], history[0],
+        version = register_task(ctx, config, policy, history[-1], data.eval.md5, base.model_id, history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
                                             "eval_mean_length": final_metrics["eval/mean_length"]})
-        decision = promote_task(ctx, config, version, str(layout["workspace"] / "promotion"))
-        log_metrics_task(ctx, parent, {"pipeline/baseline_accuracy": history[0], "pipeline/final_accuracy": final_accuracy,
-                                       "pipeline/accuracy_gain": final_accuracy - history[0]})
-    except BaseException:
-        close_run_task(ctx, parent, "FAILED")
-        raise
-    close_run_task(ctx, parent)
-    return {"parent_run_id": parent, "tracking_uri": tracking_uri, "accuracy_history": history,
-            "registered_model": cfg.tracking.registered_model, "version": version, "promotion": decision,
-            "policy": policy, "workspace": str(layout["workspace"]), "experiment": cfg.tracking.experiment,
-            "pid": os.getpid()}
+        decision = promote_task(ctx, config, version, str(workspace / "promotion"))
+        log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_accuracy": history[0],
+                                                  "pipeline/final_accuracy": history[-1],
+                                                  "pipeline/accuracy_gain": history[-1] - history[0]})
+    return PipelineResult(parent_run_id=ctx.parent_run_id, tracking_uri=ctx.tracking_uri,
+                          experiment=cfg.tracking.experiment, accuracy_history=history,
+                          registered_model=cfg.tracking.registered_model, version=version, promotion=decision,
+                          policy=policy, workspace=str(workspace), pid=os.getpid())

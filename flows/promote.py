@@ -32,7 +32,8 @@ class Approval(RunInput):
 
 def _wait_for_approval(timeout: int) -> Approval:
     context = FlowRunContext.get()
-    if context is not None and context.flow_run.deployment_id is not None:
+    flow_run = context.flow_run if context is not None else None  # the engine sets it for every flow run
+    if flow_run is not None and flow_run.deployment_id is not None:
         return suspend_flow_run(wait_for_input=Approval, timeout=timeout)
     return pause_flow_run(wait_for_input=Approval, timeout=timeout)
 
@@ -58,7 +59,7 @@ def promote(config: dict[str, Any], version: str | None = None, eval_path: str |
     summary = {"registered_model": name, "candidate_version": candidate["version"],
                "candidate_run_id": candidate["run_id"], "production_version": production and production["version"],
                "passed": report.passed, "gates": report.table()}
-    files = gate_report_task(uri, exp, summary, report.as_markdown(), report.table(),
+    files = gate_report_task(uri, exp, report, candidate["run_id"],
                              str(Path(cfg.workspace).resolve() / "promotion" / f"{name}-v{candidate['version']}"))
     print(report.as_markdown())
     approver, moved, decision = None, [], "blocked"

@@ -1,23 +1,36 @@
-"""What every task needs to report: where MLflow is, which run is its parent, where DVC lives.
+"""What every task needs: where MLflow is and which run is its parent (``TrackingContext``), and the
+one shape of a tracked stage task (``tracked_step``) — open a child run, log its inputs and params,
+call the stage, DVC-track what it wrote, log metrics, tags and artifacts, record its time.
 
-Passed as the ``ctx`` argument and excluded from cache keys, so a re-run under a new MLflow
-parent run still hits the cache of an identical earlier computation.
+``ctx`` is excluded from cache keys, so a re-run under a new MLflow parent run still hits the cache
+of an identical earlier computation. Compute tasks cache on their inputs, their own source and the
+code version of the stage they call (``compute``): an edited loss re-runs the trainings that use
+it, nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Optional, TypeVar
 
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
+from alignflow.components.config import PipelineConfig
 from alignflow.components.platform import versioning
 from alignflow.components.platform.atomic import write_text_atomic
+from alignflow.components.platform.codeversion import code_version
 from alignflow.components.platform.tracking import Tracker
+from alignflow.components.stages.results import Artifact, StageResult
+
+R = TypeVar("R", bound=StageResult)
+StepHook = Callable[[int, dict[str, float]], None]
 
 
 class TrackingContext(BaseModel):
@@ -32,9 +45,45 @@ class TrackingContext(BaseModel):
     def tracker(self) -> Tracker:
         return Tracker(self.tracking_uri, self.experiment)
 
+    def under(self, run_id: str) -> TrackingContext:
+        """The same context with ``run_id`` as the parent of what is logged next."""
+        return self.model_copy(update={"parent_run_id": run_id})
+
+
+def config_of(config: dict[str, Any]) -> PipelineConfig:
+    """Tasks take the config as plain JSON (it is part of their cache key) and validate it once."""
+    return PipelineConfig.model_validate(config)
+
+
+@dataclass
+class StageCode(CachePolicy):
+    """Cache key part: the code version of the stage module a task calls (components.platform.codeversion)."""
+
+    module: str = ""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: Optional[dict[str, Any]],
+                    flow_parameters: Optional[dict[str, Any]], **kwargs: Any) -> Optional[str]:
+        return code_version(self.module)
+
+
+def compute(stage_module: str, retries: int = 1) -> dict[str, Any]:
+    """Task options of a compute task: cached on (inputs − ctx) + the task's source + the code version
+    of ``stage_module``, results persisted, retried once."""
+    code_version(stage_module)  # fail at import, naming the module, if it does not exist
+    return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module), persist_result=True,
+                retries=retries, retry_delay_seconds=2)
+
+
+def versioned_dir(out_dir: str | Path, stage_module: str, name: str | None = None) -> Path:
+    """Where a stage writes: ``<out_dir>/<name>-<code version>`` (``name``: default the module's). Output
+    of other code never lands where a cached result of this code points (a reverted edit finds its
+    own files intact)."""
+    return Path(out_dir) / f"{name or stage_module.rsplit('.', 1)[-1]}-{code_version(stage_module)}"
+
 
 @contextmanager
-def child_run(ctx: TrackingContext, name: str, tags: dict[str, Any] | None = None) -> Iterator[tuple[Tracker, str]]:
+def child_run(ctx: TrackingContext, name: str, tags: Mapping[str, Any] | None = None
+              ) -> Iterator[tuple[Tracker, str]]:
     """One MLflow child run per task execution, marked FAILED if the body raises."""
     tracker = ctx.tracker()
     run_id = tracker.start_run(name, parent_run_id=ctx.parent_run_id, tags={"alignflow.kind": "task", **(tags or {})})
@@ -46,14 +95,23 @@ def child_run(ctx: TrackingContext, name: str, tags: dict[str, Any] | None = Non
     tracker.end_run(run_id, "FINISHED")
 
 
-def version_outputs(ctx: TrackingContext, paths: list[Path]) -> dict[str, str]:
-    """DVC-track and push outputs; returns {path: md5}. Without DVC, a plain md5 keeps lineage."""
-    if ctx.dvc_root is None:
-        return {str(p): versioning.content_md5(Path(p)) for p in paths}
+def version_outputs(ctx: TrackingContext, artifacts: list[Artifact]) -> None:
+    """DVC-track (and push) the files a stage wrote; DVC's hash must be the md5 the stage recorded.
+
+    Raises:
+        VersioningError: DVC failed, or recorded another hash than the stage's (the file changed
+        between the stage and DVC).
+    """
+    if ctx.dvc_root is None or not artifacts:
+        return
+    paths = [a.file for a in artifacts]
     hashes = versioning.track(paths, Path(ctx.dvc_root))
+    for artifact in artifacts:
+        if hashes[str(artifact.file)] != artifact.md5:
+            raise versioning.VersioningError(f"{artifact.path}: DVC recorded md5 {hashes[str(artifact.file)]}, the "
+                                             f"stage wrote {artifact.md5}: the file changed in between")
     if ctx.dvc_push:
         versioning.push(paths, Path(ctx.dvc_root), ctx.dvc_remote)
-    return hashes
 
 
 def record_timing(ctx: TrackingContext, step: str, seconds: float) -> None:
@@ -65,32 +123,57 @@ def record_timing(ctx: TrackingContext, step: str, seconds: float) -> None:
     write_text_atomic(path, previous + json.dumps({"step": step, "seconds": seconds, "at": time.time()}) + "\n")
 
 
-def metric_logger(tracker: Tracker, run_id: str, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
+def metric_logger(tracker: Tracker, run_id: str, prefix: str = "") -> StepHook:
     def log(step: int, metrics: dict[str, float]) -> None:
         tracker.log_metrics(run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=step)
     return log
 
 
-def open_flow_context(cfg: Any, workspace: Path, run_name: str, tags: dict[str, Any],
-                      params: dict[str, Any] | None = None) -> TrackingContext:
-    """What every flow does first: check DVC is there when versioning is on, refuse a workspace a live
-    attempt is using, open the flow's parent MLflow run (closing and linking a crashed attempt's runs),
-    and return the context its tasks report through."""
-    from alignflow.components.platform.recovery import check_not_running
-    from alignflow.components.platform.tracking import resolve_tracking_uri
-    from alignflow.components.platform.versioning import find_repo_root
-    from alignflow.tasks.runs import open_run_task, record_attempt_task
+def section_params(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section as MLflow params: ``{"beta": 0.1}`` → ``{"preference.beta": 0.1}``."""
+    return {f"{section}.{k}": v for k, v in values.items()}
 
-    dvc_root = find_repo_root(workspace) if cfg.versioning.enabled else None
-    if cfg.versioning.enabled and dvc_root is None:
-        raise RuntimeError(f"versioning.enabled is true but {workspace} is not inside a DVC repo: "
-                           f"run `dvc init` in the project root, or set versioning.enabled=false")
-    Path(workspace).mkdir(parents=True, exist_ok=True)
-    previous = check_not_running(Path(workspace))
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
-    parent = open_run_task(tracking_uri, cfg.tracking.experiment, run_name, None, tags, params=params)
-    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
-                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
-                          dvc_push=cfg.versioning.push, timings_file=str(Path(workspace) / "timings.jsonl"))
-    record_attempt_task(ctx, str(workspace), previous)
-    return ctx
+
+Dataset = tuple[str, Artifact, str]  # (name, file, context) of an MLflow dataset input
+
+
+def tracked_step(ctx: TrackingContext, name: str, run: Callable[[StepHook], R], *, stage_module: str,
+                 inputs: Iterable[Dataset] = (), params: Mapping[str, Any] | None = None,
+                 outputs: Callable[[R], Iterable[Dataset]] | None = None,
+                 metrics: Callable[[R], Mapping[str, float]] | None = None,
+                 tags: Callable[[R], Mapping[str, Any]] | None = None,
+                 artifacts: Callable[[R], Iterable[tuple[str, str]]] | None = None,
+                 tables: Callable[[R], Iterable[tuple[dict[str, list], str]]] | None = None,
+                 check: Callable[[R], None] | None = None, timer: str | None = None) -> R:
+    """Run one stage as a tracked step: a child MLflow run named ``name`` (tagged with the stage's code
+    version) logs ``inputs`` as datasets and ``params``; ``run(on_step)`` calls the stage (``on_step``
+    logs a training's per-step metrics); every Artifact of the result is DVC-tracked; then the
+    result's ``outputs`` datasets, ``metrics`` (plus its wall time), ``tags`` and ``artifacts``
+    ((path, artifact dir) pairs) and ``tables`` ((columns, artifact file)) are logged and its time recorded
+    (``time/<timer>_seconds``, default
+    the step's name). Last, ``check(result)`` may raise a verdict on what was logged (a quality limit):
+    the run is then FAILED but shows why. Any failure marks the run FAILED."""
+    with child_run(ctx, name, {"code_version": code_version(stage_module), "stage": stage_module}) as (tracker, run_id):
+        for label, artifact, context in inputs:
+            tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
+                                extra_tags={"dvc_md5": artifact.md5})
+        if params:
+            tracker.log_params(run_id, params)
+        result = run(metric_logger(tracker, run_id))
+        version_outputs(ctx, result.artifacts())
+        for label, artifact, context in (outputs(result) if outputs else ()):
+            tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
+                                extra_tags={"dvc_md5": artifact.md5})
+        timer = timer or name.split(":")[0].replace("-", "_")
+        tracker.log_metrics(run_id, {**(metrics(result) if metrics else {}), f"time/{timer}_seconds": result.seconds})
+        if tags:
+            tracker.set_tags(run_id, tags(result))
+        for path, folder in (artifacts(result) if artifacts else ()):
+            if Path(path).exists():
+                tracker.log_artifact(run_id, Path(path), folder)
+        for columns, artifact_file in (tables(result) if tables else ()):
+            tracker.log_table(run_id, columns, artifact_file)
+        if check:
+            check(result)
+    record_timing(ctx, name, result.seconds)
+    return result

@@ -1,5 +1,5 @@
-"""Prefect tasks of the self-rationalization judge loop: thin wrappers over
-``components.judges.loop`` adding caching, one MLflow child run each, DVC versioning."""
+"""Prefect tasks of the self-rationalization judge loop: ``tracked_step`` around each stage of
+``components/stages/judge.py``, cached by ``compute``."""
 
 from __future__ import annotations
 
@@ -8,111 +8,92 @@ from typing import Any
 
 from prefect import task
 
-from alignflow.components.config import PipelineConfig
-from alignflow.components.judges import loop
-from alignflow.tasks.context import TrackingContext, child_run, metric_logger, record_timing, version_outputs
-from alignflow.tasks.stages import COMPUTE
+from alignflow.components.judges.judge import judgment_cache_path
+from alignflow.components.stages import judge as stage
+from alignflow.components.stages.results import (
+    Artifact,
+    Checkpoint,
+    EvalResult,
+    JudgeDataResult,
+    JudgePairsResult,
+    JudgeTrainResult,
+    JudgmentsResult,
+    SFTResult,
+)
+from alignflow.tasks.context import TrackingContext, compute, config_of, section_params, tracked_step, versioned_dir
+
+STAGE = stage.__name__
 
 
-def _cfg(config: dict[str, Any]) -> PipelineConfig:
-    return PipelineConfig.model_validate(config)
+@task(name="judge-data", **compute(STAGE))
+def judge_data_task(config: dict[str, Any], policy: Checkpoint, train: Artifact, out_dir: str,
+                    ctx: TrackingContext) -> JudgeDataResult:
+    return tracked_step(
+        ctx, "judge-data", lambda _: stage.build_judge_data(config_of(config), policy, train,
+                                                            versioned_dir(out_dir, STAGE)),
+        stage_module=STAGE, inputs=[("train-prompts", train, "judge-data")],
+        outputs=lambda r: [("judge-train", r.train, "labelled"), ("judge-heldout", r.heldout, "labelled")],
+        metrics=lambda r: {f"judge_data/{k}": v for k, v in r.counts.items()})
 
 
-@task(name="judge-data", **COMPUTE)
-def judge_data_task(config: dict[str, Any], policy_dir: str, train_path: str, train_md5: str, out_dir: str,
-                    ctx: TrackingContext) -> dict[str, Any]:
-    with child_run(ctx, "judge-data") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(train_path), "train-prompts", train_md5, context="judge-data",
-                            extra_tags={"dvc_md5": train_md5})
-        result = loop.build_judge_data(_cfg(config), Path(policy_dir), Path(train_path), Path(out_dir))
-        result["md5"] = version_outputs(ctx, [Path(p) for p in result["paths"].values()])
-        for split, path in result["paths"].items():
-            tracker.log_dataset(run_id, Path(path), f"judge-{split}", result["md5"][path], context="labelled",
-                                extra_tags={"dvc_md5": result["md5"][path]})
-        tracker.log_metrics(run_id, {f"judge_data/n_{k}" if not k.startswith("judge_data") else k: v
-                                     for k, v in result["counts"].items()})
-    record_timing(ctx, "judge-data", result["seconds"])
-    return result
+@task(name="judge-sft", **compute(STAGE))
+def judge_sft_task(config: dict[str, Any], base: Checkpoint, train: Artifact, out_dir: str,
+                   ctx: TrackingContext) -> SFTResult:
+    return tracked_step(
+        ctx, "judge-sft",
+        lambda on_step: stage.train_seed_judge(config_of(config), base, train, versioned_dir(out_dir, STAGE), on_step),
+        stage_module=STAGE, inputs=[("judge-train", train, "training")],
+        params=section_params("judge.sft", config["judge"]["sft"]),
+        tags=lambda r: {"model_id": r.checkpoint.model_id})
 
 
-@task(name="judge-sft", **COMPUTE)
-def judge_sft_task(config: dict[str, Any], base_dir: str, train_path: str, train_md5: str, out_dir: str,
-                   ctx: TrackingContext) -> dict[str, Any]:
-    with child_run(ctx, "judge-sft") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(train_path), "judge-train", train_md5, context="training",
-                            extra_tags={"dvc_md5": train_md5})
-        tracker.log_params(run_id, {f"judge.sft.{k}": v for k, v in config["judge"]["sft"].items()})
-        result = loop.train_seed_judge(_cfg(config), Path(base_dir), Path(train_path), Path(out_dir),
-                                       on_step=metric_logger(tracker, run_id))
-        tracker.set_tags(run_id, {"model_id": result["model_id"]})
-        tracker.log_metrics(run_id, {"time/judge_sft_seconds": result["seconds"]})
-    record_timing(ctx, "judge-sft", result["seconds"])
-    return result
+@task(name="judge-sample", **compute(STAGE))
+def judge_sample_task(config: dict[str, Any], judge: Checkpoint, rows: Artifact, iteration: int, out_dir: str,
+                      ctx: TrackingContext) -> JudgmentsResult:
+    cfg = config_of(config)
+    return tracked_step(
+        ctx, f"judge-sample:t{iteration}",
+        lambda _: stage.sample_judgments(cfg, judge, rows, iteration, versioned_dir(out_dir, STAGE),
+                                         judgment_cache_path(cfg)),
+        stage_module=STAGE, inputs=[("judge-train", rows, "judging")],
+        tags=lambda r: {"judge_model_id": r.judge_model_id, "template_hash": r.template_hash},
+        metrics=lambda r: {"judge_sample/n_judgments": r.n_judgments, "judge_sample/malformed_rate": r.malformed_rate,
+                           "judge_sample/cache_hits": r.cache_hits},
+        artifacts=lambda r: [(r.judgments.path, "judgments")])
 
 
-@task(name="judge-sample", **COMPUTE)
-def judge_sample_task(config: dict[str, Any], judge_dir: str, rows_path: str, rows_md5: str, iteration: int,
-                      out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
-    cfg = _cfg(config)
-    with child_run(ctx, f"judge-sample:t{iteration}") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(rows_path), "judge-train", rows_md5, context="judging",
-                            extra_tags={"dvc_md5": rows_md5})
-        result = loop.sample_judgments(cfg, Path(judge_dir), Path(rows_path), iteration, Path(out_dir),
-                                       loop.judgment_cache_path(cfg))
-        result["md5"] = version_outputs(ctx, [Path(result["path"])])[result["path"]]
-        tracker.log_artifact(run_id, Path(result["path"]), "judgments")
-        tracker.set_tags(run_id, {"judge_model_id": result["judge_model_id"], "template_hash": result["template_hash"]})
-        tracker.log_metrics(run_id, {"judge_sample/n_judgments": result["n_judgments"],
-                                     "judge_sample/malformed_rate": result["malformed_rate"],
-                                     "judge_sample/cache_hits": result["cache_hits"],
-                                     "time/judge_sample_seconds": result["seconds"]})
-    record_timing(ctx, f"judge-sample:t{iteration}", result["seconds"])
-    return result
+@task(name="judge-curate", **compute(STAGE))
+def judge_curate_task(config: dict[str, Any], judgments: Artifact, judge_model_id: str, iteration: int, seed: int,
+                      out_dir: str, ctx: TrackingContext) -> JudgePairsResult:
+    return tracked_step(
+        ctx, f"judge-curate:t{iteration}",
+        lambda _: stage.curate_judge_pairs(config_of(config), judgments, judge_model_id, iteration, seed,
+                                           versioned_dir(out_dir, STAGE)),
+        stage_module=STAGE, params=section_params("judge.curation", config["judge"]["curation"]),
+        outputs=lambda r: [(f"judge-pairs-t{iteration}", r.pairs, "pairs")],
+        tags=lambda r: {"judgments_md5": judgments.md5},
+        metrics=lambda r: {"judge_pairs/n_pairs": r.n_pairs, "judge_pairs/n_inputs": r.n_inputs})
 
 
-@task(name="judge-curate", **COMPUTE)
-def judge_curate_task(config: dict[str, Any], judgments_path: str, judgments_md5: str, judge_model_id: str,
-                      iteration: int, seed: int, out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
-    with child_run(ctx, f"judge-curate:t{iteration}") as (tracker, run_id):
-        tracker.log_params(run_id, {f"judge.curation.{k}": v for k, v in config["judge"]["curation"].items()})
-        result = loop.curate_judge_pairs(_cfg(config), Path(judgments_path), judge_model_id, iteration, seed,
-                                         Path(out_dir))
-        result["md5"] = version_outputs(ctx, [Path(result["path"])])[result["path"]]
-        tracker.log_dataset(run_id, Path(result["path"]), f"judge-pairs-t{iteration}", result["md5"], context="pairs",
-                            extra_tags={"dvc_md5": result["md5"], "judgments_md5": judgments_md5})
-        tracker.log_metrics(run_id, {"judge_pairs/n_pairs": result["n_pairs"],
-                                     "judge_pairs/n_inputs": result["n_inputs"]})
-    record_timing(ctx, f"judge-curate:t{iteration}", result["seconds"])
-    return result
+@task(name="judge-dpo", **compute(STAGE))
+def judge_train_task(config: dict[str, Any], judge: Checkpoint, reference: Checkpoint, judge_pairs: Artifact,
+                     iteration: int, out_dir: str, ref_cache_dir: str, ctx: TrackingContext) -> JudgeTrainResult:
+    return tracked_step(
+        ctx, f"judge-dpo:t{iteration}",
+        lambda on_step: stage.train_judge(config_of(config), judge, reference, judge_pairs, iteration,
+                                          versioned_dir(out_dir, STAGE),
+                                          Path(ref_cache_dir), on_step),
+        stage_module=STAGE, inputs=[(f"judge-pairs-t{iteration}", judge_pairs, "training")],
+        params=section_params("judge.preference", config["judge"]["preference"]),
+        tags=lambda r: {"model_id": r.checkpoint.model_id, "reference_model_id": r.reference_model_id})
 
 
-@task(name="judge-dpo", **COMPUTE)
-def judge_train_task(config: dict[str, Any], judge_dir: str, reference_dir: str, pairs_path: str, pairs_md5: str,
-                     iteration: int, out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
-    with child_run(ctx, f"judge-dpo:t{iteration}") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(pairs_path), f"judge-pairs-t{iteration}", pairs_md5, context="training",
-                            extra_tags={"dvc_md5": pairs_md5})
-        tracker.log_params(run_id, {f"judge.preference.{k}": v for k, v in config["judge"]["preference"].items()})
-        result = loop.train_judge(_cfg(config), Path(judge_dir), Path(reference_dir), Path(pairs_path), iteration,
-                                  Path(out_dir), on_step=metric_logger(tracker, run_id))
-        tracker.set_tags(run_id, {"model_id": result["model_id"], "reference_model_id": result["reference_model_id"]})
-        tracker.log_metrics(run_id, {"time/judge_dpo_seconds": result["seconds"]})
-    record_timing(ctx, f"judge-dpo:t{iteration}", result["seconds"])
-    return result
-
-
-@task(name="judge-eval", **COMPUTE)
-def judge_eval_task(config: dict[str, Any], judge_dir: str, heldout_path: str, heldout_md5: str, label: str,
-                    out_dir: str, ctx: TrackingContext) -> dict[str, Any]:
-    cfg = _cfg(config)
-    with child_run(ctx, f"judge-eval:{label}") as (tracker, run_id):
-        tracker.log_dataset(run_id, Path(heldout_path), "judge-heldout", heldout_md5, context="evaluation",
-                            extra_tags={"dvc_md5": heldout_md5})
-        result = loop.evaluate_judge(cfg, Path(judge_dir), Path(heldout_path), Path(out_dir),
-                                     loop.judgment_cache_path(cfg))
-        result["md5"] = version_outputs(ctx, [Path(result["predictions"]), Path(result["metrics_file"])])
-        tracker.log_metrics(run_id, {**result["metrics"], "time/judge_eval_seconds": result["seconds"]})
-        tracker.log_artifact(run_id, Path(result["predictions"]), "judge-eval")
-        tracker.log_artifact(run_id, Path(result["metrics_file"]), "judge-eval")
-    record_timing(ctx, f"judge-eval:{label}", result["seconds"])
-    return result
+@task(name="judge-eval", **compute(STAGE))
+def judge_eval_task(config: dict[str, Any], judge: Checkpoint, heldout: Artifact, label: str, out_dir: str,
+                    ctx: TrackingContext) -> EvalResult:
+    cfg = config_of(config)
+    return tracked_step(
+        ctx, f"judge-eval:{label}",
+        lambda _: stage.evaluate_judge(cfg, judge, heldout, versioned_dir(out_dir, STAGE), judgment_cache_path(cfg)),
+        stage_module=STAGE, inputs=[("judge-heldout", heldout, "evaluation")], metrics=lambda r: r.metrics,
+        artifacts=lambda r: [(r.predictions.path, "judge-eval"), (r.metrics_file.path, "judge-eval")])

@@ -1,22 +1,31 @@
-"""Tasks that act on the current MLflow runs and the registry; never cached."""
+"""Tasks that act on the current MLflow runs and the registry (never cached), and the two ways a flow
+opens a run: ``tracked_flow`` (a flow's parent run, with its workspace's attempt record) and
+``tracked_run`` (a nested run, e.g. a round or a judge iteration). Either closes its run FINISHED,
+or FAILED when the body raises."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from alignflow.components.platform import registry
-from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
 from alignflow.components.config import PipelineConfig
+from alignflow.components.evaluation.gates import decide_promotion
+from alignflow.components.platform import registry
+from alignflow.components.platform.codeversion import package_version
 from alignflow.components.platform.lineage import git_commit
-from alignflow.components.platform.recovery import Attempt, record_attempt
-from alignflow.components.platform.tracking import Tracker, flatten
-from alignflow.tasks.context import TrackingContext
+from alignflow.components.platform.recovery import Attempt, check_not_running, record_attempt
+from alignflow.components.platform.tracking import Tracker, flatten, resolve_tracking_uri
+from alignflow.components.platform.versioning import find_repo_root
+from alignflow.components.stages.results import Checkpoint
+from alignflow.tasks.context import TrackingContext, config_of
+from alignflow.tasks.promotion import publish_gate_report
 
-TRACKING = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+TRACKING: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 
 
 @task(name="open-run", **TRACKING)
@@ -49,46 +58,95 @@ def close_run_task(ctx: TrackingContext, run_id: str, status: str = "FINISHED") 
     ctx.tracker().end_run(run_id, status)
 
 
+def open_flow_context(cfg: PipelineConfig, workspace: Path, run_name: str, tags: dict[str, Any],
+                      params: dict[str, Any] | None = None) -> TrackingContext:
+    """What every flow does first: check DVC is there when versioning is on, refuse a workspace a live
+    attempt is using, open the flow's parent MLflow run (tagged with the git commit and the code
+    version of the components package; a crashed attempt's runs closed and linked), and return the
+    context its tasks report through.
+
+    Raises:
+        RuntimeError: versioning is on and the workspace is not inside a DVC repository.
+        WorkspaceBusyError: a live attempt holds the workspace.
+    """
+    dvc_root = find_repo_root(workspace) if cfg.versioning.enabled else None
+    if cfg.versioning.enabled and dvc_root is None:
+        raise RuntimeError(f"versioning.enabled is true but {workspace} is not inside a DVC repo: "
+                           f"run `dvc init` in the project root, or set versioning.enabled=false")
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    previous = check_not_running(Path(workspace))
+    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir)
+    tags = {"git_commit": git_commit(), "code_version": package_version(), **tags}
+    parent = open_run_task(tracking_uri, cfg.tracking.experiment, run_name, None, tags, params=params)
+    ctx = TrackingContext(tracking_uri=tracking_uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
+                          dvc_root=str(dvc_root) if dvc_root else None, dvc_remote=cfg.versioning.remote,
+                          dvc_push=cfg.versioning.push, timings_file=str(Path(workspace) / "timings.jsonl"))
+    record_attempt_task(ctx, str(workspace), previous)
+    return ctx
+
+
+@contextmanager
+def tracked_flow(cfg: PipelineConfig, workspace: Path, run_name: str, tags: dict[str, Any],
+                 params: dict[str, Any] | None = None) -> Iterator[TrackingContext]:
+    """A flow's parent run around its body (``open_flow_context``), closed FINISHED or FAILED."""
+    ctx = open_flow_context(cfg, workspace, run_name, tags, params)
+    try:
+        yield ctx
+    except BaseException:
+        close_run_task(ctx, ctx.parent_run_id, "FAILED")
+        raise
+    close_run_task(ctx, ctx.parent_run_id)
+
+
+@contextmanager
+def tracked_run(ctx: TrackingContext, name: str, tags: dict[str, Any]) -> Iterator[tuple[str, TrackingContext]]:
+    """A run nested under ``ctx``'s parent: yields (run id, the context whose parent it is), closed
+    FINISHED or FAILED."""
+    run_id = open_run_task(ctx.tracking_uri, ctx.experiment, name, ctx.parent_run_id, tags)
+    child = ctx.under(run_id)
+    try:
+        yield run_id, child
+    except BaseException:
+        close_run_task(child, run_id, "FAILED")
+        raise
+    close_run_task(child, run_id)
+
+
 @task(name="register-model", **TRACKING)
-def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint_dir: str, model_id: str,
-                  eval_accuracy: float, eval_md5: str, base_model_id: str, baseline_accuracy: float,
-                  name: str | None = None, extra_tags: dict[str, Any] | None = None) -> str:
-    """Register under ``name`` (default: the policy's registered model; the judge loop names its own).
-    ``baseline_accuracy``: the accuracy of the model the rounds started from, on the same eval set —
-    what the accuracy gate compares a first version with."""
-    cfg = PipelineConfig.model_validate(config)
-    tracker = ctx.tracker()
-    tags = {"model_id": model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
-            "baseline_accuracy": baseline_accuracy,
-            "config_hash": cfg.content_hash(), "git_commit": git_commit(), "base_model": base_model_id,
-            "pipeline_run_id": ctx.parent_run_id, **(extra_tags or {})}
-    return registry.register_checkpoint(tracker, name or cfg.tracking.registered_model, ctx.parent_run_id,
-                                        Path(checkpoint_dir), tags)
+def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Checkpoint, eval_accuracy: float,
+                  eval_md5: str, base_model_id: str, baseline_accuracy: float, name: str | None = None,
+                  extra_tags: dict[str, Any] | None = None) -> str:
+    """Register ``checkpoint`` under ``name`` (default: the policy's registered model; the judge loop
+    names its own). ``baseline_accuracy``: the accuracy of the model the rounds started from, on the
+    same eval set — what the accuracy gate compares a first version with."""
+    cfg = config_of(config)
+    tags = {"model_id": checkpoint.model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
+            "baseline_accuracy": baseline_accuracy, "config_hash": cfg.content_hash(), "git_commit": git_commit(),
+            "code_version": package_version(), "base_model": base_model_id, "pipeline_run_id": ctx.parent_run_id,
+            **(extra_tags or {})}
+    return registry.register_checkpoint(ctx.tracker(), name or cfg.tracking.registered_model, ctx.parent_run_id,
+                                        checkpoint.dir, tags)
 
 
 @task(name="promote", **TRACKING)
 def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, report_dir: str,
                  name: str | None = None, min_delta: float | None = None, policy_gates: bool = True) -> dict[str, Any]:
-    """Gate the version just registered on its own tags (accuracy, eval set, baseline, KL, length).
-    ``policy_gates``: the promotion section's KL, length and approval settings apply (a policy);
-    False for a judge, gated on its held-out accuracy alone."""
-    cfg = PipelineConfig.model_validate(config)
+    """Gate the version just registered on its own tags (accuracy, eval set, baseline, KL, length) and
+    move its aliases. ``policy_gates``: the promotion section's KL, length and approval settings apply
+    (a policy); False for a judge, gated on its held-out accuracy alone."""
+    cfg = config_of(config)
     tracker = ctx.tracker()
     name = name or cfg.tracking.registered_model
     production = registry.version_for_alias(tracker, name, "production")
     limits = cfg.promotion if min_delta is None else cfg.promotion.model_copy(update={"min_delta": min_delta})
-    candidate_tags = tracker.client.get_model_version(name, version).tags
-    decision = registry.decide_promotion(version, candidate_tags, production, limits, policy_gates)
-    moved = registry.apply_promotion(tracker, name, decision, cfg.promotion.target_alias)
-    report = Path(report_dir)
-    write_json_atomic(report / "gate_decision.json", {**decision.as_dict(), "aliases_set": moved})
-    write_text_atomic(report / "gate_report.md", decision.as_markdown())
-    tracker.log_artifact(ctx.parent_run_id, report / "gate_decision.json", "promotion")
-    tracker.log_artifact(ctx.parent_run_id, report / "gate_report.md", "promotion")
-    tracker.set_tags(ctx.parent_run_id, {"promotion.passed": decision.passed, "promotion.version": version,
+    candidate_tags = dict(tracker.get_model_version(name, version).tags or {})
+    report = decide_promotion(name, version, candidate_tags, None if production is None else str(production.version),
+                              None if production is None else dict(production.tags or {}), limits, policy_gates)
+    moved = registry.apply_promotion(tracker, name, report, cfg.promotion.target_alias)
+    publish_gate_report(tracker, report, ctx.parent_run_id, Path(report_dir), moved)
+    tracker.set_tags(ctx.parent_run_id, {"promotion.passed": report.passed, "promotion.version": version,
                                          "promotion.aliases": ",".join(moved) or "none"})
-    tracker.client.set_model_version_tag(name, version, "gate_passed", str(decision.passed))
-    return {**decision.as_dict(), "aliases_set": moved, "registered_model": name}
+    return {**report.as_dict(), "aliases_set": moved, "registered_model": name}
 
 
 def pipeline_params(cfg: PipelineConfig) -> dict[str, Any]:

@@ -37,6 +37,14 @@ def tiny_overrides(tmp: Path, **extra: str) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
+def produced(root: Path | str, pattern: str) -> Path:
+    """The one file a run wrote that matches ``pattern`` under ``root`` (stages write into
+    ``<dir>/<stage>-<code version>/``, so tests find outputs by name, not by a fixed path)."""
+    found = sorted(Path(root).glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} under {root}, found {found}"
+    return found[0]
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from alignflow.components.modeling.checkpoints import load_tokenizer, smollm2_directory

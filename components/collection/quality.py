@@ -15,7 +15,6 @@ Thresholds can fail a round, naming the measure, its value and the limit.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from collections import Counter
@@ -24,10 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignflow.components.platform.atomic import write_bytes_atomic, write_json_atomic
-from alignflow.components.data.io import read_rows
+from alignflow.components.data.io import read_jsonl
 from alignflow.components.data.schemas import PairRow
-from alignflow.components.platform.versioning import content_md5
+from alignflow.components.platform.atomic import write_bytes_atomic
 
 
 def _norm(text: str) -> str:
@@ -115,8 +113,8 @@ def check_position_bias(flip_rate: float, limit: float | None, source: str) -> N
                                f"max_judge_flip_rate {limit} (the judge's pick follows the position)")
 
 
-def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -> None:
-    """Raise naming every failed measure, with its value and the limit."""
+def quality_failures(report: PairQuality, limits: QualityThresholds) -> list[str]:
+    """Every measure outside its limit, with its value and the limit (empty: the file passes)."""
     failures = []
     if report.n_pairs < limits.min_pairs:
         failures.append(f"n_pairs {report.n_pairs} < min_pairs {limits.min_pairs}")
@@ -131,37 +129,26 @@ def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -
     if limits.max_contaminated_pairs is not None and report.contaminated_pairs > limits.max_contaminated_pairs:
         failures.append(f"contaminated_pairs {report.contaminated_pairs} > max_contaminated_pairs "
                         f"{limits.max_contaminated_pairs} (held-out questions in training prompts)")
+    return failures
+
+
+def check_quality(report: PairQuality, limits: QualityThresholds, source: str) -> None:
+    """Raise naming every failed measure, with its value and the limit."""
+    raise_on_failures(quality_failures(report, limits), source)
+
+
+def raise_on_failures(failures: list[str], source: str) -> None:
+    """Raises:
+        PairQualityError: naming ``source`` and every failure."""
     if failures:
         raise PairQualityError(f"{source}: pair quality gate failed: " + "; ".join(failures))
-
-
-def report_pair_file(pairs_path: Path, heldout_questions: Iterable[str], out_dir: Path, title: str
-                     ) -> dict[str, Any]:
-    """The report of one pair file, written beside its outputs: ``quality.json`` (the numbers and
-    the pair file's md5) and ``quality.png``; the rows of a measure/value table for MLflow."""
-    pairs = read_rows(pairs_path, PairRow)
-    if not pairs:
-        raise PairQualityError(f"{pairs_path}: no pairs — nothing to train on (on-policy: every prompt's samples "
-                               f"were all correct or all wrong, raise sampling.k or sampling.prompts_per_round; "
-                               f"MCTS: no tree ended correct, raise mcts.n_iters)")
-    report = pair_quality(pairs, heldout_questions)
-    out_dir = Path(out_dir)
-    summary = {"pairs": str(pairs_path), "pairs_md5": content_md5(Path(pairs_path)), **asdict(report)}
-    json_path = write_json_atomic(out_dir / "quality.json", summary)
-    png_path = plot_pair_quality(pairs, out_dir / "quality.png", title)
-    metrics = report.as_metrics()
-    table = {"measure": [k.removeprefix("quality/") for k in metrics], "value": list(metrics.values())}
-    return {"report": report, "metrics": metrics, "table": table, "json": str(json_path), "png": str(png_path)}
 
 
 def heldout_questions(path: Path) -> list[str]:
     """The held-out texts of an evaluation file: eval problems' questions or held-out judge rows'
     contexts (a judge trained on a held-out row's task would be graded on something it has seen)."""
     out = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in read_jsonl(path):
         text = row.get("question") or row.get("context")
         if not text:
             raise ValueError(f"{path}: row {number}: neither 'question' nor 'context' to check contamination against")

@@ -1,10 +1,13 @@
-"""JSONL reading with row-level validation errors, and atomic JSONL writing."""
+"""JSONL reading with row-level validation errors, and atomic JSONL writing. Every JSONL file the
+platform reads goes through ``read_jsonl``: one place that knows about blank lines, byte-order
+marks and how to name a bad row."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,12 +20,18 @@ class DataValidationError(ValueError):
     """A data row is malformed; the message names the file, the 1-based row and the field."""
 
 
-def read_rows(path: Path, schema: type[RowT]) -> list[RowT]:
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for every non-blank line. ``utf-8-sig``: a file an editor saved
+    with a byte-order mark reads like one without.
+
+    Raises:
+        DataValidationError: the file is missing, a line is not JSON, or not a JSON object.
+    """
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: file not found")
-    rows: list[RowT] = []
-    with path.open(encoding="utf-8") as handle:
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -32,17 +41,27 @@ def read_rows(path: Path, schema: type[RowT]) -> list[RowT]:
                 raise DataValidationError(f"{path}: row {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(payload, dict):
                 raise DataValidationError(f"{path}: row {number}: expected a JSON object")
-            try:
-                rows.append(schema.model_validate(payload))
-            except ValidationError as exc:
-                problem = exc.errors()[0]
-                field = ".".join(str(p) for p in problem["loc"]) or "<row>"
-                kind = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
-                raise DataValidationError(
-                    f"{path}: row {number}: field '{field}': {kind} ({schema.__name__})"
-                ) from None
+            rows.append((number, payload))
     return rows
 
 
-def write_rows(path: Path, rows: list[BaseModel]) -> Path:
+def read_rows(path: Path, schema: type[RowT]) -> list[RowT]:
+    """Every row of a JSONL file validated against ``schema``.
+
+    Raises:
+        DataValidationError: naming the file, row and field of the first bad row.
+    """
+    rows: list[RowT] = []
+    for number, payload in read_jsonl(path):
+        try:
+            rows.append(schema.model_validate(payload))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = ".".join(str(p) for p in problem["loc"]) or "<row>"
+            kind = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
+            raise DataValidationError(f"{path}: row {number}: field '{field}': {kind} ({schema.__name__})") from None
+    return rows
+
+
+def write_rows(path: Path, rows: Sequence[BaseModel]) -> Path:
     return write_jsonl_atomic(Path(path), (row.model_dump(mode="json") for row in rows))

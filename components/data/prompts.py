@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from transformers import PreTrainedTokenizerBase
 
 INSTRUCTION = "Solve step by step. End with 'The answer is N.'"
@@ -13,12 +15,12 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system: str
     messages = [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
 def response_suffix(tokenizer: PreTrainedTokenizerBase) -> str:
     """What closes an assistant turn; training targets end with it so the model learns to stop."""
-    return tokenizer.eos_token
+    return cast(str, tokenizer.eos_token)
 
 
 RATIONALE_QUESTION = "Which of the two responses is better, and why?"
@@ -29,5 +31,5 @@ def rationale_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, response_a
     which is preferable and why; the row's rationale is the target continuation."""
     content = (f"Prompt:\n{prompt}\n\nResponse A:\n{response_a}\n\nResponse B:\n{response_b}\n\n"
                f"{RATIONALE_QUESTION}")
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                         add_generation_prompt=True)
+    return cast(str, tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                   add_generation_prompt=True))

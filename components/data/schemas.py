@@ -55,7 +55,7 @@ class PairRow(_Row):
     strength_mean: float | None = None
     strength_std: float | None = None
     flipped: bool = False
-    label_smoothing: float | None = Field(None, ge=0, lt=0.5)
+    label_smoothing: float | None = Field(default=None, ge=0, lt=0.5)
     margin: float | None = None
     # True: chosen/rejected are whole responses and the trainer closes them with EOS. False:
     # step-level rows (MCTS) — the prompt holds the earlier steps and chosen/rejected are the

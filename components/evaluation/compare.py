@@ -12,8 +12,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignflow.components.platform.atomic import write_bytes_atomic
 from alignflow.components.evaluation.report import round_rows
+from alignflow.components.platform.atomic import write_bytes_atomic
 from alignflow.components.platform.tracking import Tracker
 
 # per round kind: the params that size its data collection, shown in the label
@@ -52,10 +52,9 @@ class RunSeries:
 def pipeline_runs(tracker: Tracker, run_ids: list[str] | None = None) -> list:
     """The listed pipeline runs, or every finished one in the tracker's experiment (oldest first)."""
     if run_ids:
-        return [tracker.client.get_run(run_id) for run_id in run_ids]
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      "tags.`alignflow.kind` = 'pipeline' and attributes.status = 'FINISHED'",
-                                      order_by=["attributes.start_time ASC"], max_results=100)
+        return [tracker.get_run(run_id) for run_id in run_ids]
+    runs = tracker.search_runs("tags.`alignflow.kind` = 'pipeline' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time ASC"], max_results=100)
     if not runs:
         raise LookupError(f"no finished pipeline run in experiment {tracker.experiment_id} at {tracker.tracking_uri}")
     return runs
@@ -85,7 +84,8 @@ def comparison_table(series: list[RunSeries]) -> str:
     for s in series:
         for index, metrics in sorted(s.rounds.items()):
             lines.append(f"| {s.label} `{s.run_id[:8]}` | {'baseline' if index == 0 else index} | "
-                         f"{cell(metrics.get('eval/accuracy'), '{:.3f}')} | {cell(metrics.get('round/n_pairs'), '{:.0f}')} | "
+                         f"{cell(metrics.get('eval/accuracy'), '{:.3f}')} | "
+                         f"{cell(metrics.get('round/n_pairs'), '{:.0f}')} | "
                          f"{cell(s.collection_seconds(index), '{:.0f}')} | "
                          f"{cell(metrics.get('round/search_nodes'), '{:.0f}')} | "
                          f"{cell(metrics.get('time/training_seconds'), '{:.0f}')} |")

@@ -33,24 +33,57 @@ class GateResult:
 
 
 @dataclass
-class PromotionReport:
+class GateReport:
+    """Every gate applied to one candidate version, the verdict and how far it may move. The one
+    report type of the pipeline's own gate, the judge loop's and ``alignflow promote``."""
+
     registered_model: str
     candidate_version: str
     production_version: str | None
     gates: list[GateResult] = field(default_factory=list)
+    compared_with: str = ""  # what the accuracy was compared with: "production vN", "its pre-round baseline …"
+    reference_accuracy: float = math.nan  # that reference's accuracy (nan: nothing to compare with)
+    candidate_accuracy: float = math.nan
+    eval_dataset: str = ""
+    min_delta: float = 0.0
+    # how far a passing candidate may move: "production", or "staging" when production needs `alignflow promote`
+    ceiling: str = "production"
+    note: str = ""
 
     @property
     def passed(self) -> bool:
         return all(g.status != "failed" for g in self.gates)
 
+    @property
+    def reason(self) -> str:
+        """One line: the accuracy verdict, then every other failed gate, then the ceiling's note."""
+        accuracy = next((g for g in self.gates if g.gate == "accuracy_delta"), None)
+        parts = []
+        if accuracy is not None:
+            verdict = "passed" if accuracy.status == "passed" else "FAILED"
+            parts.append(f"accuracy gate {verdict}: {accuracy.detail} (min_delta {self.min_delta:+.4f})")
+        parts += [f"{g.gate} failed ({g.detail}: {'n/a' if g.value is None else f'{g.value:.4f}'} vs limit {g.limit})"
+                  for g in self.gates if g.status == "failed" and g is not accuracy]
+        return "; ".join(parts) + self.note
+
     def table(self) -> list[dict[str, Any]]:
         return [{k: ("" if v is None else v) for k, v in asdict(g).items()} for g in self.gates]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed, "reason": self.reason}
 
     def as_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "BLOCKED"
         against = f"production v{self.production_version}" if self.production_version else "no production version"
-        return (f"# Promotion of {self.registered_model} v{self.candidate_version}: {verdict}\n\n"
-                f"Compared with {against}.\n\n{gate_table(self.gates)}")
+        return (f"# Promotion of {self.registered_model} v{self.candidate_version}: {verdict}\n\n{self.reason}\n\n"
+                f"| quantity | value |\n|---|---|\n"
+                f"| compared with | {against}; accuracy against {self.compared_with} |\n"
+                f"| candidate eval accuracy | {self.candidate_accuracy:.4f} |\n"
+                f"| reference eval accuracy | {self.reference_accuracy:.4f} |\n"
+                f"| required delta | {self.min_delta:+.4f} |\n"
+                f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
+                f"| furthest alias | {self.ceiling} |\n\n"
+                f"{gate_table(self.gates)}")
 
 
 def gate_table(gates: list[GateResult]) -> str:
@@ -110,10 +143,16 @@ def accuracy_gate(candidate_tags: dict[str, str], production_version: str | None
 
 def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, str],
                    production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
-                   judge_win_rate: float | None = None) -> PromotionReport:
-    """``limits``: a PromotionConfig (min_delta, max_kl, max_length_drift, min_judge_win_rate)."""
-    report = PromotionReport(name, candidate_version, production_version)
+                   judge_win_rate: float | None = None) -> GateReport:
+    """Every gate of ``limits`` (a PromotionConfig: min_delta, max_kl, max_length_drift,
+    min_judge_win_rate) on the candidate's version tags against production's."""
     prod = production_tags or {}
+    reference, source = accuracy_reference(candidate_tags, production_version, prod)
+    candidate_accuracy = _float(candidate_tags, "eval_accuracy")
+    report = GateReport(name, candidate_version, production_version, compared_with=source,
+                        reference_accuracy=math.nan if reference is None else reference,
+                        candidate_accuracy=math.nan if candidate_accuracy is None else candidate_accuracy,
+                        eval_dataset=candidate_tags.get("eval_dataset", ""), min_delta=limits.min_delta)
     report.gates.append(accuracy_gate(candidate_tags, production_version, prod, limits.min_delta))
 
     kl = _float(candidate_tags, "eval_kl")
@@ -150,6 +189,25 @@ def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, 
     return report
 
 
+def decide_promotion(name: str, candidate_version: str, candidate_tags: dict[str, str],
+                     production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
+                     policy_gates: bool = True) -> GateReport:
+    """The gate a pipeline or judge loop applies to the version it just registered: the accuracy rule
+    of `alignflow promote` (``accuracy_gate``) and, for a policy (``policy_gates``), the promotion
+    section's KL budget and length drift. The judge win-rate and human approval only `alignflow
+    promote` can give: when either is configured the pipeline stops at staging. A judge is gated on
+    its held-out accuracy alone."""
+    report = evaluate_gates(name, candidate_version, candidate_tags, production_version, production_tags, limits)
+    keep = {"accuracy_delta", "kl_budget", "length_drift"} if policy_gates else {"accuracy_delta"}
+    report.gates = [g for g in report.gates if g.gate in keep]
+    if policy_gates and limits.target_alias == "production" and (limits.require_approval
+                                                                  or limits.min_judge_win_rate is not None):
+        report.ceiling = "staging"
+        report.note = ("; production needs `alignflow promote` (promotion.require_approval or min_judge_win_rate is "
+                       "set: a human or the judge decides there)")
+    return report
+
+
 def win_rate(choices_straight: list[str], choices_swapped: list[str]) -> float:
     """Candidate shown as A in ``straight`` and as B in ``swapped``: a win counts 1 per order it
     is picked in, so a judge that always picks one position gives exactly 0.5."""
@@ -163,10 +221,10 @@ def judge_win_rate(candidate_dir, production_dir, judge_dir, questions: list[str
                    batch_size: int, system_prompt: str | None) -> float:
     """Both policies answer the held-out questions greedily; the judge picks the better answer of
     each pair, asked both ways round (``win_rate``)."""
-    from alignflow.components.modeling.generation import generate_completions
+    from alignflow.components.data.prompts import render_prompt
     from alignflow.components.judges.pairwise import pairwise_choices
     from alignflow.components.modeling.checkpoints import load_checkpoint
-    from alignflow.components.data.prompts import render_prompt
+    from alignflow.components.modeling.generation import generate_completions
 
     answers = []
     for directory in (candidate_dir, production_dir):

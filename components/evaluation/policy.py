@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from alignflow.components.data.answers import extract_answer
+from alignflow.components.data.prompts import render_prompt
 from alignflow.components.data.schemas import PredictionRow, ProblemRow
+from alignflow.components.modeling.checkpoints import LoadedModel
 from alignflow.components.modeling.generation import generate_completions
 from alignflow.components.modeling.logprobs import encode_pairs, sequence_logprobs
-from alignflow.components.modeling.checkpoints import LoadedModel
-from alignflow.components.data.prompts import render_prompt
 
 
 @dataclass
@@ -58,11 +59,12 @@ def kl_estimate(policy: LoadedModel, reference: LoadedModel, problems: list[Prob
     prompts = [render_prompt(policy.tokenizer, p.question, system_prompt) for p in chosen]
     samples = generate_completions(policy.model, policy.tokenizer, prompts, k=1, do_sample=True, temperature=1.0,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-    eos = policy.tokenizer.eos_token
+    eos = cast(str, policy.tokenizer.eos_token)
     # A sample that stopped early ended with EOS: score it too, as it was part of what π produced.
     texts = [s.text + (eos if s.n_tokens < max_new_tokens else "") for s in samples]
     total = 0.0
     for start in range(0, len(texts), batch_size):
-        batch = encode_pairs(policy.tokenizer, prompts[start:start + batch_size], texts[start:start + batch_size], 10_000)
+        batch = encode_pairs(policy.tokenizer, prompts[start:start + batch_size], texts[start:start + batch_size],
+                             10_000)
         total += (sequence_logprobs(policy.model, batch) - sequence_logprobs(reference.model, batch)).sum().item()
     return total / len(texts)

@@ -15,8 +15,8 @@ COLUMNS = [
 
 
 def latest_pipeline_run(tracker: Tracker):
-    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`alignflow.kind` = 'pipeline'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)
+    runs = tracker.search_runs("tags.`alignflow.kind` = 'pipeline'", order_by=["attributes.start_time DESC"],
+                               max_results=1)
     if not runs:
         raise LookupError(f"no pipeline run in experiment {tracker.experiment_id} at {tracker.tracking_uri}")
     return runs[0]
@@ -25,8 +25,8 @@ def latest_pipeline_run(tracker: Tracker):
 def round_rows(tracker: Tracker, parent) -> dict[int, dict[str, float]]:
     """Round index → that round run's metrics; 0 is the baseline evaluation after SFT."""
     pid = parent.info.run_id
-    children = tracker.client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pid}'",
-                                          max_results=500)
+    children = tracker.search_runs(f"tags.mlflow.parentRunId = '{pid}'", max_results=500,
+                                   experiment_ids=[parent.info.experiment_id])
     rows = {0: dict(_baseline_metrics(tracker, children))}
     for run in children:
         if run.data.tags.get("alignflow.kind") == "round":
@@ -35,7 +35,7 @@ def round_rows(tracker: Tracker, parent) -> dict[int, dict[str, float]]:
 
 
 def round_table(tracker: Tracker, run_id: str | None = None) -> str:
-    parent = tracker.client.get_run(run_id) if run_id else latest_pipeline_run(tracker)
+    parent = tracker.get_run(run_id) if run_id else latest_pipeline_run(tracker)
     pid = parent.info.run_id
     rows = round_rows(tracker, parent)
     header = "| round | " + " | ".join(title for _, title, _ in COLUMNS) + " |"

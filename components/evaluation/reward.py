@@ -25,7 +25,8 @@ def expected_calibration_error(logits: torch.Tensor, n_bins: int = 10) -> float:
     for b in range(n_bins):
         members = bins == b
         if members.any():
-            ece += members.double().mean().item() * abs(correct[members].mean().item() - confidence[members].mean().item())
+            gap = correct[members].mean().item() - confidence[members].mean().item()
+            ece += members.double().mean().item() * abs(gap)
     return ece
 
 
@@ -41,7 +42,8 @@ def reward_model_metrics(logits: torch.Tensor, categories: Sequence[str] | None 
         "rm/mean_logit": logits.double().mean().item(),
         "rm/n_pairs": float(logits.numel()),
     }
-    for category in sorted(set(categories or [])):
-        members = torch.tensor([c == category for c in categories])
-        metrics[f"rm/accuracy/{category or 'uncategorized'}"] = correct[members].mean().item()
+    if categories is not None:
+        for category in sorted(set(categories)):
+            members = torch.tensor([c == category for c in categories])
+            metrics[f"rm/accuracy/{category or 'uncategorized'}"] = correct[members].mean().item()
     return metrics

@@ -27,6 +27,12 @@ class CurationRules:
     malformed_as_rejected: bool = True
 
 
+def _ok_score(judgment: Judgment) -> int:
+    """The score of a well-formed judgment: ``parse_judgment`` sets one whenever the status is ok."""
+    assert judgment.status == "ok" and judgment.score is not None, judgment
+    return judgment.score
+
+
 def curate_pair(judgments: list[Judgment], gold: int, rules: CurationRules, rng: random.Random
                 ) -> tuple[Judgment, Judgment] | None:
     ok = [j for j in judgments if j.status == "ok"]
@@ -43,7 +49,7 @@ def curate_pair(judgments: list[Judgment], gold: int, rules: CurationRules, rng:
             return chosen, malformed[0]
         if not mismatched:
             return None
-        return chosen, max(mismatched, key=lambda j: abs(j.score - gold))
+        return chosen, max(mismatched, key=lambda j: abs(_ok_score(j) - gold))
     pool = mismatched + malformed
     return (chosen, rng.choice(pool)) if pool else None
 
@@ -60,7 +66,7 @@ def judge_pair_rows(inputs: list[tuple[str, str, int]], judgments: list[list[Jud
             continue
         chosen, rejected = pair
         rows.append(PairRow(problem_id=problem_id, prompt=prompt, chosen=chosen.raw, rejected=rejected.raw,
-                            score_chosen=float(chosen.score), score_rejected=float(rejected.score or 0),
+                            score_chosen=float(_ok_score(chosen)), score_rejected=float(rejected.score or 0),
                             lineage={**lineage, "gold_score": gold, "rejected_status": rejected.status,
                                      "rules": asdict(rules)}))
     return rows

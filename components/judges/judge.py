@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from alignflow.components.modeling.generation import generate_completions
 from alignflow.components.judges.cache import JudgmentCache, judgment_key
 from alignflow.components.judges.parsing import Judgment, parse_judgment
 from alignflow.components.judges.template import JudgeTemplate
 from alignflow.components.judges.tools import ToolCall, equation_tool, verifier_tool
+from alignflow.components.modeling.generation import generate_completions
+
+if TYPE_CHECKING:
+    from alignflow.components.config import PipelineConfig
+    from alignflow.components.modeling.checkpoints import LoadedModel
 
 
 @dataclass
@@ -90,3 +96,17 @@ class Judge:
                         self.cache.put(keys[i][out.sample_index], judgment)
         return [[RecordedJudgment(found[i][s] or fresh[(i, s)], calls[i], keys[i][s], found[i][s] is not None)
                  for s in range(n)] for i in range(len(items))]
+
+
+def judge_from_config(config: PipelineConfig, loaded: LoadedModel, cache_path: Path | None = None) -> Judge:
+    """The judge a config describes (``judge:`` section, the data's system prompt) around a loaded model."""
+    j = config.judge
+    return Judge(loaded.model, loaded.tokenizer, loaded.model_id,
+                 cache=JudgmentCache(cache_path) if cache_path else None,
+                 use_tools=j.use_tools, max_new_tokens=j.max_new_tokens, batch_size=j.batch_size,
+                 system_prompt=config.data.system_prompt)
+
+
+def judgment_cache_path(config: PipelineConfig) -> Path:
+    """One cache per state directory, shared by every loop and round (the key holds the judge's id)."""
+    return Path(config.state_dir) / "judgments.sqlite"

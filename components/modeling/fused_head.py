@@ -69,19 +69,19 @@ class FusedHeadLogprobs(torch.autograd.Function):
             grad_logits = _chunk_logits(h, weight, bias).sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
             rows = torch.arange(end - start, device=h.device)
             grad_logits[rows, targets[start:end]] += g
-            if want_bias:
+            if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
             # under autocast (restored by custom_bwd) these products run in the autocast dtype as
             # forward's did; without it, in the weights' dtype
             if not torch.is_autocast_enabled(h.device.type):
                 grad_logits = grad_logits.to(weight.dtype)
-            if want_hidden:
+            if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits @ weight
-            if want_weight:
+            if grad_weight is not None:
                 grad_weight += grad_logits.t() @ h.to(grad_logits.dtype)
             del grad_logits
-        grad_weight = grad_weight.to(weight.dtype) if want_weight else None
-        grad_bias = grad_bias.to(bias.dtype) if want_bias else None
+        grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
+        grad_bias = grad_bias.to(bias.dtype) if grad_bias is not None else None
         return grad_hidden, grad_weight, grad_bias, None, None
 
 

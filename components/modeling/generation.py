@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class CanGenerate(Protocol):
+    """A model with ``GenerationMixin.generate`` (what ``AutoModelForCausalLM`` builds, or a PEFT wrapper of
+    one), viewed through a protocol: transformers types ``generate``'s ``self`` with a protocol that neither
+    ``PreTrainedModel`` nor its own generating classes satisfy for a type checker."""
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass
@@ -47,9 +56,10 @@ def generate_completions(
         chunk = prompts[start:start + prompts_per_call]
         encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + batch_number)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+        sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample
+                    else {"do_sample": False})
         with torch.inference_mode():
-            output = model.generate(
+            output = cast(CanGenerate, model).generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=k,
@@ -64,7 +74,7 @@ def generate_completions(
             results.append(Completion(
                 prompt_index=start + row // k,
                 sample_index=row % k,
-                text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                text=cast(str, tokenizer.decode(tokens, skip_special_tokens=True)).strip(),
                 n_tokens=len(tokens),
             ))
         if on_batch:

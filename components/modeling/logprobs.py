@@ -6,7 +6,8 @@ Two layouts of the same rows, chosen by the caller:
   positions that predict response tokens are the last ``max_response_len + 1`` columns.
   Position ids come from the attention mask so left padding does not shift positions.
 - ``PackedBatch`` (``pack_rows``): padding-free — the rows laid end to end in packed rows of a
-  fixed length (one row for a whole batch, or several), position ids restarting at each row. transformers turns restarting position ids into a
+  fixed length (one row for a whole batch, or several), position ids restarting at each row. transformers
+  turns restarting position ids into a
   block-diagonal causal mask (sdpa, eager) or variable-length attention (FlashAttention), so no
   row sees another; no FLOPs go to pad tokens.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, cast, overload
 
 import torch
 import torch.utils.checkpoint
@@ -33,7 +35,7 @@ class TokenBatch:
     response_mask: torch.Tensor  # [B, R]: 1 where the last R positions are response tokens
     response_lengths: torch.Tensor  # [B]
 
-    def to(self, device: torch.device | str) -> "TokenBatch":
+    def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device),
                           self.response_mask.to(device), self.response_lengths.to(device))
 
@@ -77,7 +79,7 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
                  pack_length: int | None = None) -> Batch:
     """``tokenize_rows`` then one batch: left-padded, or packed without padding."""
     rows = tokenize_rows(tokenizer, prompts, responses, max_length, score_prompt)
-    return collate(rows, tokenizer.pad_token_id, packed, pack_length)
+    return collate(rows, cast(int, tokenizer.pad_token_id), packed, pack_length)
 
 
 def collate(rows: list[TokenRow], pad_id: int, packed: bool = False, pack_length: int | None = None) -> Batch:
@@ -104,7 +106,7 @@ class PackedBatch:
     response_lengths: torch.Tensor  # [B]
     target_index: torch.Tensor  # [M]: flat (P·L) positions of the scored tokens, row by row
 
-    def to(self, device: torch.device | str) -> "PackedBatch":
+    def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.response_mask.to(device),
                            self.response_lengths.to(device), self.target_index.to(device))
 
@@ -196,7 +198,7 @@ def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respo
             raise ValueError("a listed response needs a non-empty prompt: its first token has nothing to follow")
         rows.append((context + ids, len(ids)))
         step_rows.append(owner[: len(ids)])
-    batch = collate(rows, tokenizer.pad_token_id, packed, pack_length)
+    batch = collate(rows, cast(int, tokenizer.pad_token_id), packed, pack_length)
     step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
     for i, owner in enumerate(step_rows):
         if owner:
@@ -213,6 +215,12 @@ def _plain_lm_head(model: PreTrainedModel) -> bool:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return all(getattr(config, name, None) in (None, 1.0) for name in
                ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+
+
+def _lm_head(model: PreTrainedModel) -> torch.nn.Module:
+    head = model.get_output_embeddings()
+    assert head is not None, f"{type(model).__name__} has no LM head"  # every causal LM has one
+    return head
 
 
 HEAD_CHUNK_TOKENS = 1024
@@ -266,14 +274,30 @@ def _packed_token_logprobs(model: PreTrainedModel, batch: PackedBatch, return_hi
     else:
         hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=attention_mask,
                                      position_ids=batch.position_ids, use_cache=False).last_hidden_state.flatten(0, 1)
-        values = _head_logprobs(model.get_output_embeddings(), hidden[predicting_index], targets)
+        values = _head_logprobs(_lm_head(model), hidden[predicting_index], targets)
     scored = batch.response_mask > 0
     token_logps = _scatter_scored(scored, values)
     if not return_hidden:
         return token_logps
+    assert hidden is not None  # both branches keep the hidden states when return_hidden
     response_hidden = hidden.new_zeros((*batch.response_mask.shape, hidden.shape[-1]))
     response_hidden[scored] = hidden[batch.target_index]
     return token_logps, response_hidden
+
+
+@overload
+def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden: Literal[False] = False
+                            ) -> torch.Tensor: ...
+
+
+@overload
+def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden: Literal[True]
+                            ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden: bool
+                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden: bool = False
@@ -302,7 +326,7 @@ def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden:
     # hidden at position t predicts token t+1: the R positions before the last R+1 … −1
     predicting = hidden[:, -resp_width - 1:-1, :]
     scored = batch.response_mask > 0
-    values = _head_logprobs(model.get_output_embeddings(), predicting[scored], targets[scored])
+    values = _head_logprobs(_lm_head(model), predicting[scored], targets[scored])
     token_logps = _scatter_scored(scored, values)
     return (token_logps, hidden[:, -resp_width:, :]) if return_hidden else token_logps
 

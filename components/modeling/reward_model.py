@@ -44,7 +44,8 @@ def gpm_loss(score: torch.Tensor, tau: float) -> torch.Tensor:
 class RewardModel(nn.Module):
     """A backbone (the causal LM's base transformer) plus one reward head."""
 
-    def __init__(self, causal_lm: PreTrainedModel, head: HeadType = "scalar", n_attributes: int = len(LIKERT_ATTRIBUTES),
+    def __init__(self, causal_lm: PreTrainedModel, head: HeadType = "scalar",
+                 n_attributes: int = len(LIKERT_ATTRIBUTES),
                  gpm_k: int = 2) -> None:
         super().__init__()
         if head not in HEADS:
@@ -79,7 +80,8 @@ class RewardModel(nn.Module):
             return {"attributes": self.head(last)}
         prompt_end = hidden.shape[1] - 1 - batch.response_lengths.to(hidden.device)
         prompt_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), prompt_end]
-        return {"embedding": F.normalize(self.head(last), dim=-1), "gate": torch.softmax(self.gate(prompt_hidden), dim=-1)}
+        return {"embedding": F.normalize(self.head(last), dim=-1),
+                "gate": torch.softmax(self.gate(prompt_hidden), dim=-1)}
 
 
 def scalar_head_from_attribute(model: RewardModel, attribute_index: int = 0) -> RewardModel:

@@ -7,10 +7,15 @@ mask them; ``preference_metrics`` gives the quantities ALGORITHMS.md says to alw
 
 from __future__ import annotations
 
+from typing import get_args, overload
+
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("sigmoid", "ipo", "cdpo", "rdpo")
+from alignflow.components.config import Divergence, LossType
+
+LOSS_TYPES: tuple[str, ...] = get_args(LossType)
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 
 
 def dpo_margin(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
@@ -19,7 +24,6 @@ def dpo_margin(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
 
 
-DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 EXP_CAP = 50.0  # sequence log-ratios can be large: cap exponents before exp (ALGORITHMS.md §1.5)
 
 
@@ -108,10 +112,26 @@ def rationale_loss(h: torch.Tensor, rationale_logp: torch.Tensor, beta: float, g
     return sigmoid_loss(h, beta) + rationale_term(rationale_logp, gamma, form)
 
 
-def conservative_epsilon(visits_chosen: torch.Tensor, visits_rejected: torch.Tensor) -> torch.Tensor:
-    """Step-level DPO's per-pair ε from MCTS visit counts: min(N_l / (N_w + N_l), 0.5)."""
-    total = (visits_chosen + visits_rejected).clamp(min=1)
-    return torch.clamp(visits_rejected / total, max=0.5)
+@overload
+def conservative_epsilon(visits_chosen: int, visits_rejected: int) -> float: ...
+@overload
+def conservative_epsilon(visits_chosen: torch.Tensor, visits_rejected: torch.Tensor) -> torch.Tensor: ...
+def conservative_epsilon(visits_chosen: torch.Tensor | int, visits_rejected: torch.Tensor | int
+                         ) -> torch.Tensor | float:
+    """Step-level DPO's per-pair ε from MCTS visit counts (ALGORITHMS.md §2): min(N_l / (N_w + N_l), 0.5).
+
+    The one definition, for a pair (ints → float) or a batch (tensors). With no visits at all there is
+    no evidence for either side: ε = 0.5, the same as N_l ≥ N_w. ε = 0.5 states no preference, and
+    the conservative loss is only defined on [0, 0.5): callers drop such pairs
+    (``collection/mcts/pairs.step_pair_rows``) rather than train on them.
+    """
+    if isinstance(visits_chosen, torch.Tensor) or isinstance(visits_rejected, torch.Tensor):
+        chosen, rejected = torch.as_tensor(visits_chosen), torch.as_tensor(visits_rejected)
+        total = chosen + rejected
+        ratio = rejected.to(torch.float64) / total.clamp(min=1)
+        return torch.where(total > 0, ratio.clamp(max=0.5), torch.full_like(ratio, 0.5))
+    total = visits_chosen + visits_rejected
+    return min(visits_rejected / total, 0.5) if total else 0.5
 
 
 # ---- reward-model losses (ALGORITHMS.md §7): functions of scalar rewards r_c, r_r -------------
@@ -129,7 +149,8 @@ def eurus_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def preference_metric_tensors(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-                              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+                              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float) -> dict[str,
+                                                                                                         torch.Tensor]:
     """The always-logged quantities as 0-d tensors: reading them is left to the caller, so a
     training loop can read a step's metrics once, late, instead of syncing the device per metric."""
     chosen_reward = beta * (policy_chosen - ref_chosen)

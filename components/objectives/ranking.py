@@ -20,7 +20,9 @@ def step_means(values: torch.Tensor, step_ids: torch.Tensor, n_steps: int) -> to
     ids = step_ids[scored]
     picked = values[scored]
     sums = torch.zeros((n_steps, *values.shape[1:]), dtype=values.dtype, device=values.device).index_add(0, ids, picked)
-    counts = torch.zeros(n_steps, dtype=values.dtype, device=values.device).index_add(0, ids, torch.ones_like(ids, dtype=values.dtype))
+    counts = torch.zeros(n_steps, dtype=values.dtype, device=values.device).index_add(0, ids,
+                                                                                      torch.ones_like(ids,
+                                                                                                      dtype=values.dtype))
     return sums / counts.clamp(min=1).view(-1, *([1] * (values.dim() - 1)))
 
 

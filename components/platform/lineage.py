@@ -23,7 +23,7 @@ def git_commit(root: Path | None = None) -> str:
 
 
 def lineage_record(produced_by: str, config_hash: str, seed: int, parent_model: str | None = None,
-                   inputs: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+                   inputs: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "produced_by": produced_by,
         "git_commit": git_commit(),

@@ -55,7 +55,8 @@ def read_attempt(workspace: Path) -> Attempt | None:
     try:
         return Attempt(**json.loads(path.read_text()))
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{path}: not an attempt record ({error}); delete it if no run is using this workspace") from None
+        raise ValueError(f"{path}: not an attempt record ({error}); "
+                         f"delete it if no run is using this workspace") from None
 
 
 def check_not_running(workspace: Path) -> Attempt | None:
@@ -71,8 +72,7 @@ def _running_descendants(tracker: Tracker, run_id: str) -> list[str]:
     found, frontier = [], [run_id]
     while frontier:
         parent = frontier.pop()
-        children = tracker.client.search_runs([tracker.experiment_id],
-                                              filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
+        children = tracker.search_runs(f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
         for child in children:
             frontier.append(child.info.run_id)
             if child.info.status == "RUNNING":
@@ -86,7 +86,7 @@ def record_attempt(tracker: Tracker, workspace: Path, run_id: str, previous: Att
     failed: list[str] = []
     if previous is not None and previous.run_id != run_id:
         try:
-            old = tracker.client.get_run(previous.run_id)
+            old = tracker.get_run(previous.run_id)
         except Exception:  # noqa: BLE001 - another tracking server, or the run was deleted: nothing to link
             old = None
         if old is not None and old.info.status != "FINISHED":

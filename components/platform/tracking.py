@@ -18,9 +18,10 @@ from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
-from alignflow.components.platform.redaction import redact_mapping
+from alignflow.components.platform.redaction import redact_mapping, redact_value
 
 MAX_PARAM_LENGTH = 6000
 
@@ -35,15 +36,17 @@ def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
 
 
 class Tracker:
-    """A thin, explicit-run-id facade over MlflowClient."""
+    """A thin, explicit-run-id facade over MlflowClient: the only way the platform writes to MLflow, so
+    every param, tag, version tag and description passes through redaction first. The client itself
+    is private; reads go through it too, so a new call site cannot bypass the facade by habit."""
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = self._client.get_experiment_by_name(experiment)
         # MLflow 3's UI opens an experiment of unknown kind on its GenAI trace overview; these are
         # training runs, so say so and the runs table is what a user sees first
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+        self.experiment_id = found.experiment_id if found else self._client.create_experiment(
             experiment, artifact_location=_local_artifact_root(tracking_uri, experiment),
             tags={"mlflow.experimentKind": "custom_model_development"})
 
@@ -51,31 +54,31 @@ class Tracker:
         all_tags = {"mlflow.runName": name, **redact_mapping(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+        return self._client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        self._client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in redact_mapping(params).items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self._client.log_batch(run_id, params=items[start:start + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = get_current_time_millis()
         items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items()
                  if v is not None and not math.isnan(float(v))]
         for start in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[start:start + 500])
+            self._client.log_batch(run_id, metrics=items[start:start + 500])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redact_mapping(tags).items()])
+        self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redact_mapping(tags).items()])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._client.log_artifact(run_id, str(path), artifact_path)
 
     def log_artifacts(self, run_id: str, directory: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(run_id, str(directory), artifact_path)
+        self._client.log_artifacts(run_id, str(directory), artifact_path)
 
     def log_dataset(self, run_id: str, path: Path, name: str, digest: str, context: str,
                     extra_tags: Mapping[str, str] | None = None) -> None:
@@ -83,11 +86,66 @@ class Tracker:
         with warnings.catch_warnings():
             # MLflow registers its local-file source class once per URI scheme ('' and 'file') and
             # warns, on every call, that a path matches both; it picks that class either way
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            warnings.filterwarnings("ignore",
+                                    message="The specified dataset source can be interpreted in multiple ways")
             source = resolve_dataset_source(str(Path(path).resolve()))
         dataset = MetaDataset(source=source, name=name, digest=digest[:36])
         tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+
+    def log_table(self, run_id: str, columns: Mapping[str, list], artifact_file: str) -> None:
+        """A table (column name → values) as a run artifact MLflow's UI shows as a table."""
+        self._client.log_table(run_id, data=dict(columns), artifact_file=artifact_file)
+
+    # ---- reads -------------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> Any:
+        return self._client.get_run(run_id)
+
+    def search_runs(self, filter_string: str = "", order_by: list[str] | None = None, max_results: int = 1000,
+                    experiment_ids: list[str] | None = None) -> list[Any]:
+        """Runs of this experiment (or ``experiment_ids``) matching an MLflow filter string."""
+        return list(self._client.search_runs(experiment_ids or [self.experiment_id], filter_string,
+                                             order_by=order_by, max_results=max_results))
+
+    def artifact_uri(self, run_id: str) -> str:
+        uri = self._client.get_run(run_id).info.artifact_uri
+        assert uri is not None, f"run {run_id} has no artifact location"  # the tracking server gives every run one
+        return uri
+
+    # ---- model registry ----------------------------------------------------------------------
+    def ensure_registered_model(self, name: str, description: str) -> None:
+        try:
+            self._client.get_registered_model(name)
+        except MlflowException:
+            self._client.create_registered_model(name, description=redact_value(description))
+
+    def create_model_version(self, name: str, source: str, run_id: str, tags: Mapping[str, Any],
+                             description: str | None = None) -> str:
+        """Register ``source`` under ``name``; returns the new version number."""
+        version = self._client.create_model_version(name, source=source, run_id=run_id, tags=redact_mapping(tags),
+                                                    description=redact_value(description) if description else None)
+        return str(version.version)
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        return self._client.get_model_version(name, version)
+
+    def version_for_alias(self, name: str, alias: str) -> Any | None:
+        """The version ``alias`` points at, or None when the model or the alias does not exist."""
+        try:
+            return self._client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._client.delete_registered_model_alias(name, alias)
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
+        for key, value in redact_mapping(tags).items():
+            self._client.set_model_version_tag(name, str(version), key, value)
 
 
 def _local_artifact_root(tracking_uri: str, experiment: str) -> str | None:

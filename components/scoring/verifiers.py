@@ -9,8 +9,7 @@ and ``all_pairs`` rank two wrong answers.
 from __future__ import annotations
 
 from alignflow.components.data.answers import extract_answer
-from alignflow.components.data.schemas import CompletionRow, ProblemRow
-from alignflow.components.modeling.generation import Completion
+from alignflow.components.data.schemas import CompletionRow
 
 SCORER_ID = "arithmetic-verifier@2"
 
@@ -23,15 +22,12 @@ def verifier_reward(value: float | None, gold: int) -> tuple[bool, float]:
     return False, -min(1.0, abs(value - gold) / (abs(gold) + 1.0))
 
 
-def score_completions(problems: list[ProblemRow], completions: list[Completion]) -> list[CompletionRow]:
-    rows = []
-    for completion in completions:
-        problem = problems[completion.prompt_index]
-        value = extract_answer(completion.text)
-        correct, reward = verifier_reward(value, problem.answer)
-        rows.append(CompletionRow(
-            problem_id=problem.id, question=problem.question, answer=problem.answer,
-            sample_index=completion.sample_index, completion=completion.text, n_tokens=completion.n_tokens,
-            extracted=value, correct=correct, reward=reward,
-        ))
-    return rows
+def score_samples(samples: list[CompletionRow]) -> list[CompletionRow]:
+    """Each sample with the verifier's verdict filled in: the extracted answer, ``correct`` and
+    ``reward`` (see the module docstring), compared with the sample's own gold ``answer``."""
+    scored = []
+    for row in samples:
+        value = extract_answer(row.completion)
+        correct, reward = verifier_reward(value, row.answer)
+        scored.append(row.model_copy(update={"extracted": value, "correct": correct, "reward": reward}))
+    return scored

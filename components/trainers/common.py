@@ -80,12 +80,12 @@ class DeferredMetrics:
             return
         step, metrics = self.pending
         self.pending = None
-        keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
         read: dict[str, float] = {}
-        if keys:
-            device = metrics[keys[0]].device
-            values = torch.stack([metrics[k].detach().float().reshape(()).to(device) for k in keys]).tolist()
-            read = dict(zip(keys, values, strict=True))
+        if tensors:
+            device = next(iter(tensors.values())).device
+            values = torch.stack([v.detach().float().reshape(()).to(device) for v in tensors.values()]).tolist()
+            read = dict(zip(tensors, values, strict=True))
         resolved = {k: read[k] if k in read else float(v) for k, v in metrics.items()}
         self.history.append(resolved)
         if self.on_step:

@@ -14,23 +14,36 @@ in; the policy scores chosen and rejected in one concatenated forward per batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-
-import warnings
+from typing import TypeGuard, overload
 
 import torch
 
 from alignflow.components.config import PreferenceConfig
-from alignflow.components.modeling.logprobs import (Batch, TokenRow, collate, encode_pairs, encode_stepped, response_token_logprobs,
-                                 sequence_logprobs, tokenize_rows)
-from alignflow.components.objectives.preference import f_divergence_margin, loss_from_margin, preference_metric_tensors, rationale_term
-from alignflow.components.modeling.checkpoints import LoadedModel
 from alignflow.components.data.prompts import rationale_prompt
+from alignflow.components.modeling.checkpoints import LoadedModel
+from alignflow.components.modeling.logprobs import (
+    Batch,
+    TokenRow,
+    collate,
+    encode_pairs,
+    encode_stepped,
+    response_token_logprobs,
+    sequence_logprobs,
+    tokenize_rows,
+)
+from alignflow.components.objectives.preference import (
+    f_divergence_margin,
+    loss_from_margin,
+    preference_metric_tensors,
+    rationale_term,
+)
 from alignflow.components.objectives.ranking import asr_weights, response_reward, step_means, tpo_loss
-from alignflow.components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
 from alignflow.components.platform.distributed import current_world, loss_weight, shard
+from alignflow.components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
 from alignflow.components.trainers.resume import TrainingCheckpointer
 from alignflow.components.trainers.stepping import PlainStepper, make_stepper
 
@@ -77,12 +90,26 @@ def _uses_mean_logps(config: PreferenceConfig) -> bool:
     return config.loss_type == "ipo" and config.length_normalize
 
 
+def _all_pairs(examples: Sequence[Example]) -> TypeGuard[Sequence[PreferenceExample]]:
+    return all(isinstance(e, PreferenceExample) for e in examples)
+
+
+def _all_lists(examples: Sequence[Example]) -> TypeGuard[Sequence[ListExample]]:
+    return all(isinstance(e, ListExample) for e in examples)
+
+
 def _kind(examples: Sequence[Example]) -> str:
-    if all(isinstance(e, PreferenceExample) for e in examples):
+    if _all_pairs(examples):
         return "pairs"
-    if all(isinstance(e, ListExample) for e in examples):
+    if _all_lists(examples):
         return "lists"
     raise ValueError("a preference dataset is either all pair rows or all list rows")
+
+
+def _packed(config: PreferenceConfig) -> bool:
+    """``config.packing`` as decided by ``for_device`` (every trainer entry point calls it first)."""
+    assert config.packing != "auto", "PreferenceConfig.for_device decides packing before any batch is built"
+    return config.packing
 
 
 def _autocast(config: PreferenceConfig, device: torch.device):
@@ -91,7 +118,8 @@ def _autocast(config: PreferenceConfig, device: torch.device):
     return nullcontext()
 
 
-def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[tuple[TokenRow, TokenRow]]:
+def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample],
+                   max_length: int) -> list[tuple[TokenRow, TokenRow]]:
     """(chosen row, rejected row) per example, tokenized once before any forward pass."""
     chosen = tokenize_rows(tokenizer, [e.prompt for e in examples], [e.chosen for e in examples], max_length,
                            score_prompt=[e.joint for e in examples])
@@ -102,22 +130,43 @@ def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length:
 
 def pair_batch(rows: Sequence[tuple[TokenRow, TokenRow]], pad_id: int, config: PreferenceConfig) -> Batch:
     """Chosen rows then rejected rows, so one forward scores both halves of every pair."""
-    return collate([c for c, _ in rows] + [r for _, r in rows], pad_id, config.packing, config.pack_length)
+    return collate([c for c, _ in rows] + [r for _, r in rows], pad_id, _packed(config), config.pack_length)
 
 
 def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], config: PreferenceConfig) -> Batch:
     return pair_batch(tokenize_pairs(tokenizer, chunk, config.max_length), tokenizer.pad_token_id, config)
 
 
-def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool):
+def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, list[int]]:
+    """Token log-probs, the last hidden states at them (when ``hidden``, else None), the response
+    mask, each token's step and each response's number of steps kept."""
     prompts = [e.prompt for e in chunk for _ in e.responses]
     responses = [r for e in chunk for r in e.responses]
-    batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length, packed=config.packing,
+    batch, step_ids = encode_stepped(tokenizer, prompts, responses, config.max_length, packed=_packed(config),
                                      pack_length=config.pack_length)
     n_steps_kept = (step_ids.max(dim=1).values + 1).tolist()  # on the host: no device sync per response
     device = model_device(model)
-    out = response_token_logprobs(model, batch.to(device), return_hidden=hidden)
-    return out, batch.response_mask.to(device), step_ids.to(device), n_steps_kept
+    if hidden:
+        token_logps, last_hidden = response_token_logprobs(model, batch.to(device), return_hidden=True)
+    else:
+        token_logps, last_hidden = response_token_logprobs(model, batch.to(device)), None
+    return token_logps, last_hidden, batch.response_mask.to(device), step_ids.to(device), n_steps_kept
+
+
+@overload
+def reference_logprobs(reference: LoadedModel, examples: Sequence[PreferenceExample], config: PreferenceConfig,
+                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> torch.Tensor: ...
+
+
+@overload
+def reference_logprobs(reference: LoadedModel, examples: Sequence[ListExample], config: PreferenceConfig,
+                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> list[torch.Tensor]: ...
+
+
+@overload
+def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], config: PreferenceConfig,
+                       batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> ReferenceLogps: ...
 
 
 @torch.no_grad()
@@ -135,12 +184,15 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
         chunk = examples[start:start + batch_size]
         with _autocast(config, device):
             if lists:
-                token_logps, _, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config, hidden=False)
+                assert _all_lists(chunk)  # as _kind found every row
+                token_logps, _, _, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config,
+                                                            hidden=False)
                 offset = 0
                 for e in chunk:
                     out.append(token_logps[offset:offset + len(e.responses)].double().cpu())
                     offset += len(e.responses)
             else:
+                assert _all_pairs(chunk)  # as _kind found every row
                 batch = encode_pair_batch(reference.tokenizer, chunk, config).to(device)
                 logps = sequence_logprobs(reference.model, batch, average=average).double().cpu()
                 out.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1))
@@ -155,8 +207,9 @@ def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], confi
     """Sum log π_θ(r | x_rat) for the rows that carry a rationale (others: 0, masked by caller)."""
     rows = [e for e in chunk if e.rationale]
     prompts = [e.rationale_prompt or rationale_prompt(tokenizer, e.prompt, e.chosen, e.rejected) for e in rows]
-    batch = encode_pairs(tokenizer, prompts, [e.rationale for e in rows], config.max_length,
-                         packed=config.packing, pack_length=config.pack_length).to(model_device(model))
+    rationales = [e.rationale for e in rows if e.rationale]  # all of rows: the test only narrows the type
+    batch = encode_pairs(tokenizer, prompts, rationales, config.max_length,
+                         packed=_packed(config), pack_length=config.pack_length).to(model_device(model))
     values = sequence_logprobs(model, batch)
     full = torch.zeros(len(chunk), dtype=values.dtype, device=values.device)
     full[torch.tensor([i for i, e in enumerate(chunk) if e.rationale], device=values.device)] = values
@@ -182,7 +235,8 @@ def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Seque
     if any(e.rationale for e in chunk):
         rationale_logp = _rationale_logps(model, tokenizer, chunk, config).float()
         has = torch.tensor([bool(e.rationale) for e in chunk], device=device)
-        losses = losses + torch.where(has, rationale_term(rationale_logp, config.rationale_gamma, config.rationale_form),
+        losses = losses + torch.where(has,
+                                      rationale_term(rationale_logp, config.rationale_gamma, config.rationale_form),
                                       torch.zeros_like(losses))
         metrics["train/rationale_logp"] = rationale_logp[has].mean().detach()
     metrics.update({f"train/{k}": v for k, v in preference_metric_tensors(
@@ -193,8 +247,7 @@ def _pair_step(model, tokenizer, chunk: Sequence[PreferenceExample], rows: Seque
 def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[torch.Tensor], config: PreferenceConfig
                ) -> tuple[torch.Tensor, dict[str, float]]:
     asr = config.tpo_adaptive_step_reward
-    out, mask, step_ids, n_steps_kept = _list_token_logps(model, tokenizer, chunk, config, hidden=asr)
-    token_logps, hidden = out if asr else (out, None)
+    token_logps, hidden, mask, step_ids, n_steps_kept = _list_token_logps(model, tokenizer, chunk, config, hidden=asr)
     width = token_logps.shape[1]
     losses, correct, ordered = [], 0, 0
     offset = 0
@@ -209,12 +262,12 @@ def _list_step(model, tokenizer, chunk: Sequence[ListExample], ref: Sequence[tor
         scores = torch.tensor(e.scores, dtype=ratios.dtype, device=ratios.device)
         steps, counts = step_ids[rows], n_steps_kept[rows]
         step_hidden = ([step_means(h.float(), s, k).detach() for h, s, k in zip(hidden[rows], steps, counts)]
-                       if asr else None)
+                       if hidden is not None else None)  # hidden: kept when asr
         top = max(range(n), key=lambda i: (e.scores[i], -i))  # argmax, first on ties
         rewards = []
         for i in range(n):
             per_step = step_means(ratios[i], steps[i], counts[i])
-            weights = asr_weights(step_hidden[i], step_hidden[top]) if asr else None
+            weights = asr_weights(step_hidden[i], step_hidden[top]) if step_hidden is not None else None
             rewards.append(response_reward(per_step, weights))
         rewards_t = torch.stack(rewards)
         losses.append(tpo_loss(rewards_t, scores, config.beta, config.tpo_lambda_weighting))
@@ -235,7 +288,7 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
         raise ValueError("no preference pairs to train on")
     lists = _kind(examples) == "lists"
     expected = len(examples) if lists else (len(examples), 2)
-    got = len(ref_logps) if lists else tuple(ref_logps.shape)
+    got = tuple(ref_logps.shape) if not lists and isinstance(ref_logps, torch.Tensor) else len(ref_logps)
     if got != expected:
         raise ValueError(f"reference log-probs have shape {got}, expected {expected}")
     model = policy.model
@@ -249,11 +302,12 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     total = n_steps(len(examples), config.batch_size, config.epochs)
     stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
                            config.deepspeed_config, bf16=config.autocast_bf16)
-    rows = None if lists else tokenize_pairs(policy.tokenizer, examples, config.max_length)
+    rows = tokenize_pairs(policy.tokenizer, examples, config.max_length) if not lists and _all_pairs(examples) else None
     history: list[dict[str, float]] = []
     world = current_world()
     resumable = _resumable(checkpointer, stepper)
-    done = checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history) if resumable else 0
+    done = (checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history)
+            if resumable and isinstance(stepper, PlainStepper) else 0)  # _resumable implies a PlainStepper
     reader = DeferredMetrics(history, on_step)
     for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
         if step <= done:
@@ -263,8 +317,11 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
             chunk = [examples[i] for i in mine]
             with _autocast(config, device):
                 if lists:
+                    assert _all_lists(chunk)  # as _kind found every row
                     loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in mine], config)
                 else:
+                    # pair rows were tokenized above, and their reference log-probs are the [N, 2] tensor checked above
+                    assert _all_pairs(chunk) and rows is not None and isinstance(ref_logps, torch.Tensor)
                     loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in mine],
                                                ref_logps[mine], config)
             stepper.backward(loss * loss_weight(len(mine), len(index), world) if world.distributed else loss)
@@ -276,7 +333,7 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
         grad_norm = stepper.step()
         reader.push(step, {"train/loss": loss.detach(), "train/grad_norm": grad_norm, "train/lr": stepper.last_lr(),
                            **metrics})
-        if resumable and step % checkpointer.every == 0 and step < total:
+        if resumable and isinstance(stepper, PlainStepper) and step % checkpointer.every == 0 and step < total:
             reader.flush()  # the saved history must include this step
             checkpointer.maybe_save(step, total, model, stepper.optimizer, stepper.scheduler, history)
         if after_step:
@@ -289,7 +346,8 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     return PreferenceResult(steps=total, history=history, resumed_from_step=done)
 
 
-def _resumable(checkpointer: TrainingCheckpointer | None, stepper) -> bool:
+def _resumable(checkpointer: TrainingCheckpointer | None, stepper) -> TypeGuard[TrainingCheckpointer]:
+    """Whether mid-training resume states are written: a checkpointer, enabled, and a ``PlainStepper``."""
     if checkpointer is None or not checkpointer.enabled:
         return False
     if not isinstance(stepper, PlainStepper):

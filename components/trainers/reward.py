@@ -17,8 +17,8 @@ from transformers import PreTrainedTokenizerBase
 
 from alignflow.components.config import RewardConfig
 from alignflow.components.modeling.logprobs import encode_pairs
-from alignflow.components.objectives.preference import bradley_terry_loss, eurus_loss
 from alignflow.components.modeling.reward_model import RewardModel, gpm_loss, gpm_score
+from alignflow.components.objectives.preference import bradley_terry_loss, eurus_loss
 from alignflow.components.trainers.common import StepCallback, model_device, n_steps, seeded_batches
 from alignflow.components.trainers.stepping import make_stepper
 
@@ -54,7 +54,8 @@ def check_head(model: RewardModel, config: RewardConfig) -> None:
 def pair_forward(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
                  max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     device = model_device(model)
-    batch = encode_pairs(tokenizer, [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
+    batch = encode_pairs(tokenizer, [p.prompt for p in pairs] * 2,
+                         [p.chosen for p in pairs] + [p.rejected for p in pairs],
                          max_length).to(device)
     out = model(batch)
     n = len(pairs)
@@ -81,9 +82,11 @@ def pair_losses(model: RewardModel, chosen: dict[str, torch.Tensor], rejected: d
     if config.loss == "bt":
         return bradley_terry_loss(r_c, r_r)
     if config.loss == "margin_bt":
-        return bradley_terry_loss(r_c, r_r, margin=torch.tensor([p.margin for p in pairs], device=device, dtype=r_c.dtype))
+        return bradley_terry_loss(r_c, r_r,
+                                  margin=torch.tensor([p.margin for p in pairs], device=device, dtype=r_c.dtype))
     if config.loss == "scaled_bt":
-        return bradley_terry_loss(r_c, r_r, scale=torch.tensor([p.strength for p in pairs], device=device, dtype=r_c.dtype))
+        return bradley_terry_loss(r_c, r_r,
+                                  scale=torch.tensor([p.strength for p in pairs], device=device, dtype=r_c.dtype))
     if config.loss == "eurus":
         return eurus_loss(r_c, r_r)
     raise ValueError(f"reward loss '{config.loss}' does not train on pairs")
@@ -110,7 +113,9 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
     check_head(model, config)
     regression = config.loss == "regression"
     expected = AttributeExample if regression else RewardPair
-    if not all(isinstance(r, expected) for r in rows):
+    pairs = [r for r in rows if isinstance(r, RewardPair)]
+    attribute_rows = [r for r in rows if isinstance(r, AttributeExample)]
+    if len(attribute_rows if regression else pairs) != len(rows):  # some row is not an ``expected``
         raise ValueError(f"reward loss '{config.loss}' trains on {expected.__name__} rows")
     model.train()
     total = n_steps(len(rows), config.batch_size, config.epochs)
@@ -118,10 +123,10 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
                            config.deepspeed_config)
     history: list[dict[str, float]] = []
     for step, index in enumerate(seeded_batches(len(rows), config.batch_size, config.epochs, seed), start=1):
-        chunk = [rows[i] for i in index]
         if regression:
-            loss, metrics = _regression_step(model, tokenizer, chunk, config)
+            loss, metrics = _regression_step(model, tokenizer, [attribute_rows[i] for i in index], config)
         else:
+            chunk = [pairs[i] for i in index]
             chosen, rejected = pair_forward(model, tokenizer, chunk, config.max_length)
             loss = pair_losses(model, chosen, rejected, chunk, config).mean()
             logit = pair_logit(model, chosen, rejected, config).detach()
@@ -140,7 +145,8 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
 
 @torch.no_grad()
 def score_pairs(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
-                config: RewardConfig, batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+                config: RewardConfig, batch_size: int = 16,
+                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """[N] pair logits (chosen ≻ rejected), in float64 for metrics."""
     model.eval()
     out: list[torch.Tensor] = []

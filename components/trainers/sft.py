@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignflow.components.config import SFTConfig
-from alignflow.components.modeling.logprobs import encode_pairs, response_token_logprobs
 from alignflow.components.modeling.checkpoints import LoadedModel
+from alignflow.components.modeling.logprobs import encode_pairs, response_token_logprobs
 from alignflow.components.trainers.common import StepCallback, clip_and_step, make_optimizer, n_steps, seeded_batches
 from alignflow.components.trainers.resume import TrainingCheckpointer
 
@@ -33,12 +33,14 @@ def train_sft(loaded: LoadedModel, prompts: list[str], targets: list[str], confi
     for step, index in enumerate(seeded_batches(len(prompts), config.batch_size, config.epochs, seed), start=1):
         if step <= done:
             continue
-        batch = encode_pairs(loaded.tokenizer, [prompts[i] for i in index], [targets[i] for i in index], config.max_length)
+        batch = encode_pairs(loaded.tokenizer, [prompts[i] for i in index], [targets[i] for i in index],
+                             config.max_length)
         token_logps = response_token_logprobs(model, batch)
         loss = -token_logps.sum() / batch.response_mask.sum()
         loss.backward()
         grad_norm = clip_and_step(model, optimizer, scheduler, max_grad_norm=1.0).item()
-        history.append({"sft/loss": loss.item(), "sft/grad_norm": grad_norm, "sft/lr": scheduler.get_last_lr()[0]})
+        history.append({"sft/loss": loss.item(), "sft/grad_norm": grad_norm,
+                        "sft/lr": float(scheduler.get_last_lr()[0])})
         if on_step:
             on_step(step, history[-1])
         if checkpointer:

@@ -17,12 +17,15 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 
 from alignflow.components.platform.distributed import average_gradients, current_world
 from alignflow.components.trainers.common import clip_and_step, make_optimizer, model_device
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import _LRScheduler
 
 
 class Stepper(Protocol):
@@ -30,11 +33,13 @@ class Stepper(Protocol):
 
     def step(self) -> torch.Tensor | float:
         """Clip, update, advance the schedule, zero the grads; return the pre-clip grad norm."""
+        ...
 
     def last_lr(self) -> float: ...
 
     def finish(self) -> None:
         """Leave the model usable as a plain module."""
+        ...
 
 
 class PlainStepper:
@@ -52,7 +57,7 @@ class PlainStepper:
         return clip_and_step(self.model, self.optimizer, self.scheduler, self.max_grad_norm)
 
     def last_lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        return float(self.scheduler.get_last_lr()[0])  # a float here: the optimizer's lr is no tensor
 
     def finish(self) -> None:
         pass
@@ -148,8 +153,10 @@ class DeepSpeedStepper:
         ensure_process_group(model_device(model))
         optimizer, scheduler = make_optimizer(model, lr, total_steps, warmup_steps)
         self.model, self.stage = model, config.get("zero_optimization", {}).get("stage", 0)
+        # deepspeed annotates lr_scheduler as the legacy _LRScheduler; it takes any LRScheduler
         self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                                 lr_scheduler=scheduler, config=config)
+                                                                 lr_scheduler=cast("_LRScheduler", scheduler),
+                                                                 config=config)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

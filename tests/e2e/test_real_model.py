@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from alignflow.components.stages import steps
 from alignflow.components.config import load_config
-from alignflow.components.data.io import read_rows
+from alignflow.components.data.io import read_rows, write_rows
 from alignflow.components.data.schemas import PairRow
 from alignflow.components.modeling.checkpoints import gguf_path, load_checkpoint, read_metadata
+from alignflow.components.stages.base_model import prepare_base
+from alignflow.components.stages.data import prepare_data
+from alignflow.components.stages.pairs import make_pairs
+from alignflow.components.stages.results import Artifact
+from alignflow.components.stages.sample import sample
+from alignflow.components.stages.score import score
+from alignflow.components.stages.train import train_round
 from tests.conftest import MODEL_CACHE
 
 pytestmark = pytest.mark.real_model
@@ -25,28 +31,23 @@ def test_packaged_gguf_loads_and_runs_a_two_step_round(tmp_path: Path):
         "pairs.strategy=all_pairs", "pairs.max_pairs_per_prompt=1",
         "preference.batch_size=2", "preference.max_length=160",
     ])
-    data = steps.prepare_data(cfg, tmp_path / "data")
-    base = steps.prepare_base(cfg)
-    assert read_metadata(Path(base["path"]))["gguf_sha256"]
-    assert base["model_id"].startswith("smollm2-135m-instruct@")
+    data = prepare_data(cfg, tmp_path / "data")
+    base = prepare_base(cfg).checkpoint
+    assert read_metadata(base.dir)["gguf_sha256"]
+    assert base.model_id.startswith("smollm2-135m-instruct@")
 
-    sampled = steps.sample(cfg, Path(base["path"]), Path(data["paths"]["train"]), 1, tmp_path / "r1")
-    assert sampled["n_samples"] == 18 and sampled["generated_tokens"] > 0
-    scored = steps.score(Path(sampled["path"]), tmp_path / "r1")
-    pairs = steps.make_pairs(cfg, Path(scored["path"]), sampled["policy_model_id"], 1, sampled["seed"], tmp_path / "r1")
-    if pairs["n_pairs"] < 3:
-        pytest.skip(f"only {pairs['n_pairs']} pairs from 18 samples; need 3 for two steps of 2")  # pragma: no cover
-    rows = read_rows(Path(pairs["path"]), PairRow)[:4]
-    trimmed = tmp_path / "r1" / "pairs-4.jsonl"
-    from alignflow.components.data.io import write_rows
-
-    write_rows(trimmed, rows)
-    trained = steps.train_round(cfg, Path(base["path"]), Path(base["path"]), trimmed, 1, tmp_path / "ckpt",
-                                tmp_path / "refcache")
-    assert trained["steps"] == 2
-    assert trained["final_metrics"]["train/loss"] == trained["final_metrics"]["train/loss"]  # finite, not NaN
-    again = steps.train_round(cfg, Path(base["path"]), Path(base["path"]), trimmed, 1, tmp_path / "ckpt2",
-                              tmp_path / "refcache")
-    assert again["reference_cached"] is True and trained["reference_cached"] is False
-    policy = load_checkpoint(Path(trained["path"]), merge=True)
-    assert policy.model_id == trained["model_id"]
+    sampled = sample(cfg, base, data.train, 1, tmp_path / "r1")
+    assert sampled.n_samples == 18 and sampled.generated_tokens > 0
+    scored = score(sampled.samples, tmp_path / "r1")
+    pairs = make_pairs(cfg, scored.scored, sampled.policy_model_id, 1, sampled.seed, tmp_path / "r1")
+    if pairs.n_pairs < 3:
+        pytest.skip(f"only {pairs.n_pairs} pairs from 18 samples; need 3 for two steps of 2")  # pragma: no cover
+    rows = read_rows(pairs.pairs.file, PairRow)[:4]
+    trimmed = write_rows(tmp_path / "r1" / "pairs-4.jsonl", rows)
+    trained = train_round(cfg, base, base, Artifact.of(trimmed), 1, tmp_path / "ckpt", tmp_path / "refcache")
+    assert trained.steps == 2
+    assert trained.final_metrics["train/loss"] == trained.final_metrics["train/loss"]  # finite, not NaN
+    again = train_round(cfg, base, base, Artifact.of(trimmed), 1, tmp_path / "ckpt2", tmp_path / "refcache")
+    assert again.reference.cached is True and trained.reference.cached is False
+    policy = load_checkpoint(trained.checkpoint.dir, merge=True)
+    assert policy.model_id == trained.checkpoint.model_id

@@ -26,7 +26,8 @@ def completed_node_pixels(png: bytes) -> int:
     image = Image.open(io.BytesIO(png)).convert("RGB")
     graph = image.crop((0, 0, image.width, int(image.height * 0.88)))
     return sum(1 for pixel in graph.get_flattened_data()
-               if all(abs(c - t) <= 10 for c, t in zip(pixel, COMPLETED_NODE_RGB, strict=True)))
+               if isinstance(pixel, tuple)  # always, in an RGB image
+               and all(abs(c - t) <= 10 for c, t in zip(pixel, COMPLETED_NODE_RGB, strict=True)))
 
 
 def check_prefect_ui(server_url: str, flow_run_id: str, flow_run_name: str, task_run_names: list[str]) -> bool:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
-from alignflow.components.stages import steps
 from alignflow.components.config import TinyModelConfig, load_config
 from alignflow.components.data.io import write_rows
 from alignflow.components.data.schemas import PairRow
 from alignflow.components.modeling.checkpoints import LoadedModel, save_checkpoint, tiny_model
+from alignflow.components.stages.launch import train_round_launched
+from alignflow.components.stages.results import Artifact, Checkpoint
+from alignflow.components.stages.train import train_round
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
@@ -28,14 +30,15 @@ def test_two_torchrun_ranks_train_a_round_like_one_process(tmp_path, tokenizer):
                                             "preference.epochs": "2", "preference.lr": "1.0e-3",
                                             "resume_every_steps": "0"})
     single_cfg = load_config(None, overrides)
-    single = steps.train_round(single_cfg, policy_dir, policy_dir, pairs, 1, tmp_path / "single", tmp_path / "ref")
+    checkpoint, pair_file = Checkpoint(path=str(policy_dir), model_id="tiny-dist"), Artifact.of(pairs)
+    single = train_round(single_cfg, checkpoint, checkpoint, pair_file, 1, tmp_path / "single", tmp_path / "ref")
 
     ddp_cfg = load_config(None, overrides + ["launch.nproc_per_node=2"])
     seen: list[int] = []
-    launched = steps.train_round_launched(ddp_cfg, policy_dir, policy_dir, pairs, 1, tmp_path / "ddp",
+    launched = train_round_launched(ddp_cfg, checkpoint, checkpoint, pair_file, 1, tmp_path / "ddp",
                                           tmp_path / "ref", on_step=lambda step, metrics: seen.append(step))
-    assert launched["world_size"] == 2 and launched["reference_cached"]  # computed once, before the launch
-    assert launched["steps"] == single["steps"] == 6 and seen == [1, 2, 3, 4, 5, 6]
+    assert launched.world_size == 2 and launched.reference.cached  # computed once, before the launch
+    assert launched.steps == single.steps == 6 and seen == [1, 2, 3, 4, 5, 6]
 
     one, two = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
     assert one.keys() == two.keys()

@@ -111,11 +111,11 @@ def test_a_pipeline_whose_s3_is_down_retries_fails_clearly_and_resumes_once_it_i
     down = subprocess.run(command, cwd=dvc_project, env=env, capture_output=True, text=True, timeout=600)
     output = down.stdout + down.stderr
     assert down.returncode != 0
-    assert "Retry 1/1" in output, output[-3000:]  # the task's own retry (tasks/pipeline_tasks.py COMPUTE)
+    assert "Retry 1/1" in output, output[-3000:]  # the task's own retry (tasks/context.py compute)
     assert "dvc push" in output and "prepare-data" in output, output[-3000:]
     assert "ERROR" in output and "endpoint" in output.lower(), output[-3000:]  # DVC's cause, not just its banner
     data = next((dvc_project / "workspace").iterdir()) / "data"
-    written = sorted(data.glob("*.jsonl"))
+    written = sorted(data.glob("*/*.jsonl"))  # data/<stage>-<code version>/
     assert written and all(Path(f"{p}.dvc").exists() for p in written)
     for path in written:  # in DVC's local cache, so nothing waits on S3 to be recoverable
         md5 = versioning.dvc_file_hash(path)

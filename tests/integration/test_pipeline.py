@@ -9,7 +9,7 @@ import yaml
 from mlflow import MlflowClient
 
 from alignflow.components.config import load_config
-from tests.conftest import tiny_overrides
+from tests.conftest import produced, tiny_overrides
 from tests.integration.mlflow_ui import check_mlflow_ui
 
 pytestmark = pytest.mark.integration
@@ -28,20 +28,23 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     first = _run(overrides)
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("it-pipeline")
+    assert exp is not None
     runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=500)}
-    parent = runs[first["parent_run_id"]]
+    parent = runs[first.parent_run_id]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["alignflow.kind"] == "pipeline"
     assert parent.data.tags["config_hash"] and parent.data.tags["git_commit"]
     assert parent.data.params["preference.loss_type"] == "sigmoid"
 
     children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    rounds = sorted((r for r in children if r.data.tags.get("alignflow.kind") == "round"), key=lambda r: r.info.run_name)
+    rounds = sorted((r for r in children if r.data.tags.get("alignflow.kind") == "round"),
+                    key=lambda r: r.info.run_name or "")
     assert [r.info.run_name for r in rounds] == ["round-1", "round-2"]
     for round_run in rounds:
         assert "eval/accuracy" in round_run.data.metrics and "time/sampling_seconds" in round_run.data.metrics
-        tasks = {r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == round_run.info.run_id}
-        n = round_run.info.run_name.split("-")[1]
+        tasks = {r.info.run_name for r in runs.values()
+                 if r.data.tags.get("mlflow.parentRunId") == round_run.info.run_id}
+        n = str(round_run.info.run_name).split("-")[1]
         assert tasks == {f"sample:r{n}", f"score:r{n}", f"pairs:r{n}", f"quality:r{n}", f"train:r{n}",
                          f"evaluate:r{n}"}
         assert round_run.data.metrics["quality/n_pairs"] == round_run.data.metrics["round/n_pairs"]
@@ -62,40 +65,43 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
 
     # dataset inputs carry the DVC hash of the tracked file
     data_run = next(r for r in runs.values() if r.info.run_name == "prepare-data")
+    assert data_run.inputs is not None
     inputs = {d.dataset.name: d for d in data_run.inputs.dataset_inputs}
-    eval_file = Path(first["workspace"]) / "data" / "eval.jsonl"
+    eval_file = produced(first.workspace, "data/*/eval.jsonl")
     dvc_md5 = yaml.safe_load(Path(f"{eval_file}.dvc").read_text())["outs"][0]["md5"]
     assert inputs["eval"].dataset.digest == dvc_md5[:36]
     assert {t.key: t.value for t in inputs["eval"].tags}["dvc_md5"] == dvc_md5
     assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the DVC remote"
 
     # registry: version 1 promoted through staging to production
-    assert first["promotion"]["passed"] is True
+    assert first.promotion["passed"] is True
     model = client.get_registered_model("it-policy")
     assert model.aliases == {"candidate": "1", "staging": "1", "production": "1"}
     version = client.get_model_version("it-policy", "1")
     assert version.tags["eval_dataset"] == dvc_md5 and float(version.tags["eval_accuracy"]) >= 0
     # nothing was in production: the gate held the first version to the accuracy its rounds started from
-    assert float(version.tags["baseline_accuracy"]) == first["accuracy_history"][0]
-    assert "pre-round baseline" in first["promotion"]["baseline_source"]
+    assert float(version.tags["baseline_accuracy"]) == first.accuracy_history[0]
+    assert "pre-round baseline" in first.promotion["compared_with"]
     assert client.list_artifacts(parent.info.run_id, "promotion")
 
     # what a user sees: the rounds and their accuracy in the MLflow UI (headless Chromium)
+    assert parent.info.run_name is not None
     check_mlflow_ui(mlflow_server, exp.experiment_id, parent.info.run_name,
-                    {r.info.run_name: r.info.run_id for r in rounds})
+                    {str(r.info.run_name): r.info.run_id for r in rounds})
 
     # a second run with an unreachable gate registers a candidate but must not promote it
     second = _run(overrides + ["promotion.min_delta=1.0"])
-    assert second["promotion"]["passed"] is False
+    assert second.promotion["passed"] is False
     model = client.get_registered_model("it-policy")
     assert model.aliases["production"] == "1" and model.aliases["staging"] == "1"
     assert model.aliases["candidate"] == "2"
-    assert "production v1" in second["promotion"]["baseline_source"]
-    assert client.get_run(second["parent_run_id"]).data.tags["promotion.passed"] == "False"
+    assert "production v1" in second.promotion["compared_with"]
+    assert client.get_run(second.parent_run_id).data.tags["promotion.passed"] == "False"
     # the second run reused every computation (same config hash): rounds were re-reported, not redone
-    timings = (Path(first["workspace"]) / "timings.jsonl").read_text().splitlines()
+    timings = (Path(first.workspace) / "timings.jsonl").read_text().splitlines()
     assert sum('"sample:r1"' in line for line in timings) == 1
-    resumed = [r for r in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['parent_run_id']}'")
+    resumed = [r for r in client.search_runs([exp.experiment_id],
+                                             f"tags.mlflow.parentRunId = '{second.parent_run_id}'")
                if r.data.tags.get("alignflow.kind") == "round"]
     assert len(resumed) == 2 and all(r.data.tags.get("resumed") == "true" for r in resumed)
 
@@ -114,15 +120,18 @@ def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness
     result = _run(overrides)
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("it-strength")
+    assert exp is not None
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
     strength, train = runs["strength:r1"], runs["train:r1"]
-    assert strength.data.params["reward.strength_mode"] == "smooth" and strength.data.params["reward.ensemble_size"] == "2"
-    curated = Path(result["workspace"]) / "round-1" / "pairs-strength.jsonl"
+    assert strength.data.params["reward.strength_mode"] == "smooth"
+    assert strength.data.params["reward.ensemble_size"] == "2"
+    curated = produced(result.workspace, "round-1/*/pairs-strength.jsonl")
     rows = read_rows(curated, PairRow)
     assert rows and all(r.label_smoothing == 0.2 and r.strength_std is not None for r in rows)
     assert all(r.lineage["strength"]["ensemble_seeds"] == [1000, 1001] for r in rows)
     assert strength.data.metrics["strength/n_smoothed"] == len(rows)
     assert Path(f"{curated}.dvc").exists()  # versioned like every other pair file
+    assert train.inputs is not None
     trained_on = {d.dataset.name for d in train.inputs.dataset_inputs}
     assert trained_on == {"pairs-strength-r1"}
 
@@ -142,6 +151,7 @@ def test_mcts_round_searches_with_the_policy_and_trains_on_step_pairs(prefect_ha
     result = _run(overrides)
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("it-mcts")
+    assert exp is not None
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
     round_run, search_run, train = runs["round-1"], runs["mcts:r1"], runs["train:r1"]
     assert round_run.data.tags["round_kind"] == "mcts" and round_run.data.metrics["round/search_nodes"] > 0
@@ -149,13 +159,13 @@ def test_mcts_round_searches_with_the_policy_and_trains_on_step_pairs(prefect_ha
     assert search_run.data.params["mcts.depth_limit"] == "2"
     artifacts = {Path(a.path).name for a in client.list_artifacts(search_run.info.run_id, "trees")}
     assert artifacts == {"trees.jsonl", "tree-r1.html"}
-    pairs_file = Path(result["workspace"]) / "round-1" / "pairs.jsonl"
+    pairs_file = produced(result.workspace, "round-1/mcts-*/pairs.jsonl")
     rows = read_rows(pairs_file, PairRow)
     assert rows and all(not r.complete_responses for r in rows)
     assert all(r.lineage["source"] == "mcts" and "depth" in r.lineage and r.lineage["policy_model_id"] for r in rows)
     assert all(r.label_smoothing is not None and 0 <= r.label_smoothing < 0.5 for r in rows)
     assert all(r.chosen != r.rejected for r in rows)
-    assert {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-r1"}
+    assert train.inputs is not None and {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-r1"}
     assert train.data.metrics["train/loss"] > 0
 
 
@@ -173,6 +183,7 @@ def test_pair_quality_is_logged_and_its_thresholds_stop_a_round(prefect_harness,
         _run(overrides)
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("it-quality")
+    assert exp is not None
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=200)}
     quality, round_run = runs["quality:r1"], runs["round-1"]
     assert quality.info.status == "FAILED" and round_run.info.status == "FAILED"

@@ -16,8 +16,9 @@ import botocore.exceptions
 import pytest
 import requests
 
-from alignflow.components.platform.services import start_mlflow, start_postgres, start_seaweedfs, stop_process
+from alignflow.components.platform.services import start_mlflow, stop_process
 from tests.conftest import tiny_overrides
+from tests.support.services import start_postgres, start_seaweedfs
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,7 @@ def test_basic_auth_rejects_anonymous_writes_and_an_authenticated_pipeline_keeps
     try:
         client = MlflowClient(url)
         experiment = client.get_experiment_by_name("it-prod-backends")
+        assert experiment is not None
         runs = client.search_runs([experiment.experiment_id], max_results=500)
         parent = next(r for r in runs if r.data.tags.get("alignflow.kind") == "pipeline")
         assert parent.info.status == "FINISHED"

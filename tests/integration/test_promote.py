@@ -49,10 +49,10 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    from alignflow.components.platform import registry
     from alignflow.components.data.arithmetic import generate_split
     from alignflow.components.data.io import write_rows
     from alignflow.components.modeling.checkpoints import materialize_base
+    from alignflow.components.platform import registry
     from alignflow.components.platform.tracking import Tracker
     from alignflow.flows.promote import promote
 
@@ -74,6 +74,7 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     assert tags["gate_passed"] == "False" and tags["gate.accuracy_delta"] == "failed"
     assert tags["gate.kl_budget"] == "skipped" and tags["gate.length_drift"] == "passed"
     run_id = client.get_model_version("it-promoted", v2).run_id
+    assert run_id is not None
     assert {Path(a.path).name for a in client.list_artifacts(run_id, "promotion")} == {"gate_report.md",
                                                                                           "gate_report.json"}
     with get_client(sync_client=True) as prefect_client:

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from alignflow.components.config import SFTConfig, load_config
-from tests.conftest import tiny_overrides
+from tests.conftest import produced, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,13 @@ def _register(client: MlflowClient, tracking_uri: str, name: str, checkpoint: Pa
 
 def _fitted_judge(cfg, base_dir: Path, ratings_path: Path, out: Path) -> Path:
     """A tiny judge that has memorised one score per completion, for exactly these prompts."""
-    from alignflow.components.judges.judge import JudgeInput
-    from alignflow.components.judges.loop import make_judge
+    from alignflow.components.judges.judge import JudgeInput, judge_from_config
     from alignflow.components.modeling.checkpoints import load_checkpoint, save_checkpoint
     from alignflow.components.trainers.sft import train_sft
 
     rows = [json.loads(line) for line in ratings_path.read_text().splitlines()]
     model = load_checkpoint(base_dir, trainable=True)
-    judge = make_judge(cfg, model)
+    judge = judge_from_config(cfg, model)
     prompts, targets = [], []
     for row in rows:
         score = 5 if row["pool_label"] == "current" and row["temperature"] == 0.7 else 2
@@ -58,10 +57,10 @@ def _fitted_judge(cfg, base_dir: Path, ratings_path: Path, out: Path) -> Path:
 
 
 def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_harness, mlflow_server, dvc_project):
+    from alignflow.components.collection.quality import PairQualityError
     from alignflow.components.data.io import read_rows
     from alignflow.components.data.schemas import PairRow
     from alignflow.components.modeling.checkpoints import materialize_base
-    from alignflow.components.collection.quality import PairQualityError
     from alignflow.flows.pipeline import alignment_pipeline
 
     overrides = tiny_overrides(dvc_project, **{
@@ -78,7 +77,7 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
     with pytest.raises(PairQualityError, match="no pairs"):
         alignment_pipeline(cfg.model_dump(mode="json"))
     round_dir = Path(cfg.workspace).resolve() / cfg.content_hash() / "round-1"
-    ratings = round_dir / "ratings.jsonl"
+    ratings = produced(round_dir, "synthesis-*/ratings.jsonl")
     first = [json.loads(line) for line in ratings.read_text().splitlines()]
     assert len(first) == 4 * 2  # prompts × pool members (current @ 0.7 and @ 1.0)
     assert all(set(r["ratings"]) == {"truthfulness", "helpfulness"} for r in first)
@@ -92,7 +91,7 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
     assert [r["completion"] for r in second] == [r["completion"] for r in first]  # the pool's answers were reused
     scored = [r["ratings"]["truthfulness"]["score"] for r in second]
     assert sum(s is not None for s in scored) >= 6, f"the fitted judge did not reproduce its scores: {scored}"
-    pairs = read_rows(round_dir / "pairs-rationale.jsonl", PairRow)
+    pairs = read_rows(produced(round_dir, "synthesis-*/pairs-rationale.jsonl"), PairRow)
     assert pairs and all(p.score_chosen > p.score_rejected for p in pairs)
     for p in pairs:
         assert p.lineage["source"] == "synthesis" and p.lineage["judge_model_id"] == "fitted-tiny-judge"
@@ -101,13 +100,14 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
     assert any(p.rationale for p in pairs)
 
     exp = client.get_experiment_by_name("it-synth")
+    assert exp is not None
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
                                                             max_results=200)}
     train = runs["train:r1"]
-    assert {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-rationale-r1"}
+    assert train.inputs is not None and {d.dataset.name for d in train.inputs.dataset_inputs} == {"pairs-rationale-r1"}
     assert "train/rationale_logp" in train.data.metrics  # the §4 term was in the loss
     round_run = client.get_run(next(r.info.run_id for r in client.search_runs(
-        [exp.experiment_id], f"tags.mlflow.parentRunId = '{result['parent_run_id']}'") if r.info.run_name == "round-1"))
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'") if r.info.run_name == "round-1"))
     assert round_run.data.tags["round_kind"] == "synthesized"
     assert round_run.data.metrics["quality/source/synthesis"] == len(pairs)
     # the judge's position bias, probed on the round's pairs both ways round

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-GPU_TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "k8s" / "work-pool" / "gpu-base-job-template.json"
+GPU_TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "work-pool" / "gpu-base-job-template.json"
 
 
 def load_template(path: Path = GPU_TEMPLATE) -> dict[str, Any]:

@@ -87,14 +87,15 @@ def test_unknown_field_and_bad_json_are_named(tmp_path):
 
 def test_bad_input_leaves_nothing_written(tmp_path):
     """A stage reading a malformed file fails before writing: no output, no temp file."""
-    from alignflow.components.stages import steps
+    from alignflow.components.stages import score
+    from alignflow.components.stages.results import Artifact
 
     samples = tmp_path / "samples.jsonl"
     samples.write_text('{"problem_id": "x", "question": "q", "answer": "NaNx", "sample_index": 0, '
                        '"completion": "1", "n_tokens": 1}\n')
     out = tmp_path / "out"
     with pytest.raises(DataValidationError, match="samples.jsonl: row 1: field 'answer'"):
-        steps.score(samples, out)
+        score.score(Artifact.of(samples), out)
     assert not out.exists() or list(out.iterdir()) == []
 
 

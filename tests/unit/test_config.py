@@ -54,4 +54,4 @@ def test_packing_auto_is_on_for_cuda_only_and_explicit_choices_stand():
     assert PreferenceConfig(packing=False).for_device("cuda").packing is False
     assert PreferenceConfig(packing=True).for_device("cpu").packing is True
     with pytest.raises(ValueError):
-        PreferenceConfig(packing="sometimes")
+        PreferenceConfig(packing="sometimes")  # pyright: ignore[reportArgumentType]  # the wrong value under test

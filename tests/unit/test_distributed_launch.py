@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignflow.components.platform.distributed import World, check_local_ranks, preferred_device, shard, torchrun_command
+from alignflow.components.platform.distributed import (
+    World,
+    check_local_ranks,
+    preferred_device,
+    shard,
+    torchrun_command,
+)
 
 
 def test_shards_cover_a_batch_once_and_differ_by_at_most_one():

@@ -16,8 +16,9 @@ def test_fused_head_gradient_is_the_numerical_gradient(with_bias):
     bias = torch.randn(11, dtype=torch.float64, generator=gen, requires_grad=True) if with_bias else None
     targets = torch.randint(0, 11, (7,), generator=gen)
     # chunks of 3 over 7 rows: a short last chunk, so chunk bookkeeping is exercised too
+    # gradcheck passes a None input through (no bias); its annotation admits tensors only
     assert torch.autograd.gradcheck(lambda h, w, b: FusedHeadLogprobs.apply(h, w, b, targets, 3),
-                                    (hidden, weight, bias))
+                                    (hidden, weight, bias))  # pyright: ignore[reportArgumentType]
     expected = torch.log_softmax(hidden @ weight.t() + (0 if bias is None else bias), -1)
     torch.testing.assert_close(FusedHeadLogprobs.apply(hidden, weight, bias, targets, 3).double(),
                                expected.gather(-1, targets[:, None]).squeeze(-1))

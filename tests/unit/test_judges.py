@@ -3,14 +3,15 @@
 import pytest
 
 from alignflow.components.judges.cache import JudgmentCache, judgment_key
-from alignflow.components.judges.parsing import parse_judgment
+from alignflow.components.judges.parsing import Judgment, parse_judgment
 from alignflow.components.judges.template import JudgeTemplate
 
 T = JudgeTemplate()
 
 
 @pytest.mark.parametrize("raw, score, rationale", [
-    ("Rationale: 3 + 4 = 7 is right and the answer is stated.\nScore: 5", 5, "3 + 4 = 7 is right and the answer is stated."),
+    ("Rationale: 3 + 4 = 7 is right and the answer is stated.\nScore: 5", 5,
+     "3 + 4 = 7 is right and the answer is stated."),
     ("The second step adds instead of subtracting.\n\n**Score: 2**", 2, "The second step adds instead of subtracting."),
     ("rationale: fine.\nscore: 4/5", 4, "fine."),
     ("Checks out. Score: 3\nSo again, Score: 3", 3, "Checks out."),  # repeated, same value
@@ -53,7 +54,8 @@ def test_template_renders_a_chat_prompt(tokenizer):
 def test_cache_hits_only_on_the_same_prompt_response_judge_and_template(tmp_path):
     key = judgment_key("p", "r", "judge-v1", T.hash)
     variants = [judgment_key("p2", "r", "judge-v1", T.hash), judgment_key("p", "r2", "judge-v1", T.hash),
-                judgment_key("p", "r", "judge-v2", T.hash), judgment_key("p", "r", "judge-v1", JudgeTemplate(high=10).hash),
+                judgment_key("p", "r", "judge-v2", T.hash), judgment_key("p", "r", "judge-v1",
+                                                                         JudgeTemplate(high=10).hash),
                 judgment_key("p", "r", "judge-v1", T.hash, sample=1)]
     assert len({key, *variants}) == 6
     assert judgment_key("ab", "c", "j", "t") != judgment_key("a", "bc", "j", "t")  # no field-boundary collisions
@@ -106,7 +108,8 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     by_problem = {}
     for row in rows:
         by_problem.setdefault(row.problem_id, []).append(row)
-    assert all(rs[0].gold_score == 5 and rs[0].source == "perturbed" for rs in by_problem.values())  # the worked solution
+    # the worked solution
+    assert all(rs[0].gold_score == 5 and rs[0].source == "perturbed" for rs in by_problem.values())
     two_step = [p for p in problems if p.difficulty == 2]
     assert [r.gold_score for r in by_problem[two_step[0].id]] == [5, 4, 2]
     assert by_problem[problems[0].id][-1].source == "sampled"
@@ -116,7 +119,8 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     assert 0 < heldout < len(problems)
     assert labelled_rows(problems, heldout_fraction=0.25) == labelled_rows(problems, heldout_fraction=0.25)
     twin = problems[0].model_copy(update={"id": "another-id"})  # same question, another id: same side
-    assert {r.split for r in labelled_rows([problems[0], twin], heldout_fraction=0.25)} == {splits[problems[0].id].pop()}
+    twins = labelled_rows([problems[0], twin], heldout_fraction=0.25)
+    assert {r.split for r in twins} == {splits[problems[0].id].pop()}
     # the seed judge's target: a rationale that checks each calculation and the answer, then the score
     from alignflow.components.judges.labelled import gold_judgment
     from alignflow.components.judges.parsing import parse_judgment
@@ -125,7 +129,8 @@ def test_labelled_rows_grade_by_correctness_and_step_validity():
     text = gold_judgment("4 + 3 = 7.\n7 * 2 = 15.\nThe answer is 15.", 14)
     assert "7 * 2 = 15 wrong (14)." in text and "4 + 3 = 7 ok." in text and "Final answer 15 wrong." in text
     assert parse_judgment(text, JudgeTemplate()).score == 1
-    assert all(parse_judgment(r.gold_judgment, JudgeTemplate()).score == r.gold_score for r in rows)
+    assert all(r.gold_judgment is not None and parse_judgment(r.gold_judgment, JudgeTemplate()).score == r.gold_score
+               for r in rows)
 
 
 def test_judge_runs_tools_first_records_every_judgment_and_reuses_the_cache(tiny_loaded, tmp_path):
@@ -168,17 +173,23 @@ def test_curation_rules_pick_gold_matching_chosen_and_deviating_rejected():
 
     from alignflow.components.judges.curation import CurationRules, curate_pair, judge_pair_rows
 
+    def curated(samples: list[Judgment], gold: int, rules: CurationRules, rng: random.Random
+                ) -> tuple[Judgment, Judgment]:
+        pair = curate_pair(samples, gold, rules, rng)
+        assert pair is not None
+        return pair
+
     rng = random.Random(0)
     samples = [_j(4, "near"), _j(5, "right"), _j(1, "far"), _j(5, "also right")]
-    chosen, rejected = curate_pair(samples, 5, CurationRules(), rng)
+    chosen, rejected = curated(samples, 5, CurationRules(), rng)
     assert (chosen.rationale, rejected.rationale) == ("right", "far")  # first match; the largest deviation
     assert curate_pair([_j(3), _j(3)], 3, CurationRules(), rng) is None  # all agree
     assert curate_pair([_j(2), _j(4)], 5, CurationRules(), rng) is None  # nothing matches gold
     with_bad = [_j(5, "right"), _j(1, "far"), _j()]
-    assert curate_pair(with_bad, 5, CurationRules(), rng)[1].status == "malformed"
-    assert curate_pair(with_bad, 5, CurationRules(malformed_as_rejected=False), rng)[1].rationale == "far"
+    assert curated(with_bad, 5, CurationRules(), rng)[1].status == "malformed"
+    assert curated(with_bad, 5, CurationRules(malformed_as_rejected=False), rng)[1].rationale == "far"
     assert curate_pair([_j(5), _j(5), _j()], 5, CurationRules(malformed_as_rejected=False), rng) is None
-    picks = {curate_pair(samples, 5, CurationRules("random", "random_mismatch"), random.Random(s))[1].rationale
+    picks = {curated(samples, 5, CurationRules("random", "random_mismatch"), random.Random(s))[1].rationale
              for s in range(20)}
     assert picks == {"near", "far"}
 

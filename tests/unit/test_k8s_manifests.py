@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignflow.components.platform.k8s.manifests import ManifestError, check_job_hardening, load_manifests, validate_manifest
+from alignflow.components.platform.k8s.manifests import (
+    ManifestError,
+    check_job_hardening,
+    load_manifests,
+    validate_manifest,
+)
 
 SERVICES = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "services"
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "Pod")
@@ -50,7 +55,8 @@ def test_no_secret_value_is_written_into_a_manifest():
     (lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__("portz", []), "portz"),
 ])
 def test_a_broken_manifest_fails_naming_the_field(mutate, field):
-    where, mlflow = next((w, o) for w, o in _objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    where, mlflow = next((w, o) for w,
+                         o in _objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
     broken = copy.deepcopy(mlflow)
     mutate(broken)
     with pytest.raises(ManifestError, match=field):

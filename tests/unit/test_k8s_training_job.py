@@ -12,8 +12,13 @@ import pytest
 from kubernetes_asyncio import client
 
 from alignflow.components.config import load_config
-from alignflow.components.platform.k8s.training_job import (TrainingJobError, job_outcome, pod_failures, run_training_job,
-                                         training_job_name)
+from alignflow.components.platform.k8s.training_job import (
+    TrainingJobError,
+    job_outcome,
+    pod_failures,
+    run_training_job,
+    training_job_name,
+)
 
 
 def _serialized(obj) -> dict:
@@ -41,13 +46,15 @@ def test_job_states_read_from_the_clients_serialization():
     assert job_outcome(_job(succeeded=4)).state == "succeeded"  # before the controller adds Complete
     # an Indexed Job with maxFailedIndexes 0 fails as a whole when one node does; FailureTarget comes first
     lost = job_outcome(_job(active=3, failed=1, failed_indexes="2",
-                            conditions=[_condition("FailureTarget", "MaxFailedIndexesExceeded", "Job has failed indexes")]))
+                            conditions=[_condition("FailureTarget", "MaxFailedIndexesExceeded",
+                                                   "Job has failed indexes")]))
     assert lost.state == "failed" and "MaxFailedIndexesExceeded" in lost.detail and "indexes 2" in lost.detail
     failed = job_outcome(_job(conditions=[_condition("Failed", "DeadlineExceeded", "too long"),
                                           client.V1JobCondition(type="Complete", status="False")]))
     assert failed.state == "failed" and failed.detail == "DeadlineExceeded: too long"
     # a condition whose status is not True does not count
-    assert job_outcome(_job(active=4, conditions=[client.V1JobCondition(type="Failed", status="False")])).state == "running"
+    not_failed = client.V1JobCondition(type="Failed", status="False")
+    assert job_outcome(_job(active=4, conditions=[not_failed])).state == "running"
 
 
 def test_failed_containers_are_named_with_their_exit():
@@ -70,7 +77,8 @@ def test_job_names_are_dns_labels_stable_per_config_and_round():
 
 
 def test_configuration_requires_nodes_for_kubernetes_and_a_rendezvous_for_local():
-    assert load_config(None, ["launch.nnodes=2", "launch.backend=kubernetes"]).launch.kubernetes.namespace == "alignflow"
+    configured = load_config(None, ["launch.nnodes=2", "launch.backend=kubernetes"])
+    assert configured.launch.kubernetes.namespace == "alignflow"
     with pytest.raises(ValueError, match="needs launch.nnodes >= 2"):
         load_config(None, ["launch.backend=kubernetes"])
     with pytest.raises(ValueError, match="launch.backend: kubernetes"):
@@ -78,7 +86,7 @@ def test_configuration_requires_nodes_for_kubernetes_and_a_rendezvous_for_local(
 
 
 def test_the_workspace_must_be_on_the_shared_claim(tmp_path):
-    from alignflow.components.stages.steps import _train_on_kubernetes
+    from alignflow.components.stages.launch import _train_on_kubernetes
 
     config = load_config(None, ["launch.nnodes=2", "launch.backend=kubernetes"])
     with pytest.raises(ValueError, match=r"shared claim at /shared.*set workspace"):

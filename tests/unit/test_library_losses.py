@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from alignflow.components.data.schemas import PairRow
-from alignflow.components.objectives.preference import bradley_terry_loss, cdpo_loss, rationale_loss, rationale_term
 from alignflow.components.collection.strength import annotate_pair_file, apply_strength, strength_statistics
-from alignflow.components.objectives.ranking import asr_weights, lambda_weights, response_reward, step_means, tpo_loss
+from alignflow.components.data.schemas import PairRow
 from alignflow.components.evaluation.reward import expected_calibration_error, reward_model_metrics
 from alignflow.components.modeling.reward_model import gpm_loss, gpm_score
+from alignflow.components.objectives.preference import bradley_terry_loss, cdpo_loss, rationale_loss, rationale_term
+from alignflow.components.objectives.ranking import asr_weights, lambda_weights, response_reward, step_means, tpo_loss
 
 
 def _ls(x: float) -> float:  # log sigmoid
@@ -56,7 +56,8 @@ def test_step_means_and_adaptive_step_reward():
     top = torch.tensor([[1.0, 0.0]], dtype=torch.float64)  # one step: step 2 compares with it too
     weights = asr_weights(hidden, top)
     torch.testing.assert_close(weights, torch.tensor([2.0, 1.0], dtype=torch.float64))
-    assert response_reward(torch.tensor([0.5, 2.5], dtype=torch.float64), weights).item() == pytest.approx((1 + 2.5) / 3)
+    reward = response_reward(torch.tensor([0.5, 2.5], dtype=torch.float64), weights)
+    assert reward.item() == pytest.approx((1 + 2.5) / 3)
     assert response_reward(torch.tensor([0.5, 2.5], dtype=torch.float64)).item() == pytest.approx(1.5)
 
 
@@ -84,8 +85,11 @@ def test_scaled_bt_with_m1_is_bt_and_margin_shifts():
 
 def test_rationale_term_forms_and_per_pair_epsilon():
     h, lp = torch.tensor([0.4, -1.0], dtype=torch.float64), torch.tensor([-3.0, -7.5], dtype=torch.float64)
-    torch.testing.assert_close(rationale_loss(h, lp, 0.1, 0.1, "linear"), -torch.nn.functional.logsigmoid(0.1 * h) + 0.1 * 3.0 * torch.tensor([1.0, 2.5], dtype=torch.float64))
-    torch.testing.assert_close(rationale_term(lp, 0.1, "logsigmoid"), torch.tensor([-_ls(-0.3), -_ls(-0.75)], dtype=torch.float64))
+    torch.testing.assert_close(rationale_loss(h, lp, 0.1, 0.1, "linear"),
+                               -torch.nn.functional.logsigmoid(0.1 * h) + 0.1 * 3.0 * torch.tensor([1.0, 2.5],
+                                                                                                   dtype=torch.float64))
+    torch.testing.assert_close(rationale_term(lp, 0.1, "logsigmoid"),
+                               torch.tensor([-_ls(-0.3), -_ls(-0.75)], dtype=torch.float64))
     eps = torch.tensor([0.0, 0.2], dtype=torch.float64)
     per_pair = cdpo_loss(h, 0.5, eps)
     torch.testing.assert_close(per_pair[0], cdpo_loss(h, 0.5, 0.0)[0])
@@ -98,8 +102,11 @@ def test_ensemble_strength_statistics_and_modes(tmp_path):
     diffs = torch.tensor([[1.0, -2.0, 0.1], [3.0, -1.0, -0.1], [2.0, -3.0, 0.0]], dtype=torch.float64)
     mean, std = strength_statistics(diffs)
     torch.testing.assert_close(mean, torch.tensor([2.0, -2.0, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(std, torch.tensor([math.sqrt(2 / 3), math.sqrt(2 / 3), math.sqrt(0.02 / 3)], dtype=torch.float64))
-    pairs = [PairRow(problem_id=str(i), prompt="p", chosen=f"c{i}", rejected=f"r{i}", score_chosen=1.0, score_rejected=0.0)
+    torch.testing.assert_close(std,
+                               torch.tensor([math.sqrt(2 / 3), math.sqrt(2 / 3), math.sqrt(0.02 / 3)],
+                                            dtype=torch.float64))
+    pairs = [PairRow(problem_id=str(i), prompt="p", chosen=f"c{i}", rejected=f"r{i}", score_chosen=1.0,
+                     score_rejected=0.0)
              for i in range(3)]
     flipped = apply_strength(pairs, mean, std, "flip")
     assert [p.chosen for p in flipped] == ["c0", "r1", "c2"] and flipped[1].flipped and flipped[1].strength_mean == 2.0

@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from alignflow.components.config import PreferenceConfig, RewardConfig, TinyModelConfig
-from alignflow.components.modeling.logprobs import encode_pairs, encode_stepped, sequence_logprobs
-from alignflow.components.modeling.checkpoints import LoadedModel, tiny_model
 from alignflow.components.evaluation.reward import reward_model_metrics
-from alignflow.components.modeling.reward_model import RewardModel, scalar_head_from_attribute
-from alignflow.components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.modeling.checkpoints import tiny_model
+from alignflow.components.modeling.logprobs import encode_pairs, encode_stepped
+from alignflow.components.modeling.reward_model import HeadType, RewardModel, scalar_head_from_attribute
+from alignflow.components.trainers.preference import (
+    ListExample,
+    PreferenceExample,
+    reference_logprobs,
+    train_preference,
+)
 from alignflow.components.trainers.reward import AttributeExample, RewardPair, score_pairs, train_reward
 
 END = "<|im_end|>"
@@ -40,7 +45,8 @@ def test_joint_logps_score_prompt_tokens_and_dove_with_equal_prompts_is_dpo(tiny
     dove_margin = _margin(tiny_loaded, reference, dove, cfg)
     torch.testing.assert_close(dove_margin, dpo_margin, rtol=1e-4, atol=1e-4)
     # with different prompts the prompt terms no longer cancel
-    other = [PreferenceExample(e.prompt, e.chosen, e.rejected, prompt_rejected="Another question entirely") for e in pairs]
+    other = [PreferenceExample(e.prompt, e.chosen, e.rejected, prompt_rejected="Another question entirely")
+             for e in pairs]
     assert not torch.allclose(_margin(tiny_loaded, reference, other, cfg), dpo_margin, atol=1e-3)
 
 
@@ -99,7 +105,8 @@ def test_stepped_encoding_assigns_every_response_token_to_one_step(tokenizer):
 
 @pytest.mark.parametrize("asr,lam", [(True, True), (False, False)])
 def test_tpo_list_rows_train_to_the_ranking(tiny_loaded, asr, lam):
-    good, mid, bad = ["Add 2 and 3.", "The answer is 5."], ["Add 2 and 3.", "The answer is 6."], ["No idea.", "The answer is 0."]
+    good, mid, bad = ["Add 2 and 3.", "The answer is 5."], ["Add 2 and 3.", "The answer is 6."], ["No idea.",
+                                                                                                  "The answer is 0."]
     examples = [ListExample(f"Q{i}: 2+3?", [mid, bad, good], [1.0, 0.0, 2.0]) for i in range(6)]
     cfg = PreferenceConfig(beta=0.5, lr=3e-3, epochs=8, batch_size=3, warmup_steps=0,
                            tpo_adaptive_step_reward=asr, tpo_lambda_weighting=lam)
@@ -118,7 +125,7 @@ def test_mixed_rows_are_rejected(tiny_loaded):
 
 # ---- reward models -----------------------------------------------------------------------------
 
-def _reward_model(tokenizer, head: str, seed: int = 0, **kw) -> RewardModel:
+def _reward_model(tokenizer, head: HeadType, seed: int = 0, **kw) -> RewardModel:
     torch.manual_seed(seed)
     return RewardModel(tiny_model(tokenizer, TinyModelConfig(), seed=seed), head=head, **kw)
 
@@ -172,9 +179,9 @@ def test_gpm_fits_cyclic_preferences_that_bradley_terry_cannot(tokenizer):
 
 
 def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_path):
+    from alignflow.components.collection.strength import annotate_pair_file, ensemble_differences, train_ensemble
     from alignflow.components.data.io import read_rows, write_rows
     from alignflow.components.data.schemas import PairRow
-    from alignflow.components.collection.strength import annotate_pair_file, ensemble_differences, train_ensemble
 
     rows = [PairRow(problem_id=str(i), prompt=f"Q{i}", chosen="The answer is right.", rejected="Nonsense words here.",
                     score_chosen=1.0, score_rejected=0.0) for i in range(11)]
@@ -182,7 +189,8 @@ def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_pat
                         score_chosen=1.0, score_rejected=0.0))  # a flipped label
     pairs = [RewardPair(r.prompt, r.chosen, r.rejected) for r in rows]
     cfg = RewardConfig(loss="bt", lr=2e-3, epochs=6, batch_size=6)
-    models = train_ensemble(lambda seed: _reward_model(tokenizer, "scalar", seed=seed), tokenizer, pairs, cfg, seeds=[0, 1])
+    models = train_ensemble(lambda seed: _reward_model(tokenizer, "scalar", seed=seed), tokenizer, pairs, cfg,
+                            seeds=[0, 1])
     diffs = ensemble_differences(models, tokenizer, pairs, cfg)
     assert diffs.shape == (2, 12)
     path = tmp_path / "pairs.jsonl"
@@ -191,12 +199,12 @@ def test_ensemble_strength_finds_and_flips_a_mislabelled_pair(tokenizer, tmp_pat
     back = read_rows(path, PairRow)
     assert back[-1].flipped and back[-1].chosen == "The answer is right."
     assert not any(r.flipped for r in back[:-1])
-    assert all(r.strength_mean > 0 and r.strength_std is not None for r in back)
+    assert all(r.strength_mean is not None and r.strength_mean > 0 and r.strength_std is not None for r in back)
 
 
 def test_pipeline_training_rows_carry_the_ensemble_label_smoothing():
     from alignflow.components.data.schemas import PairRow
-    from alignflow.components.stages.steps import preference_examples
+    from alignflow.components.stages.train import preference_examples
 
     rows = [PairRow(problem_id="1", prompt="Q", chosen="a", rejected="b", score_chosen=1, score_rejected=0,
                     label_smoothing=0.2),

@@ -36,8 +36,11 @@ def _hand(loss_type, pc, pr, rc, rr, beta, eps):
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "cdpo", "rdpo"])
 @pytest.mark.parametrize("beta,eps", [(0.1, 0.1), (0.5, 0.3), (2.0, 0.0)])
 def test_loss_matches_float64_hand_computation(logps, loss_type, beta, eps):
-    got = preference_loss(*logps, loss_type=loss_type, beta=beta, label_smoothing=eps)
-    torch.testing.assert_close(got, _hand(loss_type, *logps, beta, eps), rtol=1e-10, atol=1e-10)
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected = logps
+    got = preference_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss_type=loss_type, beta=beta,
+                          label_smoothing=eps)
+    expected = _hand(loss_type, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, eps)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_rdpo_and_cdpo_with_zero_epsilon_equal_dpo(logps):

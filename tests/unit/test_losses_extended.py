@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from alignflow.components.objectives.preference import (bradley_terry_loss, conservative_epsilon, eurus_loss, f_divergence_margin,
-                               preference_loss, rationale_loss)
+from alignflow.components.objectives.preference import (
+    bradley_terry_loss,
+    conservative_epsilon,
+    eurus_loss,
+    f_divergence_margin,
+    preference_loss,
+    rationale_loss,
+)
 
 
 def _sp(x):  # softplus
@@ -68,12 +74,22 @@ def test_rationale_loss_both_forms(rho):
     lin = [-_ls(beta * a) - gamma * b for a, b in zip(h.tolist(), r.tolist())]
     logsig = [-_ls(beta * a) - _ls(gamma * b) for a, b in zip(h.tolist(), r.tolist())]
     torch.testing.assert_close(rationale_loss(h, r, beta, gamma, "linear"), torch.tensor(lin, dtype=torch.float64))
-    torch.testing.assert_close(rationale_loss(h, r, beta, gamma, "logsigmoid"), torch.tensor(logsig, dtype=torch.float64))
+    torch.testing.assert_close(rationale_loss(h, r, beta, gamma, "logsigmoid"),
+                               torch.tensor(logsig, dtype=torch.float64))
 
 
 def test_conservative_epsilon_from_visits():
+    """One rule for a batch and for a tree's pair (issue 14: the tree said 0.5 at zero visits, the loss
+    module 0.0). Chosen: 0.5 — no visits is no evidence, which states no preference; such a pair is
+    dropped before training, so the loss never sees ε outside [0, 0.5)."""
+    from alignflow.components.collection.mcts.tree import StepPair
+
     eps = conservative_epsilon(torch.tensor([3.0, 1.0, 0.0]), torch.tensor([1.0, 3.0, 0.0]))
-    assert eps.tolist() == [0.25, 0.5, 0.0]
+    assert eps.tolist() == [0.25, 0.5, 0.5]
+    for n_w, n_l in [(0, 0), (3, 1), (1, 3), (2, 2), (5, 0), (0, 4)]:
+        pair = StepPair([], "w", "l", 1.0, 0.0, n_w, n_l, 0)
+        assert pair.epsilon == conservative_epsilon(n_w, n_l) == float(conservative_epsilon(torch.tensor(n_w),
+                                                                                             torch.tensor(n_l)))
 
 
 def test_reward_model_losses(rho):

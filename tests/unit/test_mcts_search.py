@@ -4,13 +4,19 @@ re-encode does, the search is deterministic under a seed, and the tree's counts 
 import pytest
 import torch
 
-from alignflow.components.config import MCTSConfig
-from alignflow.components.data.answers import states_final_answer
-from alignflow.components.modeling.logprobs import position_ids_for
-from alignflow.components.collection.mcts.policy import Candidate, SelfEvalRequest, StepPolicy, continuation_suffix, cut_step
+from alignflow.components.collection.mcts.policy import (
+    Candidate,
+    SelfEvalRequest,
+    StepPolicy,
+    continuation_suffix,
+    cut_step,
+)
 from alignflow.components.collection.mcts.search import SearchProblem, distinct_candidates, search
 from alignflow.components.collection.mcts.tree import number_nodes, to_dict
+from alignflow.components.config import MCTSConfig
+from alignflow.components.data.answers import states_final_answer
 from alignflow.components.data.prompts import render_prompt
+from alignflow.components.modeling.logprobs import position_ids_for
 
 
 def _contexts(tokenizer):
@@ -69,7 +75,7 @@ def test_self_evaluation_on_the_generation_cache_equals_a_full_re_encode(tiny_lo
     # every generated token (the last one never went through the cache)
     assert {len(c.token_ids) for c in flat_fast} == {1, 12}
     for a, b in zip(flat_fast, flat_slow, strict=True):
-        assert len(a.answer_probs) == 2
+        assert a.answer_probs is not None and len(a.answer_probs) == 2
         assert torch.log(torch.tensor(a.answer_probs)).tolist() == pytest.approx(
             torch.log(torch.tensor(b.answer_probs)).tolist(), abs=2e-5)  # an off-by-one position moves it 3e-4
 
@@ -104,7 +110,8 @@ def test_step_separator_is_configurable(tokenizer):
 
     problem = SearchProblem("p", "q?", 7, "PROMPT:")
     pairs = [StepPair(["a", "b"], "good", "bad", 1.0, -1.0, 3, 1, 2),
-             StepPair([], "fine", "tie", 0.5, 0.1, 1, 1, 0, chosen_ended=True)]  # ε = 0.5: no preference
+             StepPair([], "fine", "tie", 0.5, 0.1, 1, 1, 0, chosen_ended=True),  # ε = 0.5: no preference
+             StepPair([], "seen", "unseen", 0.5, 0.1, 0, 0, 1)]  # no visits: no evidence, ε = 0.5, dropped
     result = TreeResult(problem, Node(step=""), [], pairs, final_correct=True, kept=True)
     rows = step_pair_rows([result], "<E>", conservative=True, lineage={"seed": 1}, separator="\n\n")
     assert len(rows) == 1

@@ -6,8 +6,20 @@ import random
 
 import pytest
 
-from alignflow.components.collection.mcts.tree import (Node, backup, best_child, extract_pairs, from_dict, number_nodes, prior, puct,
-                                  select_child, select_leaf, set_evaluation, to_dict)
+from alignflow.components.collection.mcts.tree import (
+    Node,
+    backup,
+    best_child,
+    extract_pairs,
+    from_dict,
+    number_nodes,
+    prior,
+    puct,
+    select_child,
+    select_leaf,
+    set_evaluation,
+    to_dict,
+)
 
 
 def _root_with_children(values, logps=(-2.0, -2.0), n_tokens=(4, 4)):
@@ -104,7 +116,7 @@ def test_pair_extraction_on_a_fixed_tree():
     assert len(many) == 1
     assert extract_pairs([root, deeper])[1].prefix_steps == ["s0"]
     with pytest.raises(ValueError, match="rejected_strategy"):
-        extract_pairs([root], "best")
+        extract_pairs([root], "best")  # pyright: ignore[reportArgumentType] — the wrong value under test
 
 
 def test_tree_round_trips_through_json():

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from alignflow.components.config import LoraSettings, PreferenceConfig, SFTConfig, load_config
+from alignflow.components.modeling.checkpoints import (
+    ModelSourceError,
+    attach_lora,
+    load_checkpoint,
+    load_policy,
+    save_checkpoint,
+)
 from alignflow.components.modeling.logprobs import encode_pairs, sequence_logprobs
-from alignflow.components.modeling.checkpoints import ModelSourceError, attach_lora, load_checkpoint, load_policy, save_checkpoint
 from alignflow.components.trainers.preference import PreferenceExample, reference_logprobs, train_preference
 from alignflow.components.trainers.sft import train_sft
 
@@ -105,7 +111,8 @@ def test_config_used_by_tests_is_valid(tmp_path):
 def test_f_dpo_divergence_switch_trains(tiny_loaded):
     import copy
 
-    examples = [PreferenceExample(f"Q{i}", "The answer is 1.<|im_end|>", "The answer is 9.<|im_end|>") for i in range(4)]
+    examples = [PreferenceExample(f"Q{i}", "The answer is 1.<|im_end|>", "The answer is 9.<|im_end|>")
+                for i in range(4)]
     cfg = PreferenceConfig(divergence="js", beta=0.5, lr=3e-3, epochs=6, batch_size=4, warmup_steps=0)
     ref = reference_logprobs(copy.deepcopy(tiny_loaded), examples, cfg)
     history = train_preference(tiny_loaded, examples, ref, cfg, seed=0).history

@@ -2,13 +2,25 @@
 left padding: rows packed end to end must not see each other."""
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 
 from alignflow.components.config import PreferenceConfig
-from alignflow.components.modeling.logprobs import PackedBatch, pack_rows, pad_rows, response_token_logprobs, tokenize_rows
-from alignflow.components.trainers.preference import ListExample, PreferenceExample, reference_logprobs, train_preference
+from alignflow.components.modeling.logprobs import (
+    PackedBatch,
+    pack_rows,
+    pad_rows,
+    response_token_logprobs,
+    tokenize_rows,
+)
+from alignflow.components.trainers.preference import (
+    ListExample,
+    PreferenceExample,
+    reference_logprobs,
+    train_preference,
+)
 
 END = "<|im_end|>"
 
@@ -31,7 +43,8 @@ def test_packed_rows_match_padded_rows(tiny_loaded, pack_length):
     else:  # one row, not one pad token
         assert packed.input_ids.shape == (1, sum(lengths))
     with torch.no_grad():
-        padded_logps, padded_hidden = response_token_logprobs(model, pad_rows(rows, tok.pad_token_id), return_hidden=True)
+        padded_logps, padded_hidden = response_token_logprobs(model, pad_rows(rows, tok.pad_token_id),
+                                                              return_hidden=True)
         packed_logps, packed_hidden = response_token_logprobs(model, packed, return_hidden=True)
     scored = packed.response_mask > 0
     torch.testing.assert_close(packed_logps, padded_logps, rtol=1e-5, atol=1e-5)
@@ -67,7 +80,7 @@ def _pairs(n: int = 8) -> list[PreferenceExample]:
 def test_training_with_packing_follows_the_padded_trajectory(tiny_loaded, kind):
     if kind == "pairs":
         examples = _pairs()
-        overrides = {}
+        overrides: dict[str, Any] = {}
     else:
         good, bad = ["Add 2 and 3.", "The answer is 5."], ["No idea at all.", "The answer is 0."]
         examples = [ListExample(f"Q{i}: 2+3?" + " now" * i, [bad, good], [0.0, 1.0]) for i in range(4)]

@@ -3,9 +3,14 @@ behaviour, and the thresholds that fail a round."""
 
 import pytest
 
+from alignflow.components.collection.quality import (
+    PairQualityError,
+    QualityThresholds,
+    check_quality,
+    pair_quality,
+    position_bias,
+)
 from alignflow.components.data.schemas import PairRow
-from alignflow.components.collection.quality import (PairQualityError, QualityThresholds, check_quality, pair_quality,
-                                     position_bias)
 
 
 def _pair(prompt, chosen, rejected, sc, sr, source="sampling"):

@@ -1,7 +1,7 @@
 import pytest
 
-from alignflow.components.data.schemas import CompletionRow
 from alignflow.components.collection.pairs import build_pairs
+from alignflow.components.data.schemas import CompletionRow
 from alignflow.components.scoring.verifiers import verifier_reward
 
 

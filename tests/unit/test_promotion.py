@@ -3,7 +3,7 @@
 import pytest
 
 from alignflow.components.config import PromotionConfig
-from alignflow.components.evaluation.gates import evaluate_gates, win_rate
+from alignflow.components.evaluation.gates import GateResult, evaluate_gates, win_rate
 
 PROD = {"eval_accuracy": "0.50", "eval_dataset": "md5a", "eval_kl": "0.2", "eval_mean_length": "40"}
 
@@ -34,7 +34,8 @@ def test_accuracy_gate_refuses_another_eval_set_and_holds_a_first_version_to_its
     report, status = _gates(worse, production=None, max_length_drift=0.1)
     assert not report.passed and status == {"accuracy_delta": "failed", "kl_budget": "skipped",
                                             "length_drift": "skipped", "judge_win_rate": "skipped"}
-    assert "| accuracy_delta | failed | -0.0500 | 0.0000 | 0.1000 vs 0.1500, its pre-round baseline" in report.as_markdown()
+    expected = "| accuracy_delta | failed | -0.0500 | 0.0000 | 0.1000 vs 0.1500, its pre-round baseline"
+    assert expected in report.as_markdown()
     report, status = _gates({**worse, "eval_accuracy": "0.16"}, production=None, min_delta=0.01)
     assert report.passed
     # nothing at all to compare with (a version registered by hand): accepted, and the report says why
@@ -58,9 +59,14 @@ class _Version:
         self.version, self.tags = version, tags
 
 
-def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_production_to_promote_when_asked():
-    from alignflow.components.platform.registry import decide_promotion
+def decide_promotion(version, tags, production, limits, policy_gates=True):
+    from alignflow.components.evaluation.gates import decide_promotion as decide
 
+    return decide("policy", version, tags, production and production.version, production and production.tags, limits,
+                  policy_gates)
+
+
+def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_production_to_promote_when_asked():
     production = _Version("1", PROD)
     drifted = {"eval_accuracy": "0.60", "eval_dataset": "md5a", "eval_kl": "0.9", "eval_mean_length": "80"}
     blocked = decide_promotion("2", drifted, production, PromotionConfig(max_kl=0.5, max_length_drift=0.2))
@@ -79,7 +85,7 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
         assert staged.passed and staged.ceiling == "staging" and "alignflow promote" in staged.reason
     # the first version (no production) is compared with its own pre-round baseline
     first = decide_promotion("1", {**drifted, "baseline_accuracy": "0.65"}, None, PromotionConfig())
-    assert not first.passed and "its pre-round baseline" in first.reason and first.baseline_accuracy == 0.65
+    assert not first.passed and "its pre-round baseline" in first.reason and first.reference_accuracy == 0.65
     # a judge: accuracy alone — no KL/length rows, no staging ceiling, whatever the promotion section says
     judge = decide_promotion("2", {"eval_accuracy": "0.6", "eval_dataset": "md5a"}, production,
                              PromotionConfig(max_kl=0.5, require_approval=True), policy_gates=False)
@@ -100,12 +106,60 @@ def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
         versions.append(registry.register_checkpoint(tracker, "policy", run, checkpoint,
                                                      {"eval_accuracy": accuracy, "eval_dataset": "md5a"}))
         tracker.end_run(run)
-    first = registry.decide_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a",
+    first = decide_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a",
                                                     "baseline_accuracy": "0.4"}, None, PromotionConfig())
     assert registry.apply_promotion(tracker, "policy", first, "production") == ["staging", "production"]
     production = registry.version_for_alias(tracker, "policy", "production")
-    second = registry.decide_promotion(versions[1], {"eval_accuracy": "0.6", "eval_dataset": "md5a"},
+    second = decide_promotion(versions[1], {"eval_accuracy": "0.6", "eval_dataset": "md5a"},
                                        production, PromotionConfig(require_approval=True))
     assert registry.apply_promotion(tracker, "policy", second, "production") == ["staging"]
-    assert str(registry.version_for_alias(tracker, "policy", "staging").version) == versions[1]
-    assert str(registry.version_for_alias(tracker, "policy", "production").version) == versions[0]
+    assert _alias(tracker, "staging") == versions[1]
+    assert _alias(tracker, "production") == versions[0]
+
+
+def test_one_alias_rule_for_the_pipeline_gate_and_alignflow_promote(tmp_path):
+    """Both paths move aliases with registry.promote_version (issue 14: apply_promotion had its own copy,
+    which wrote previous-production even when production already was the candidate)."""
+    from alignflow.components.evaluation.gates import GateReport
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "aliases")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "weights.txt").write_text("w")
+    run = tracker.start_run("pipeline")
+    v1 = registry.register_checkpoint(tracker, "policy", run, checkpoint, {"eval_accuracy": "0.5"})
+    v2 = registry.register_checkpoint(tracker, "policy", run, checkpoint, {"eval_accuracy": "0.6"})
+    passed = GateReport("policy", v1, None, ceiling="production")
+    assert registry.apply_promotion(tracker, "policy", passed, "production") == ["staging", "production"]
+    # promoting the production version again (a re-run, or `alignflow promote` after the pipeline's own gate)
+    for again in (lambda: registry.apply_promotion(tracker, "policy", passed, "production"),
+                  lambda: registry.promote_version(tracker, "policy", v1, "production")):
+        assert again() == ["staging", "production"]
+        assert registry.version_for_alias(tracker, "policy", "previous-production") is None
+    assert registry.promote_version(tracker, "policy", v2, "production") == ["staging", "production"]
+    assert _alias(tracker, "previous-production") == v1
+    # a blocked report moves nothing, whatever the target
+    blocked = GateReport("policy", v1, v2, gates=[GateResult("accuracy_delta", "failed", -0.1, 0.0, "worse")])
+    assert registry.apply_promotion(tracker, "policy", blocked, "production") == []
+    assert _alias(tracker, "production") == v2
+    tracker.end_run(run)
+
+
+def test_the_pipeline_gate_and_the_promote_flow_report_with_one_type():
+    from alignflow.components.evaluation.gates import GateReport
+
+    tags = {"eval_accuracy": "0.55", "eval_dataset": "md5a", "eval_kl": "0.3", "eval_mean_length": "44"}
+    pipeline = decide_promotion("2", tags, _Version("1", PROD), PromotionConfig(max_kl=0.5))
+    promote, _ = _gates(tags, max_kl=0.5)
+    assert type(pipeline) is type(promote) is GateReport
+    assert pipeline.reason == promote.reason and pipeline.gates == promote.gates[:3]
+
+
+def _alias(tracker, alias: str) -> str:
+    from alignflow.components.platform import registry
+
+    version = registry.version_for_alias(tracker, "policy", alias)
+    assert version is not None, f"no version has alias {alias}"
+    return str(version.version)

@@ -26,7 +26,7 @@ def test_the_tracker_redacts_params_and_tags_before_sending(tmp_path):
     run_id = tracker.start_run("r", tags={"endpoint": "http://u:tagpass@s3:9000"})
     tracker.log_params(run_id, {"tracking.tracking_uri": "http://u:parampass@host:5000", "db_password": "pw123"})
     tracker.set_tags(run_id, {"api_key": "k-123"})
-    data = tracker.client.get_run(run_id).data
+    data = tracker.get_run(run_id).data
     logged = " ".join([*data.params.values(), *data.tags.values()])
     for secret in ("tagpass", "parampass", "pw123", "k-123"):
         assert secret not in logged

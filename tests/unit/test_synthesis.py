@@ -32,23 +32,24 @@ def test_random_lower_draws_only_strictly_lower_completions():
     seen = set()
     for seed in range(40):
         [(chosen, rejected)] = binarize(GROUP, "random_lower", random.Random(seed), max_pairs=2)
-        assert chosen.index == 0 and rejected.mean < chosen.mean
+        assert chosen.index == 0 and rejected.rated_mean() < chosen.rated_mean()
         seen.add(rejected.index)
     assert seen == {1, 3, 5}  # 2 ties with the best, 4 has no rating
 
 
 def test_all_pairs_orders_by_margin_and_caps():
     pairs = binarize(GROUP, "all_pairs", random.Random(0), max_pairs=100)
-    assert all(c.mean > r.mean for c, r in pairs)
+    assert all(c.rated_mean() > r.rated_mean() for c, r in pairs)
     assert len(pairs) == 9  # 4 rated levels: {4.5, 4.5} > 3 > 2 > 1 → 2·3 + 2 + 1
-    margins = [c.mean - r.mean for c, r in pairs]
+    margins = [c.rated_mean() - r.rated_mean() for c, r in pairs]
     assert margins == sorted(margins, reverse=True)
-    assert [(c.index, r.index) for c, r in binarize(GROUP, "all_pairs", random.Random(0), max_pairs=2)] == [(0, 5), (2, 5)]
+    assert [(c.index, r.index) for c, r in binarize(GROUP, "all_pairs", random.Random(0), max_pairs=2)] == [(0, 5),
+                                                                                                            (2, 5)]
 
 
 def test_rationale_rows_become_rationale_enriched_examples():
     from alignflow.components.data.schemas import PairRow
-    from alignflow.components.stages.steps import preference_examples
+    from alignflow.components.stages.train import preference_examples
 
     row = PairRow(problem_id="p", prompt="x", chosen="a", rejected="b", score_chosen=5, score_rejected=1,
                   rationale="a is right", rationale_prompt="x_rat")
@@ -59,8 +60,8 @@ def test_rationale_rows_become_rationale_enriched_examples():
 
 
 def test_pool_names_resolve_to_checkpoints_or_fail_clearly(tmp_path):
-    from alignflow.components.config import PipelineConfig
     from alignflow.components.collection.synthesis import resolve_pool
+    from alignflow.components.config import PipelineConfig
 
     cfg = PipelineConfig.model_validate({"synthesis": {"policies": [{"checkpoint": "current", "temperature": 0.7},
                                                                     {"checkpoint": "sft", "temperature": 1.0}]}})

@@ -82,7 +82,8 @@ def test_sft_resumes_and_a_state_from_other_inputs_is_refused(tiny_loaded, tmp_p
     first, second = copy.deepcopy(start), copy.deepcopy(start)
     with pytest.raises(Interrupted):
         train_sft(first, prompts, targets, cfg, seed=0,
-                  checkpointer=TrainingCheckpointer(tmp_path, every=3, fingerprint="sft-a"), after_step=_interrupt_at(4))
+                  checkpointer=TrainingCheckpointer(tmp_path, every=3, fingerprint="sft-a"),
+                  after_step=_interrupt_at(4))
     with pytest.raises(ResumeStateMismatch, match="other inputs"):
         train_sft(copy.deepcopy(start), prompts, targets, cfg, seed=0,
                   checkpointer=TrainingCheckpointer(tmp_path, every=3, fingerprint="sft-b"))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignflow.components.data.schemas import PairRow
 from alignflow.components.collection.mcts.search import TreeResult
 from alignflow.components.collection.mcts.tree import StepPair
+from alignflow.components.data.schemas import PairRow
 
 
 def _continuation(step: str, ended: bool, eos: str, separator: str) -> str:

@@ -19,10 +19,12 @@ re-encodes the whole prefix for every child and every self-evaluation. Here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from alignflow.components.modeling.generation import CanGenerate
 from alignflow.components.modeling.logprobs import position_ids_for
 from alignflow.components.trainers.common import model_device
 
@@ -71,7 +73,7 @@ class StepPolicy:
         self.expanded_tokens = 0  # tokens encoded (prefixes and self-evaluations), for throughput accounting
 
     def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     @torch.inference_mode()
     def sample_steps(self, contexts: list[str], k: int, seed: int,
@@ -96,7 +98,7 @@ class StepPolicy:
         else:
             self.expanded_tokens += int(mask.sum()) * k
         torch.manual_seed(seed)
-        out = self.model.generate(
+        out = cast(CanGenerate, self.model).generate(
             input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
             do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens,
             stop_strings=[self.separator], tokenizer=tok, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
@@ -109,7 +111,7 @@ class StepPolicy:
         for row, (tokens, logps) in enumerate(zip(new_tokens.tolist(), token_logps.tolist(), strict=True)):
             if row % k == 0:
                 results.append([])
-            results[-1].append(cut_step(tokens, logps, tok.eos_token_id, self._decode, self.separator))
+            results[-1].append(cut_step(tokens, logps, cast(int, tok.eos_token_id), self._decode, self.separator))
         if self_eval is not None:
             flat = [c for row in results for c in row]
             probs = self._continue_and_read(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
@@ -139,7 +141,7 @@ class StepPolicy:
         if cache is None:
             full = [ids[r][mask[r] > 0].tolist() + c.token_ids + rows[r] for r, c in enumerate(candidates)]
             width = max(map(len, full))
-            x = torch.full((len(full), width), tok.pad_token_id, dtype=torch.long, device=device)
+            x = torch.full((len(full), width), cast(int, tok.pad_token_id), dtype=torch.long, device=device)
             m = torch.zeros_like(x)
             for r, row in enumerate(full):
                 x[r, width - len(row):] = torch.tensor(row, device=device)
@@ -153,7 +155,7 @@ class StepPolicy:
         covered = [min(len(c.token_ids), cached_generated) for c in candidates]
         blocks = [c.token_ids[n:] + row for c, n, row in zip(candidates, covered, rows, strict=True)]
         width = max(map(len, blocks))
-        x = torch.full((len(blocks), width), tok.pad_token_id, dtype=torch.long, device=device)
+        x = torch.full((len(blocks), width), cast(int, tok.pad_token_id), dtype=torch.long, device=device)
         block_mask = torch.zeros_like(x)
         positions = torch.zeros_like(x)
         generated_mask = torch.zeros((len(blocks), cached_generated), dtype=mask.dtype, device=device)
@@ -199,8 +201,9 @@ def self_eval_prompt(tokenizer: PreTrainedTokenizerBase, question: str, referenc
     reference = f"Reference solution:\n{reference_solution}\n\n" if reference_solution else ""
     partial = separator.join(steps) if steps else "(no steps yet)"
     content = f"Question:\n{question}\n\n{reference}Partial solution:\n{partial}\n\n{SELF_EVAL_QUESTION}"
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                         add_generation_prompt=True) + "The answer is ("
+    rendered = cast(str, tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                       add_generation_prompt=True))
+    return rendered + "The answer is ("
 
 
 def continuation_suffix(tokenizer: PreTrainedTokenizerBase, reference_solution: str | None) -> tuple[str, str]:
@@ -211,13 +214,14 @@ def continuation_suffix(tokenizer: PreTrainedTokenizerBase, reference_solution: 
     probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "S"}]
     reference = f"Reference solution:\n{reference_solution}\n\n" if reference_solution else ""
     content = f"{reference}{SELF_EVAL_QUESTION.replace('above', 'in your answer above')}"
-    closed = tokenizer.apply_chat_template(probe, tokenize=False)
-    asked = tokenizer.apply_chat_template(probe + [{"role": "user", "content": content}], tokenize=False,
-                                          add_generation_prompt=True)
+    closed = cast(str, tokenizer.apply_chat_template(probe, tokenize=False))
+    asked = cast(str, tokenizer.apply_chat_template(probe + [{"role": "user", "content": content}], tokenize=False,
+                                                    add_generation_prompt=True))
     if not asked.startswith(closed) or closed.rfind("S") < 0:
         raise ValueError("the chat template does not render a third turn as a continuation of the first two; "
                          "use mcts.self_eval_layout=fresh")
     turn_close = closed[closed.rfind("S") + 1:]  # e.g. "<|im_end|>\n"
     question = asked[len(closed):] + "The answer is ("
-    after_eos = turn_close[len(tokenizer.eos_token):] if turn_close.startswith(tokenizer.eos_token) else turn_close
+    eos = cast(str, tokenizer.eos_token)
+    after_eos = turn_close[len(eos):] if turn_close.startswith(eos) else turn_close
     return turn_close + question, after_eos + question

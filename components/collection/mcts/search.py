@@ -22,11 +22,24 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from alignflow.components.collection.mcts.policy import (
+    Candidate,
+    SelfEvalRequest,
+    StepPolicy,
+    continuation_suffix,
+    self_eval_prompt,
+)
+from alignflow.components.collection.mcts.tree import (
+    Node,
+    StepPair,
+    backup,
+    best_child,
+    extract_pairs,
+    select_leaf,
+    set_evaluation,
+)
 from alignflow.components.config import MCTSConfig
 from alignflow.components.data.answers import is_correct, states_final_answer
-from alignflow.components.collection.mcts.policy import (Candidate, SelfEvalRequest, StepPolicy, continuation_suffix,
-                                    self_eval_prompt)
-from alignflow.components.collection.mcts.tree import Node, StepPair, backup, best_child, extract_pairs, select_leaf, set_evaluation
 
 
 @dataclass
@@ -127,6 +140,7 @@ def _expand(trees: list[_Tree], leaves: list[Node], policy: StepPolicy, cfg: MCT
         fresh = policy.probabilities_of(prompts, answers)
         new_children = [(t, child, steps, p) for (t, child, steps, _), p in zip(new_children, fresh, strict=True)]
     for _, child, _, probs in new_children:
+        assert probs is not None  # read in the sampling pass (continuation) or just above (fresh)
         parent_depth = child.depth - 1
         value = _confidence(probs, cfg.self_eval_normalize) / max(parent_depth - cfg.self_eval_depth_offset, 1)
         if child.terminal:

@@ -3,7 +3,7 @@
 A node is a state (prompt + the steps so far); the edge into it is one reasoning step. This
 module holds what is pure arithmetic on the tree — the length-penalised prior, PUCT selection,
 the backup, advancing the root, pair extraction — so each is tested on hand-built trees with
-known numbers. ``components.mcts.search`` drives it with a policy.
+known numbers. ``collection/mcts/search.py`` drives it with a policy.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-RejectedStrategy = Literal["worst", "random"]
+from alignflow.components.config import StepRejectedStrategy
+from alignflow.components.objectives.preference import conservative_epsilon
+
+RejectedStrategy = StepRejectedStrategy
 
 
 @dataclass(eq=False)
@@ -123,9 +126,8 @@ class StepPair:
 
     @property
     def epsilon(self) -> float:
-        """Conservative label smoothing from visit counts: ε = min(N_l / (N_w + N_l), 0.5)."""
-        total = self.n_chosen + self.n_rejected
-        return min(self.n_rejected / total, 0.5) if total else 0.5
+        """Conservative label smoothing from visit counts (``objectives.preference.conservative_epsilon``)."""
+        return float(conservative_epsilon(self.n_chosen, self.n_rejected))
 
 
 def extract_pairs(path: list[Node], rejected_strategy: RejectedStrategy = "worst", max_pairs: int = 8,
@@ -171,13 +173,15 @@ def number_nodes(root: Node) -> None:
 
 def to_dict(node: Node) -> dict[str, Any]:
     return {"id": node.node_id, "step": node.step, "logp": node.logp, "n_tokens": node.n_tokens,
-            "terminal": node.terminal, "ended": node.ended, "correct": node.correct, "value": node.value, "reward": node.reward,
+            "terminal": node.terminal, "ended": node.ended, "correct": node.correct, "value": node.value,
+            "reward": node.reward,
             "N": node.N, "Q": node.Q, "V": node.V, "children": [to_dict(c) for c in node.children]}
 
 
 def from_dict(data: dict[str, Any], parent: Node | None = None) -> Node:
     node = Node(step=data["step"], parent=parent, logp=data["logp"], n_tokens=data["n_tokens"],
-                terminal=data["terminal"], ended=data.get("ended", False), correct=data["correct"], value=data["value"], reward=data["reward"],
+                terminal=data["terminal"], ended=data.get("ended", False), correct=data["correct"], value=data["value"],
+                reward=data["reward"],
                 N=data["N"], Q=data["Q"], V=data["V"], node_id=data["id"])
     node.children = [from_dict(c, node) for c in data["children"]]
     return node
