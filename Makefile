@@ -30,7 +30,7 @@ test: setup browser lint
 
 ## lint: ruff (style, imports, no bare `components`/`tasks`/`flows` imports) and pyright (basic)
 lint: setup
-	$(BIN)/ruff check alignflow components tasks flows tests bench
+	$(BIN)/ruff check alignflow components tasks flows tests bench examples
 	$(BIN)/pyright
 
 # Debian's Chromium for the MLflow UI test (tests/integration/mlflow_ui.py, from the pipeline test); installed when

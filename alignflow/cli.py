@@ -167,7 +167,7 @@ def _print_summary(result: Any) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")
     table.add_column("where / value")
-    table.add_row("held-out accuracy per round", " → ".join(f"{a:.3f}" for a in result.accuracy_history))
+    table.add_row(f"held-out {result.metric} per round", " → ".join(f"{a:.3f}" for a in result.metric_history))
     table.add_row("MLflow", f"{result.tracking_uri}  (experiment '{result.experiment}', run {result.parent_run_id})")
     if result.tracking_uri.startswith("http"):
         table.add_row("MLflow UI", f"{result.tracking_uri}/#/experiments")
@@ -324,7 +324,7 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Pat
         console.print("[red]synthesized rounds resolve their judge in the MLflow registry: run them with "
                       "`alignflow run`, not as a DVC stage[/red]")
         raise typer.Exit(2)
-    train, heldout = Artifact.of(data_dir / "train.jsonl"), Artifact.of(data_dir / "eval.jsonl")
+    train, heldout = Artifact.of(data_dir / "prompts.jsonl"), Artifact.of(data_dir / "eval.jsonl")
     policy = reference = _checkpoint(policy_dir)
     for round_index in range(1, cfg.rounds.n_rounds + 1):
         round_dir = out / f"round-{round_index}"
@@ -332,8 +332,8 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Pat
             collected = mcts.mcts_collect(cfg, policy, train, round_index, round_dir)
         else:
             sampled = sample.sample(cfg, policy, train, round_index, round_dir)
-            scored = score.score(sampled.samples, round_dir)
-            collected = pairs.make_pairs(cfg, scored.scored, sampled.policy_model_id, round_index, sampled.seed,
+            scored = score.score(cfg, sampled.samples, round_dir)
+            collected = pairs.make_pairs(cfg, scored, sampled.policy_model_id, round_index, sampled.seed,
                                          round_dir)
         report = quality.report_pair_file(collected.pairs, heldout, cfg.quality, round_dir / "quality",
                                           f"pair quality, r{round_index}")
@@ -353,6 +353,72 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Pat
         shutil.rmtree(final)
     shutil.copytree(policy.dir, final)
     return {"final_policy": str(final), "source": policy.path}
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Validate and profile data sources without training.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    sources: Annotated[Optional[list[str]],
+                       typer.Argument(help="files or builtin:<task>; default: data.sources")] = None,
+    role: Annotated[str, typer.Option(help="the role the SOURCE arguments are checked for: sft, prompts, "
+                                           "preferences or eval")] = "prompts",
+    format_: Annotated[str, typer.Option("--format", help="force a format (default: detect)")] = "auto",
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Validate every row of the data sources (the config's, or SOURCE… for one --role) and profile
+    them: rows, format, mean prompt/response tokens, truncation rate at preference.max_length. Exit
+    code 1 on any bad row (the first 20 errors are listed, with file, row and field)."""
+    from alignflow.components.data.sources import SourceSpec, check_sources, load_role, profile
+    from alignflow.components.modeling.checkpoints import load_tokenizer, materialize_base
+    from alignflow.components.stages.data import builtin_sources
+
+    cfg = _load(config, set_)
+    if sources:
+        try:
+            specs = {role: [SourceSpec(source=s, format=format_) for s in sources]}
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        prefix = "sources"
+    else:
+        specs = {r: list(getattr(cfg.data.sources, r)) for r in ("sft", "prompts", "preferences", "eval")}
+        prefix = "data.sources"
+    cache_dir = Path(cfg.state_dir) / "datasets"
+    report = None
+    for name, role_specs in specs.items():
+        part = check_sources({name: role_specs}, cache_dir=cache_dir, seed=cfg.data.seed,
+                             builtins=builtin_sources(cfg, name), key_prefix=prefix)
+        report = part if report is None else report.model_copy(update={
+            "ok": report.ok and part.ok, "errors": (report.errors + part.errors)[:20],
+            "truncated": report.truncated or part.truncated, "sources": report.sources + part.sources})
+    assert report is not None
+    table = Table(title="alignflow data check")
+    for column in ("source", "role", "format", "rows", "errors", "mean prompt tok", "mean response tok",
+                   f"truncated @ {cfg.preference.max_length}"):
+        table.add_column(column)
+    tokenizer = load_tokenizer(materialize_base(cfg.model, cfg.seed, cfg.state_dir)) if report.ok else None
+    for source in report.sources:
+        stats: dict = {}
+        if tokenizer is not None and source.rows:
+            spec = next(s for s in specs[source.role] if s.source == source.source)
+            rows = load_role([spec], source.role, cfg.data.seed, builtin_sources(cfg, source.role),
+                             cache_dir=cache_dir, key_prefix=source.key.rsplit("[", 1)[0])
+            stats = profile(rows, tokenizer, cfg.preference.max_length, prompt_template=cfg.data.prompt_template,
+                            system_prompt=cfg.data.system_prompt)
+        table.add_row(source.source, source.role, source.format or "?", str(source.rows), str(source.errors),
+                      f"{stats['mean_prompt_tokens']:.1f}" if stats else "–",
+                      f"{stats['mean_response_tokens']:.1f}" if stats else "–",
+                      f"{stats['truncation_rate']:.1%}" if stats else "–")
+    console.print(table)
+    for error in report.errors:
+        console.print(f"[red]{error}[/red]")
+    if report.truncated:
+        console.print(f"[red]… stopped after {len(report.errors)} errors[/red]")
+    console.print("[green]OK[/green]" if report.ok else f"[red]FAILED: {len(report.errors)} error(s)[/red]")
+    raise typer.Exit(report.exit_code)
 
 
 def main() -> None:

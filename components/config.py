@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alignflow.components.data.sources import SourceSpec
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
@@ -54,16 +56,15 @@ class LoraSettings(_Section):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class DataConfig(_Section):
-    seed: int = 1234
+class ArithmeticTaskConfig(_Section):
+    """``builtin:arithmetic``'s parameters: seeded word problems with worked solutions
+    (components/data/arithmetic.py). A source entry's ``params`` override them for that source."""
+
     n_sft: int = Field(default=400, ge=1)
     n_train_prompts: int = Field(default=256, ge=1)
     n_eval: int = Field(default=200, ge=1)
     difficulties: list[int] = [1, 2]
     max_operand: int = Field(default=20, ge=2)
-    # The prompts' system turn: null keeps the model's template default (SmolLM2: a 20-token
-    # identity line, a quarter of every prompt); a string replaces it.
-    system_prompt: str | None = None
 
     @field_validator("difficulties")
     @classmethod
@@ -72,6 +73,40 @@ class DataConfig(_Section):
         if bad or not value:
             raise ValueError(f"difficulties must be a non-empty subset of [1, 2, 3], got {value}")
         return value
+
+
+def _builtin(name: str) -> list[SourceSpec]:
+    return [SourceSpec(source=f"builtin:{name}")]
+
+
+class DataSources(_Section):
+    """Where each role's rows come from (components/data/sources.py): local files in TRL's formats
+    (.jsonl/.json/.parquet/.csv/.arrow, save_to_disk dirs) or ``builtin:<task>``, several per role
+    mixed by ``fraction``. ``sft``: demonstrations; ``prompts``: what on-policy rounds sample from;
+    ``preferences``: pairs trained on directly (offline DPO); ``eval``: held-out prompts — when
+    empty, a stable-hash share (``data.eval_fraction``) of ``prompts`` is held out instead."""
+
+    sft: list[SourceSpec] = Field(default_factory=lambda: _builtin("arithmetic"))
+    prompts: list[SourceSpec] = Field(default_factory=lambda: _builtin("arithmetic"))
+    preferences: list[SourceSpec] = []
+    eval: list[SourceSpec] = Field(default_factory=lambda: _builtin("arithmetic"))
+
+
+class DataConfig(_Section):
+    seed: int = 1234
+    sources: DataSources = DataSources()
+    arithmetic: ArithmeticTaskConfig = ArithmeticTaskConfig()
+    # standard (string) prompts are filled into this, then wrapped in the model's chat template as a
+    # user turn; any column of the row may be named ({prompt}, {question}, …). Conversational
+    # prompts go to the chat template as they are.
+    prompt_template: str = "{prompt}"
+    # The prompts' system turn: null keeps the model's template default (SmolLM2: a 20-token
+    # identity line, a quarter of every prompt); a string replaces it.
+    system_prompt: str | None = None
+    # no eval source: this share of the prompts (by a stable hash of each prompt) is held out
+    eval_fraction: float = Field(default=0.1, gt=0, lt=1)
+    # prompts that occur in a training role and in eval: always reported; fail the run when true
+    fail_on_contamination: bool = True
 
 
 class SFTConfig(_Section):
@@ -94,7 +129,9 @@ class SamplingConfig(_Section):
 
 # The names every choice may take, defined once: the library modules derive their tuples from these
 # (typing.get_args), so a new loss or strategy is added here and nowhere else.
-PairStrategy = Literal["best_vs_worst", "correct_vs_incorrect", "all_pairs"]
+PairStrategy = Literal["best_vs_worst", "best_vs_random", "all_pairs", "min_margin", "correct_vs_incorrect"]
+ScorerType = Literal["arithmetic", "gsm8k", "math", "exact_match", "regex", "numeric", "python", "reward_model",
+                     "judge"]
 LossType = Literal["sigmoid", "ipo", "cdpo", "rdpo"]
 Divergence = Literal["reverse_kl", "forward_kl", "js", "alpha"]
 RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]
@@ -105,8 +142,65 @@ SynthesisRejectedStrategy = Literal["random_lower", "lowest", "all_pairs"]
 
 
 class PairsConfig(_Section):
+    """Scored samples → pairs (components/collection/pairs.py). Ties never pair; a pair whose score
+    margin is below ``min_margin`` is dropped (every strategy); ``correct_vs_incorrect`` pairs a
+    passing sample with a failing one (the primary scorer's pass rule)."""
+
     strategy: PairStrategy = "correct_vs_incorrect"
     max_pairs_per_prompt: int = Field(default=2, ge=1)
+    min_margin: float = Field(default=0.0, ge=0)
+
+
+class ScorerSpec(_Section):
+    """One scorer of ``scoring.scorers`` (components/scoring/). ``name`` (default: the type) is its
+    id in metrics and lineage; ``None`` from a scorer means "not applicable to this row"."""
+
+    type: ScorerType
+    name: str | None = None
+    weight: float = 1.0
+    # the row column holding the gold value (verifiers); default: the first of ground_truth, answer
+    gold_column: str | None = None
+    # a score ≥ this passes (pass rates, correct_vs_incorrect); default per type: 1.0 for verifiers
+    pass_threshold: float | None = None
+    pattern: str | None = None  # regex: a completion passes when it matches
+    tolerance: float = Field(default=1e-6, ge=0)  # numeric
+    normalize: bool = True  # exact_match: compare stripped, case-folded, whitespace-collapsed
+    function: str | None = None  # python: "module:function" or "path/to/file.py:function"
+    model: str | None = None  # reward_model: a directory or models:/name@alias; judge: the judge
+    rubric: str | None = None  # judge
+    batch_size: int = Field(default=16, ge=1)
+
+    @property
+    def id(self) -> str:
+        return self.name or self.type
+
+    @model_validator(mode="after")
+    def _needs(self) -> ScorerSpec:
+        needs = {"regex": "pattern", "python": "function", "reward_model": "model"}
+        key = needs.get(self.type)
+        if key and getattr(self, key) is None:
+            raise ValueError(f"a {self.type} scorer needs '{key}'")
+        return self
+
+
+class ScoringConfig(_Section):
+    """How completions are scored: a weighted list of scorers (the first is the primary one: its pass
+    rate is ``eval/accuracy`` and, by default, the promotion metric). Scores are cached by
+    (completion, prompt, gold, scorer id and version) in ``<state_dir>/scores.sqlite``."""
+
+    scorers: list[ScorerSpec] = Field(default_factory=lambda: [ScorerSpec(type="arithmetic")])
+    cache: bool = True
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique(cls, value: list[ScorerSpec]) -> list[ScorerSpec]:
+        if not value:
+            raise ValueError("scoring.scorers needs at least one scorer")
+        ids = [s.id for s in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"scorer ids must be unique (set name: on each): {duplicates}")
+        return value
 
 
 class PreferenceConfig(_Section):
@@ -333,6 +427,9 @@ class EvalConfig(_Section):
     batch_size: int = Field(default=32, ge=1)
     max_new_tokens: int = Field(default=96, ge=1)
     kl_samples: int = Field(default=32, ge=0, description="sampled completions for the KL estimate")
+    # per-group pass rates of the primary scorer for these row columns (eval/accuracy_<c><value>, e.g.
+    # eval/accuracy_d1 for difficulty 1); a column a row lacks is skipped
+    group_by: list[str] = ["difficulty"]
 
 
 class KubernetesLaunchConfig(_Section):
@@ -390,6 +487,9 @@ class TrackingConfig(_Section):
 class PromotionConfig(_Section):
     """Gates (components/promotion.py). None: that gate is reported as skipped."""
 
+    # the eval metric the gate compares (higher is better): "auto" = the primary scorer's pass rate
+    # (eval/accuracy) when it has a pass rule, else its mean; or any eval/… metric name
+    metric: str = "auto"
     min_delta: float = 0.0
     target_alias: Literal["staging", "production"] = "production"
     max_kl: float | None = Field(default=None, ge=0, description="KL(candidate ‖ its reference) budget")
@@ -421,6 +521,7 @@ class PipelineConfig(_Section):
     sft: SFTConfig = SFTConfig()
     sampling: SamplingConfig = SamplingConfig()
     pairs: PairsConfig = PairsConfig()
+    scoring: ScoringConfig = ScoringConfig()
     preference: PreferenceConfig = PreferenceConfig()
     reward: RewardConfig = RewardConfig()
     mcts: MCTSConfig = MCTSConfig()

@@ -64,10 +64,10 @@ def judge_loop(config: dict[str, Any]) -> JudgeLoopResult:
         data = prepare_data_task(config, str(pipeline_ws / "data"), ctx)
         base = prepare_base_task(config, ctx).checkpoint
         policy = base
-        if cfg.sft.enabled:  # the policy whose samples join the labelled rows
+        if cfg.sft.enabled and data.sft is not None:  # the policy whose samples join the labelled rows
             policy = sft_task(config, base, data.sft, str(state / "checkpoints" / cfg.content_hash() / "sft"),
                               ctx).checkpoint
-        labelled = judge_data_task(config, policy, data.train, str(workspace / "data"), ctx)
+        labelled = judge_data_task(config, policy, data.role("prompts"), str(workspace / "data"), ctx)
         seed_judge = judge_sft_task(config, base, labelled.train, str(checkpoints / "seed"), ctx).checkpoint
 
         with tracked_run(ctx, "judge-iter-0", {"alignflow.kind": "judge_iteration", "iteration": 0,
@@ -103,7 +103,8 @@ def judge_loop(config: dict[str, Any]) -> JudgeLoopResult:
                 reference = judge
 
         final = history[-1][ACCURACY]
-        version = register_task(ctx, config, judge, final, labelled.heldout.md5, base.model_id, history[0][ACCURACY],
+        version = register_task(ctx, config, judge, ACCURACY, final, labelled.heldout.md5, base.model_id,
+                                history[0][ACCURACY],
                                 name=j.registered_model,
                                 extra_tags={"role": "judge", "judge_hash": cfg.judge_hash(),
                                             "judge_mae": history[-1]["judge/mae"],

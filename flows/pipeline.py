@@ -1,4 +1,5 @@
-"""alignment_pipeline: data → base → SFT → baseline eval → N rounds → register → gate.
+"""alignment_pipeline: data → base → SFT → baseline eval → [offline preference round] → N rounds →
+register → gate.
 
 Composition only. Everything a stage computes lives in a task; everything a round does lives in
 the round subflow. Directories are keyed by the config's content hash (and, inside, by each
@@ -16,6 +17,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from alignflow.components.config import PipelineConfig
+from alignflow.components.evaluation.policy import promotion_metric
 from alignflow.components.stages.results import Checkpoint
 from alignflow.flows.rounds import RoundLayout, alignment_round
 from alignflow.tasks.runs import log_metrics_task, pipeline_params, promote_task, register_task, tracked_flow
@@ -26,7 +28,8 @@ class PipelineResult(BaseModel):
     parent_run_id: str
     tracking_uri: str
     experiment: str
-    accuracy_history: list[float]
+    metric: str  # the promotion metric (promotion.metric, resolved)
+    metric_history: list[float]  # its value after SFT, then after each round (round 0: offline preferences)
     registered_model: str
     version: str
     promotion: dict[str, Any]
@@ -43,38 +46,47 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
     workspace = Path(cfg.workspace).resolve() / key
     checkpoints = Path(cfg.state_dir).resolve() / "checkpoints" / key
     ref_cache = str(Path(cfg.state_dir).resolve() / "reference-logps")
+    metric = promotion_metric(cfg)
     with tracked_flow(cfg, workspace, f"pipeline-{key}", {"alignflow.kind": "pipeline", "config_hash": key,
-                                                          "model_source": cfg.model.source},
+                                                          "model_source": cfg.model.source,
+                                                          "promotion_metric": metric},
                       params=pipeline_params(cfg)) as ctx:
         data = prepare_data_task(config, str(workspace / "data"), ctx)
         base = prepare_base_task(config, ctx).checkpoint
-        policy = sft_task(config, base, data.sft, str(checkpoints / "sft"), ctx).checkpoint if cfg.sft.enabled else base
+        policy = base
+        if cfg.sft.enabled and data.sft is not None:
+            policy = sft_task(config, base, data.sft, str(checkpoints / "sft"), ctx).checkpoint
         reference = policy
         # what synthesis.policies may name besides "current": earlier checkpoints of this pipeline
-        named_models = {"base": base, **({"sft": policy} if cfg.sft.enabled else {})}
+        named_models = {"base": base, **({"sft": policy} if policy is not base else {})}
         baseline = evaluate_task(config, policy, None, data.eval, str(workspace / "eval-baseline"), cfg.seed,
                                  "baseline", ctx)
         log_metrics_task(ctx, ctx.parent_run_id, baseline.metrics, step=0)
-        history, final_metrics = [baseline.metrics["eval/accuracy"]], baseline.metrics
-        for round_index in range(1, cfg.rounds.n_rounds + 1):
+        history, final_metrics = [baseline.metrics[metric]], baseline.metrics
+        # round 0: the preferences source trained on directly (offline DPO), then the on-policy rounds
+        kinds = ([(0, "offline")] if data.preferences is not None else []) + [
+            (i, cfg.rounds.kind) for i in range(1, cfg.rounds.n_rounds + 1)]
+        for round_index, kind in kinds:
             layout = RoundLayout(round_dir=str(workspace / f"round-{round_index}"),
                                  checkpoint_dir=str(checkpoints / f"round-{round_index}"), ref_cache_dir=ref_cache)
-            done = alignment_round(config, round_index, policy, reference, data, layout, ctx, named_models)
+            done = alignment_round(config, round_index, kind, policy, reference, data, layout, ctx, named_models)
             policy = named_models[f"round-{round_index}"] = done.policy
             if cfg.preference.reference == "previous_round":
                 reference = policy
-            history.append(done.metric("eval/accuracy"))
+            history.append(done.metric(metric))
             final_metrics = done.metrics
             log_metrics_task(ctx, ctx.parent_run_id, {k: v for k, v in done.metrics.items() if k.startswith("eval/")},
-                             step=round_index)
-        version = register_task(ctx, config, policy, history[-1], data.eval.md5, base.model_id, history[0],
+                             step=round_index if kind != "offline" else 0)
+        version = register_task(ctx, config, policy, metric, history[-1], data.eval.md5, base.model_id, history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
-                                            "eval_mean_length": final_metrics["eval/mean_length"]})
+                                            "eval_mean_length": final_metrics["eval/mean_length"],
+                                            **({"eval_accuracy": final_metrics["eval/accuracy"]}
+                                               if "eval/accuracy" in final_metrics else {})})
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
-        log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_accuracy": history[0],
-                                                  "pipeline/final_accuracy": history[-1],
-                                                  "pipeline/accuracy_gain": history[-1] - history[0]})
+        log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_metric": history[0],
+                                                  "pipeline/final_metric": history[-1],
+                                                  "pipeline/metric_gain": history[-1] - history[0]})
     return PipelineResult(parent_run_id=ctx.parent_run_id, tracking_uri=ctx.tracking_uri,
-                          experiment=cfg.tracking.experiment, accuracy_history=history,
+                          experiment=cfg.tracking.experiment, metric=metric, metric_history=history,
                           registered_model=cfg.tracking.registered_model, version=version, promotion=decision,
                           policy=policy, workspace=str(workspace), pid=os.getpid())

@@ -1,7 +1,11 @@
 """One alignment round as a resumable subflow: collect pairs → quality report → [reward-ensemble
-curation] → train → eval. ``rounds.kind`` chooses the collector:
+curation] → train → eval. The collector (``rounds.kind``, or ``offline`` for round 0):
 
-- ``on_policy``: sample k completions per prompt, verifier scores, response-level pairs;
+- ``offline``: the ``preferences`` source's pairs, trained on directly (offline DPO; round 0, before
+  any on-policy round);
+
+- ``on_policy``: sample k completions per prompt, the configured scorers score them, pairs by
+  ``pairs.strategy``;
 - ``mcts``: step-level MCTS with the current policy (ALGORITHMS.md §2), step pairs with visit-count
   ε, trees logged as JSON and one as an HTML picture;
 - ``synthesized``: a pool of policies (the current one, earlier checkpoints, several temperatures)
@@ -36,12 +40,14 @@ from alignflow.components.config import PipelineConfig
 from alignflow.components.platform.atomic import write_text_atomic
 from alignflow.components.platform.codeversion import code_version
 from alignflow.components.platform.faults import maybe_kill_after_round
+from alignflow.components.scoring.python import user_code_version
 from alignflow.components.stages.results import Artifact, Checkpoint, DataResult, PairsResult, RoundResult
 from alignflow.tasks.context import TrackingContext
 from alignflow.tasks.runs import log_metrics_task, tracked_run
 from alignflow.tasks.stages import (
     evaluate_task,
     mcts_task,
+    offline_pairs_task,
     pairs_task,
     quality_task,
     sample_task,
@@ -80,19 +86,27 @@ class Collected:
     judge: str | None = None
 
 
+def _collect_offline(config: dict[str, Any], round_index: int, policy: Checkpoint, data: DataResult,
+                     round_dir: str, ctx: TrackingContext, named_models: dict[str, Checkpoint]) -> Collected:
+    pairs = offline_pairs_task(config, policy, data.role("preferences"), round_dir, ctx)
+    return Collected(pairs=pairs, seconds={"pairs": pairs.seconds}, metrics={})
+
+
 def _collect_on_policy(config: dict[str, Any], round_index: int, policy: Checkpoint, data: DataResult,
                        round_dir: str, ctx: TrackingContext, named_models: dict[str, Checkpoint]) -> Collected:
-    sampled = sample_task(config, policy, data.train, round_index, round_dir, ctx)
-    scored = score_task(sampled.samples, round_index, round_dir, ctx)
-    pairs = pairs_task(config, scored.scored, sampled.policy_model_id, round_index, sampled.seed, round_dir, ctx)
+    sampled = sample_task(config, policy, data.role("prompts"), round_index, round_dir, ctx)
+    scored = score_task(config, sampled.samples, round_index, round_dir, ctx)
+    pairs = pairs_task(config, scored, sampled.policy_model_id, round_index, sampled.seed, round_dir, ctx)
     return Collected(pairs=pairs, seconds={"sampling": sampled.seconds, "scoring": scored.seconds,
                                            "pairs": pairs.seconds},
-                     metrics={"round/sample_accuracy": scored.sample_accuracy}, files={"samples": sampled.samples})
+                     metrics={"round/sample_accuracy": scored.sample_accuracy,
+                              **{f"round/sample_{k}_mean": v for k, v in scored.score_means.items()}},
+                     files={"samples": sampled.samples, "scored": scored.scored})
 
 
 def _collect_mcts(config: dict[str, Any], round_index: int, policy: Checkpoint, data: DataResult, round_dir: str,
                   ctx: TrackingContext, named_models: dict[str, Checkpoint]) -> Collected:
-    searched = mcts_task(config, policy, data.train, round_index, round_dir, ctx)
+    searched = mcts_task(config, policy, data.role("prompts"), round_index, round_dir, ctx)
     return Collected(pairs=searched, seconds={"search": searched.seconds},
                      metrics={"round/search_final_accuracy": searched.final_accuracy, "round/trees": searched.n_trees,
                               "round/trees_kept": searched.trees_kept, "round/search_nodes": searched.n_nodes,
@@ -105,7 +119,7 @@ def _collect_synthesized(config: dict[str, Any], round_index: int, policy: Check
     cfg = PipelineConfig.model_validate(config)
     pool = resolve_pool(cfg, {name: c.path for name, c in {**named_models, "current": policy}.items()})
     judge = resolve_judge_task(config, ctx)
-    sampled = synth_sample_task(config, pool, data.train, round_index, round_dir, ctx)
+    sampled = synth_sample_task(config, pool, data.role("prompts"), round_index, round_dir, ctx)
     rated = synth_rate_task(config, judge.checkpoint, sampled.completions, round_index, round_dir, ctx)
     pairs = synth_pairs_task(config, rated.ratings, rated.judge_model_id, round_index, sampled.seed, round_dir, ctx,
                              rationale_model=judge.checkpoint if cfg.synthesis.rationales else None)
@@ -121,6 +135,7 @@ def _collect_synthesized(config: dict[str, Any], round_index: int, policy: Check
 Collector = Callable[..., Collected]
 # each collector and the stage modules its tasks run: their code versions are part of the round's key
 COLLECTORS: dict[str, tuple[Collector, tuple[str, ...]]] = {
+    "offline": (_collect_offline, ("offline",)),
     "on_policy": (_collect_on_policy, ("sample", "score", "pairs")),
     "mcts": (_collect_mcts, ("mcts",)),
     "synthesized": (_collect_synthesized, ("synthesis",)),
@@ -134,9 +149,12 @@ def round_key(config: dict[str, Any], kind: str, policy: Checkpoint, reference: 
     stages — as one hash, and the code versions it holds."""
     modules = [f"alignflow.components.stages.{m}" for m in (*COLLECTORS[kind][1], *ALWAYS)]
     versions = {m.rsplit(".", 1)[-1]: code_version(m) for m in modules}
-    payload = {"config": PipelineConfig.model_validate(config).content_hash(), "kind": kind,
-               "policy": policy.model_id, "reference": reference.model_id, "train": data.train.md5,
-               "eval": data.eval.md5, "code": versions}
+    files = {role: (getattr(data, role).md5 if getattr(data, role) else None)
+             for role in ("prompts", "preferences", "eval")}
+    cfg = PipelineConfig.model_validate(config)
+    versions["user_scorers"] = user_code_version(cfg.scoring.scorers)
+    payload = {"config": cfg.content_hash(), "kind": kind, "policy": policy.model_id, "reference": reference.model_id,
+               "data": files, "code": versions}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16], versions
 
 
@@ -149,10 +167,10 @@ def finished_round(manifest: Path, key: str) -> RoundResult | None:
 
 
 @flow(name="round", flow_run_name="round-{round_index}")
-def alignment_round(config: dict[str, Any], round_index: int, policy: Checkpoint, reference: Checkpoint,
+def alignment_round(config: dict[str, Any], round_index: int, kind: str, policy: Checkpoint, reference: Checkpoint,
                     data: DataResult, layout: RoundLayout, ctx: TrackingContext,
                     named_models: dict[str, Checkpoint] | None = None) -> RoundResult:
-    kind = PipelineConfig.model_validate(config).rounds.kind
+    """``kind``: a collector of COLLECTORS (``rounds.kind``, or ``offline`` for round 0)."""
     collect = COLLECTORS[kind][0]
     key, versions = round_key(config, kind, policy, reference, data)
     manifest_path = Path(layout.round_dir) / "round.json"

@@ -55,12 +55,12 @@ def synthesize(config: dict[str, Any]) -> SynthesisResult:
         data = prepare_data_task(config, str(pipeline_ws / "data"), ctx)
         base = prepare_base_task(config, ctx).checkpoint
         named = {"base": base.path}
-        if cfg.sft.enabled:
+        if cfg.sft.enabled and data.sft is not None:
             sft_dir = str(Path(cfg.state_dir).resolve() / "checkpoints" / key / "sft")
             named["sft"] = sft_task(config, base, data.sft, sft_dir, ctx).checkpoint.path
         named["current"] = named.get("sft", named["base"])
         judge = resolve_judge_task(config, ctx)
-        sampled = synth_sample_task(config, resolve_pool(cfg, named), data.train, 1, str(out), ctx)
+        sampled = synth_sample_task(config, resolve_pool(cfg, named), data.role("prompts"), 1, str(out), ctx)
         rated = synth_rate_task(config, judge.checkpoint, sampled.completions, 1, str(out), ctx)
         pairs = synth_pairs_task(config, rated.ratings, rated.judge_model_id, 1, sampled.seed, str(out), ctx,
                                  rationale_model=judge.checkpoint if cfg.synthesis.rationales else None)

@@ -27,6 +27,7 @@ from alignflow.components.platform import versioning
 from alignflow.components.platform.atomic import write_text_atomic
 from alignflow.components.platform.codeversion import code_version
 from alignflow.components.platform.tracking import Tracker
+from alignflow.components.scoring.python import user_code_version
 from alignflow.components.stages.results import Artifact, StageResult
 
 R = TypeVar("R", bound=StageResult)
@@ -66,12 +67,25 @@ class StageCode(CachePolicy):
         return code_version(self.module)
 
 
+@dataclass
+class UserCode(CachePolicy):
+    """Cache key part: the source of the user functions the config's scorers call (a ``python``
+    scorer's file), so editing one re-scores instead of returning cached scores."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: Optional[dict[str, Any]],
+                    flow_parameters: Optional[dict[str, Any]], **kwargs: Any) -> Optional[str]:
+        config = (inputs or {}).get("config")
+        if not isinstance(config, dict):
+            return None
+        return user_code_version(config_of(config).scoring.scorers)
+
+
 def compute(stage_module: str, retries: int = 1) -> dict[str, Any]:
     """Task options of a compute task: cached on (inputs − ctx) + the task's source + the code version
-    of ``stage_module``, results persisted, retried once."""
+    of ``stage_module`` + the user scorer functions' source, results persisted, retried once."""
     code_version(stage_module)  # fail at import, naming the module, if it does not exist
-    return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module), persist_result=True,
-                retries=retries, retry_delay_seconds=2)
+    return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module) + UserCode(),
+                persist_result=True, retries=retries, retry_delay_seconds=2)
 
 
 def versioned_dir(out_dir: str | Path, stage_module: str, name: str | None = None) -> Path:
@@ -134,7 +148,15 @@ def section_params(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{section}.{k}": v for k, v in values.items()}
 
 
-Dataset = tuple[str, Artifact, str]  # (name, file, context) of an MLflow dataset input
+# (name, file, context) of an MLflow dataset input, optionally with (schema, profile) to show with it
+Dataset = tuple[str, Artifact, str] | tuple[str, Artifact, str, dict[str, Any], dict[str, Any]]
+
+
+def _log_dataset(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
+    label, artifact, context = dataset[0], dataset[1], dataset[2]
+    schema, profile = (dataset[3], dataset[4]) if len(dataset) == 5 else (None, None)
+    tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
+                        extra_tags={"dvc_md5": artifact.md5}, schema=schema, profile=profile)
 
 
 def tracked_step(ctx: TrackingContext, name: str, run: Callable[[StepHook], R], *, stage_module: str,
@@ -154,16 +176,14 @@ def tracked_step(ctx: TrackingContext, name: str, run: Callable[[StepHook], R], 
     the step's name). Last, ``check(result)`` may raise a verdict on what was logged (a quality limit):
     the run is then FAILED but shows why. Any failure marks the run FAILED."""
     with child_run(ctx, name, {"code_version": code_version(stage_module), "stage": stage_module}) as (tracker, run_id):
-        for label, artifact, context in inputs:
-            tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
-                                extra_tags={"dvc_md5": artifact.md5})
+        for dataset in inputs:
+            _log_dataset(tracker, run_id, dataset)
         if params:
             tracker.log_params(run_id, params)
         result = run(metric_logger(tracker, run_id))
         version_outputs(ctx, result.artifacts())
-        for label, artifact, context in (outputs(result) if outputs else ()):
-            tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
-                                extra_tags={"dvc_md5": artifact.md5})
+        for dataset in (outputs(result) if outputs else ()):
+            _log_dataset(tracker, run_id, dataset)
         timer = timer or name.split(":")[0].replace("-", "_")
         tracker.log_metrics(run_id, {**(metrics(result) if metrics else {}), f"time/{timer}_seconds": result.seconds})
         if tags:

@@ -11,8 +11,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from alignflow.components.data.formats import Example
 from alignflow.components.data.io import read_rows
-from alignflow.components.data.schemas import ProblemRow
 from alignflow.components.evaluation import gates
 from alignflow.components.evaluation.gates import GateReport
 from alignflow.components.platform import registry
@@ -78,10 +78,10 @@ def judge_win_rate_task(config: dict[str, Any], tracking_uri: str, experiment: s
     spec = cfg.promotion.judge
     parsed = registry.parse_model_uri(spec)
     judge_dir = Path(spec) if parsed is None else registry.download_version(tracker, *parsed, cache)[0]
-    questions = [p.question for p in read_rows(Path(eval_path), ProblemRow)][: cfg.promotion.judge_prompts]
-    rate = gates.judge_win_rate(dirs[0], dirs[1], judge_dir, questions, cfg.eval.max_new_tokens,
-                                cfg.eval.batch_size, cfg.data.system_prompt)
-    return {"win_rate": rate, "judge": spec, "n_prompts": len(questions)}
+    examples = read_rows(Path(eval_path), Example)[: cfg.promotion.judge_prompts]
+    rate = gates.judge_win_rate(dirs[0], dirs[1], judge_dir, examples, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                                cfg.data.prompt_template, cfg.data.system_prompt)
+    return {"win_rate": rate, "judge": spec, "n_prompts": len(examples)}
 
 
 @task(name="gate-report", **REGISTRY)

@@ -113,17 +113,20 @@ def tracked_run(ctx: TrackingContext, name: str, tags: dict[str, Any]) -> Iterat
 
 
 @task(name="register-model", **TRACKING)
-def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Checkpoint, eval_accuracy: float,
-                  eval_md5: str, base_model_id: str, baseline_accuracy: float, name: str | None = None,
+def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Checkpoint, metric: str, value: float,
+                  eval_md5: str, base_model_id: str, baseline: float, name: str | None = None,
                   extra_tags: dict[str, Any] | None = None) -> str:
     """Register ``checkpoint`` under ``name`` (default: the policy's registered model; the judge loop
-    names its own). ``baseline_accuracy``: the accuracy of the model the rounds started from, on the
-    same eval set — what the accuracy gate compares a first version with."""
+    names its own), tagged with its eval ``metric`` (the promotion metric) and ``value``, and the
+    ``baseline``: that metric of the model the rounds started from, on the same eval set — what the
+    gate compares a first version with."""
     cfg = config_of(config)
-    tags = {"model_id": checkpoint.model_id, "eval_accuracy": eval_accuracy, "eval_dataset": eval_md5,
-            "baseline_accuracy": baseline_accuracy, "config_hash": cfg.content_hash(), "git_commit": git_commit(),
-            "code_version": package_version(), "base_model": base_model_id, "pipeline_run_id": ctx.parent_run_id,
-            **(extra_tags or {})}
+    tags = {"model_id": checkpoint.model_id, "eval_metric_name": metric, "eval_metric": value,
+            "baseline_metric": baseline, "eval_dataset": eval_md5, "config_hash": cfg.content_hash(),
+            "git_commit": git_commit(), "code_version": package_version(), "base_model": base_model_id,
+            "pipeline_run_id": ctx.parent_run_id, **(extra_tags or {})}
+    if metric == "eval/accuracy":
+        tags.update({"eval_accuracy": value, "baseline_accuracy": baseline})
     return registry.register_checkpoint(ctx.tracker(), name or cfg.tracking.registered_model, ctx.parent_run_id,
                                         checkpoint.dir, tags)
 

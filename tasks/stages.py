@@ -13,12 +13,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from alignflow.components.platform.tracking import flatten
 from alignflow.components.stages import (
     base_model,
     data,
     evaluate,
     launch,
     mcts,
+    offline,
     pairs,
     quality,
     sample,
@@ -51,15 +53,23 @@ from alignflow.tasks.context import (
     versioned_dir,
 )
 
+# what an MLflow dataset input of a role file shows as its schema: the canonical Example row
+EXAMPLE_SCHEMA = {"row": "alignflow.components.data.formats.Example",
+                  "fields": ["id", "prompt", "completion", "chosen", "rejected", "columns", "origin"]}
+
 
 @task(name="prepare-data", **compute(data.__name__))
 def prepare_data_task(config: dict[str, Any], out_dir: str, ctx: TrackingContext) -> DataResult:
     return tracked_step(
         ctx, "prepare-data", lambda _: data.prepare_data(config_of(config), versioned_dir(out_dir, data.__name__)),
         stage_module=data.__name__,
-        params=section_params("data", config["data"]),
-        outputs=lambda r: [(name, getattr(r, name), "generated") for name in ("sft", "train", "eval")],
-        metrics=lambda r: {f"data/n_{k}": v for k, v in r.counts.items()})
+        params=flatten(config["data"], "data."),
+        outputs=lambda r: [(role, file, "imported", EXAMPLE_SCHEMA, r.profiles.get(role, {}))
+                           for role in ("sft", "prompts", "preferences", "eval") if (file := getattr(r, role))],
+        metrics=lambda r: {**{f"data/n_{k}": v for k, v in r.counts.items()},
+                           **{f"data/{role}/{k}": v for role, p in r.profiles.items() for k, v in p.items()
+                              if isinstance(v, (int, float))},
+                           "data/contaminated_prompts": len(r.contaminated)})
 
 
 # Not cached: it resolves a directory outside the workspace (the model cache), which may have
@@ -93,25 +103,26 @@ def evaluate_task(config: dict[str, Any], policy: Checkpoint, reference: Checkpo
 
 
 @task(name="sample", **compute(sample.__name__))
-def sample_task(config: dict[str, Any], policy: Checkpoint, train: Artifact, round_index: int, out_dir: str,
+def sample_task(config: dict[str, Any], policy: Checkpoint, prompts: Artifact, round_index: int, out_dir: str,
                 ctx: TrackingContext) -> SampleResult:
     return tracked_step(
         ctx, f"sample:r{round_index}",
-        lambda _: sample.sample(config_of(config), policy, train, round_index, versioned_dir(out_dir, sample.__name__)),
-        stage_module=sample.__name__, inputs=[("train-prompts", train, "sampling")], timer="sampling",
+        lambda _: sample.sample(config_of(config), policy, prompts, round_index,
+                                versioned_dir(out_dir, sample.__name__)),
+        stage_module=sample.__name__, inputs=[("prompts", prompts, "sampling")], timer="sampling",
         params=section_params("sampling", config["sampling"]),
         metrics=lambda r: {"sampling/n_samples": r.n_samples, "sampling/generated_tokens": r.generated_tokens,
                            "sampling/tokens_per_second": r.generated_tokens / max(r.seconds, 1e-9)})
 
 
 @task(name="mcts-search", **compute(mcts.__name__))
-def mcts_task(config: dict[str, Any], policy: Checkpoint, train: Artifact, round_index: int, out_dir: str,
+def mcts_task(config: dict[str, Any], policy: Checkpoint, prompts: Artifact, round_index: int, out_dir: str,
               ctx: TrackingContext) -> MCTSResult:
     return tracked_step(
         ctx, f"mcts:r{round_index}",
-        lambda _: mcts.mcts_collect(config_of(config), policy, train, round_index,
+        lambda _: mcts.mcts_collect(config_of(config), policy, prompts, round_index,
                                     versioned_dir(out_dir, mcts.__name__)),
-        stage_module=mcts.__name__, inputs=[("train-prompts", train, "search")], timer="mcts",
+        stage_module=mcts.__name__, inputs=[("prompts", prompts, "search")], timer="mcts",
         params=section_params("mcts", config["mcts"]),
         outputs=lambda r: [(f"pairs-r{round_index}", r.pairs, "pairs")],
         metrics=lambda r: {"mcts/trees": r.n_trees, "mcts/trees_kept": r.trees_kept, "mcts/nodes": r.n_nodes,
@@ -122,18 +133,21 @@ def mcts_task(config: dict[str, Any], policy: Checkpoint, train: Artifact, round
 
 
 @task(name="score", **compute(score.__name__))
-def score_task(samples: Artifact, round_index: int, out_dir: str, ctx: TrackingContext) -> ScoreResult:
+def score_task(config: dict[str, Any], samples: Artifact, round_index: int, out_dir: str,
+               ctx: TrackingContext) -> ScoreResult:
     return tracked_step(
-        ctx, f"score:r{round_index}", lambda _: score.score(samples, versioned_dir(out_dir, score.__name__)),
-        stage_module=score.__name__,
-        timer="scoring",
+        ctx, f"score:r{round_index}",
+        lambda _: score.score(config_of(config), samples, versioned_dir(out_dir, score.__name__)),
+        stage_module=score.__name__, timer="scoring", params=flatten(config["scoring"], "scoring."),
         metrics=lambda r: {"scoring/sample_accuracy": r.sample_accuracy,
-                           "scoring/prompts_with_a_correct_sample": r.prompts_with_a_correct_sample},
-        tags=lambda r: {"scorer": r.scorer, "input_md5": samples.md5})
+                           "scoring/prompts_with_a_correct_sample": r.prompts_with_a_correct_sample,
+                           "scoring/cache_hits": r.cache_hits,
+                           **{f"scoring/{k}/mean": v for k, v in r.score_means.items()}},
+        tags=lambda r: {"input_md5": samples.md5, **{f"scorer.{k}": v for k, v in r.scorers.items()}})
 
 
 @task(name="build-pairs", **compute(pairs.__name__))
-def pairs_task(config: dict[str, Any], scored: Artifact, policy_model_id: str, round_index: int, seed: int,
+def pairs_task(config: dict[str, Any], scored: ScoreResult, policy_model_id: str, round_index: int, seed: int,
                out_dir: str, ctx: TrackingContext) -> PairsResult:
     return tracked_step(
         ctx, f"pairs:r{round_index}",
@@ -141,7 +155,7 @@ def pairs_task(config: dict[str, Any], scored: Artifact, policy_model_id: str, r
                                    versioned_dir(out_dir, pairs.__name__)),
         stage_module=pairs.__name__, params=section_params("pairs", config["pairs"]),
         outputs=lambda r: [(f"pairs-r{round_index}", r.pairs, "pairs")],
-        metrics=lambda r: {"pairs/n_pairs": r.n_pairs}, tags=lambda r: {"scored_md5": scored.md5})
+        metrics=lambda r: {"pairs/n_pairs": r.n_pairs}, tags=lambda r: {"scored_md5": scored.scored.md5})
 
 
 @task(name="preference-strength", **compute(strength.__name__))
@@ -195,3 +209,14 @@ def quality_task(config: dict[str, Any], round_pairs: Artifact, heldout: Artifac
         tags=lambda r: {"pairs_md5": round_pairs.md5, "quality_failures": "; ".join(r.failures) or "none"},
         artifacts=lambda r: [(r.plot, "quality"), (r.report_json.path, "quality")],
         tables=lambda r: [(r.table(), f"quality/{label}.json")], check=lambda r: r.raise_on_failures())
+
+
+@task(name="preference-pairs", **compute(offline.__name__))
+def offline_pairs_task(config: dict[str, Any], policy: Checkpoint, preferences: Artifact, out_dir: str,
+                       ctx: TrackingContext) -> PairsResult:
+    return tracked_step(
+        ctx, "preference-pairs:r0",
+        lambda _: offline.preference_pairs(config_of(config), policy, preferences,
+                                           versioned_dir(out_dir, offline.__name__)),
+        stage_module=offline.__name__, inputs=[("preferences", preferences, "training")],
+        outputs=lambda r: [("pairs-r0", r.pairs, "pairs")], metrics=lambda r: {"pairs/n_pairs": r.n_pairs})

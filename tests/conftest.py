@@ -24,7 +24,7 @@ def tiny_overrides(tmp: Path, **extra: str) -> list[str]:
         "workspace": str(tmp / "workspace"), "state_dir": str(tmp / "state"),
         "model.source": "tiny", "model.cache_dir": str(MODEL_CACHE),
         "lora.enabled": "false",
-        "data.n_sft": "16", "data.n_train_prompts": "16", "data.n_eval": "12",
+        "data.arithmetic.n_sft": "16", "data.arithmetic.n_train_prompts": "16", "data.arithmetic.n_eval": "12",
         "sft.batch_size": "8", "sft.lr": "5.0e-3", "sft.epochs": "8",
         "sampling.prompts_per_round": "8", "sampling.k": "2", "sampling.max_new_tokens": "8",
         "sampling.batch_size": "16",
@@ -94,3 +94,9 @@ def prefect_harness(tmp_path_factory):
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
             yield
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A datasets cache dir of the test's own (nothing lands in ~/.cache)."""
+    return tmp_path / "hf-cache"

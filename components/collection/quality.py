@@ -145,13 +145,19 @@ def raise_on_failures(failures: list[str], source: str) -> None:
 
 
 def heldout_questions(path: Path) -> list[str]:
-    """The held-out texts of an evaluation file: eval problems' questions or held-out judge rows'
-    contexts (a judge trained on a held-out row's task would be graded on something it has seen)."""
+    """The held-out texts of an evaluation file, to find in training prompts: eval rows' prompts (a
+    standard prompt; a conversation's user turns) or held-out judge rows' contexts (a judge trained
+    on a held-out row's task would be graded on something it has seen)."""
     out = []
     for number, row in read_jsonl(path):
-        text = row.get("question") or row.get("context")
+        if row.get("columns", {}).get("question"):  # a built-in task row: its bare question
+            text = row["columns"]["question"]
+        elif isinstance(row.get("prompt"), list):
+            text = "\n".join(m.get("content", "") for m in row["prompt"] if m.get("role") == "user")
+        else:
+            text = row.get("prompt") or row.get("question") or row.get("context")
         if not text:
-            raise ValueError(f"{path}: row {number}: neither 'question' nor 'context' to check contamination against")
+            raise ValueError(f"{path}: row {number}: no prompt, question or context to check contamination against")
         out.append(text)
     return out
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
+from alignflow.components.data.prompts import INSTRUCTION
 from alignflow.components.data.schemas import ProblemRow
 
 NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Isla", "Jonas", "Kira", "Liam"]
@@ -158,3 +160,45 @@ def generate_dataset(
             attempt_seed += 7919
         splits[split] = rows[:n]
     return splits
+
+
+ROLE_SPLITS = {"sft": "sft", "prompts": "train", "eval": "eval"}
+
+
+def task_row(problem: ProblemRow) -> dict[str, Any]:
+    """A problem as a data-source row (prompt/completion, standard format): the prompt carries the
+    answer-format instruction, the worked solution is the completion, and the gold answer, the
+    bare question, difficulty and template stay as columns (what verifiers and eval groups read)."""
+    return {"prompt": f"{problem.question}\n{INSTRUCTION}", "completion": problem.solution, "answer": problem.answer,
+            "question": problem.question, "difficulty": problem.difficulty, "template": problem.template,
+            "problem_id": problem.id}
+
+
+def arithmetic_source(role: str, seed: int, n_sft: int, n_train_prompts: int, n_eval: int, difficulties: list[int],
+                      max_operand: int) -> list[dict[str, Any]]:
+    """``builtin:arithmetic`` for one role: that role's split of ``generate_dataset`` (eval questions
+    never occur in the other splits), as ``task_row``s.
+
+    Raises:
+        ValueError: the role has no arithmetic split (``preferences``).
+    """
+    if role not in ROLE_SPLITS:
+        raise ValueError(f"builtin:arithmetic has no rows for the '{role}' role (it has {', '.join(ROLE_SPLITS)})")
+    splits = generate_dataset(seed, n_sft, n_train_prompts, n_eval, difficulties, max_operand)
+    return [task_row(p) for p in splits[ROLE_SPLITS[role]]]
+
+
+def problem_of(columns: dict[str, Any], prompt_id: str, completion: str | None) -> ProblemRow:
+    """A row of the arithmetic task back as a ProblemRow (the judge loop's labelled data needs the
+    gold answer and the worked solution).
+
+    Raises:
+        ValueError: the row has no integer ``answer`` or no worked solution (another task's row).
+    """
+    answer = columns.get("answer")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not completion:
+        raise ValueError(f"row {prompt_id}: the judge loop's labelled data needs an arithmetic row (an integer "
+                         f"'answer' column and a worked solution as its completion)")
+    return ProblemRow(id=str(columns.get("problem_id", prompt_id)), question=str(columns.get("question", "")),
+                      solution=completion, answer=answer, difficulty=int(columns.get("difficulty", 1)),
+                      template=str(columns.get("template", "-")))

@@ -27,17 +27,18 @@ class ProblemRow(_Row):
 
 
 class CompletionRow(_Row):
-    """One on-policy sample, scored by the verifier."""
+    """One on-policy sample and, once scored, every scorer's verdict on it."""
 
-    problem_id: str
-    question: str
-    answer: int
+    prompt_id: str
+    prompt: str  # the rendered prompt text the policy saw
+    source_prompt: str | list[dict[str, Any]]  # the row's prompt as given (what user scorers see)
+    columns: dict[str, Any] = Field(default_factory=dict)  # the row's other columns (gold answers, …)
     sample_index: int = Field(ge=0)
     completion: str
     n_tokens: int = Field(ge=0)
-    extracted: float | None = None
-    correct: bool = False
-    reward: float = 0.0
+    scores: dict[str, float | None] = Field(default_factory=dict)  # scorer id → score (None: not applicable)
+    score: float | None = None  # the weighted combination of the applicable scores
+    passed: bool | None = None  # the primary scorer's pass rule (None: it has none, or did not apply)
 
 
 class PairRow(_Row):
@@ -83,9 +84,9 @@ class JudgeRow(_Row):
 class PredictionRow(_Row):
     """One evaluation prediction, kept so a metric can be audited row by row."""
 
-    problem_id: str
-    answer: int
+    prompt_id: str
     completion: str
-    extracted: float | None
-    correct: bool
     n_tokens: int
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    passed: bool | None = None
+    groups: dict[str, Any] = Field(default_factory=dict)  # the eval.group_by columns of the row

@@ -2,10 +2,11 @@
 
 A candidate moves to staging and production only if every configured gate passes:
 
-- accuracy delta: its held-out accuracy ≥ production's + ``min_delta`` (the same eval file, by
-  DVC hash, or the gate refuses to compare); with no production version yet, ≥ the accuracy of
-  the model its rounds started from (the ``baseline_accuracy`` tag the pipeline and the judge
-  loop register) + ``min_delta`` — a first version is never accepted just for being first;
+- metric delta: its held-out ``promotion.metric`` (eval/accuracy on the arithmetic task; any task's
+  primary scorer otherwise; higher is better) ≥ production's + ``min_delta`` — the same metric and
+  the same eval file, by DVC hash, or the gate refuses to compare; with no production version yet,
+  ≥ the value of the model its rounds started from (the ``baseline_metric`` tag the pipeline and the
+  judge loop register) + ``min_delta`` — a first version is never accepted just for being first;
 - KL budget: its KL to its reference ≤ ``max_kl`` — a policy that bought accuracy by drifting far
   from its reference is held back;
 - length drift: |its mean answer length / production's − 1| ≤ ``max_length_drift``;
@@ -21,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+GATE = "metric_delta"  # the metric gate's name in reports and version tags (gate.metric_delta)
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,10 @@ class GateReport:
     candidate_version: str
     production_version: str | None
     gates: list[GateResult] = field(default_factory=list)
-    compared_with: str = ""  # what the accuracy was compared with: "production vN", "its pre-round baseline …"
-    reference_accuracy: float = math.nan  # that reference's accuracy (nan: nothing to compare with)
-    candidate_accuracy: float = math.nan
+    compared_with: str = ""  # what the metric was compared with: "production vN", "its pre-round baseline …"
+    reference_accuracy: float = math.nan  # that reference's value of the metric (nan: nothing to compare with)
+    candidate_accuracy: float = math.nan  # the candidate's value of the metric
+    metric: str = "eval/accuracy"  # the promotion metric compared
     eval_dataset: str = ""
     min_delta: float = 0.0
     # how far a passing candidate may move: "production", or "staging" when production needs `alignflow promote`
@@ -57,11 +61,11 @@ class GateReport:
     @property
     def reason(self) -> str:
         """One line: the accuracy verdict, then every other failed gate, then the ceiling's note."""
-        accuracy = next((g for g in self.gates if g.gate == "accuracy_delta"), None)
+        accuracy = next((g for g in self.gates if g.gate == GATE), None)
         parts = []
         if accuracy is not None:
             verdict = "passed" if accuracy.status == "passed" else "FAILED"
-            parts.append(f"accuracy gate {verdict}: {accuracy.detail} (min_delta {self.min_delta:+.4f})")
+            parts.append(f"metric gate {verdict}: {accuracy.detail} (min_delta {self.min_delta:+.4f})")
         parts += [f"{g.gate} failed ({g.detail}: {'n/a' if g.value is None else f'{g.value:.4f}'} vs limit {g.limit})"
                   for g in self.gates if g.status == "failed" and g is not accuracy]
         return "; ".join(parts) + self.note
@@ -77,9 +81,10 @@ class GateReport:
         against = f"production v{self.production_version}" if self.production_version else "no production version"
         return (f"# Promotion of {self.registered_model} v{self.candidate_version}: {verdict}\n\n{self.reason}\n\n"
                 f"| quantity | value |\n|---|---|\n"
-                f"| compared with | {against}; accuracy against {self.compared_with} |\n"
-                f"| candidate eval accuracy | {self.candidate_accuracy:.4f} |\n"
-                f"| reference eval accuracy | {self.reference_accuracy:.4f} |\n"
+                f"| compared with | {against}; {self.metric} against {self.compared_with} |\n"
+                f"| metric | {self.metric} (higher is better) |\n"
+                f"| candidate | {self.candidate_accuracy:.4f} |\n"
+                f"| reference | {self.reference_accuracy:.4f} |\n"
                 f"| required delta | {self.min_delta:+.4f} |\n"
                 f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
                 f"| furthest alias | {self.ceiling} |\n\n"
@@ -104,41 +109,58 @@ def _float(tags: dict[str, str], key: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def accuracy_reference(candidate_tags: dict[str, str], production_version: str | None,
-                       production_tags: dict[str, str] | None) -> tuple[float | None, str]:
-    """What the candidate's accuracy is compared with, and a name for it: production's, or, before
-    anything is in production, the recorded accuracy of the model its rounds started from."""
+def metric_name(tags: dict[str, str]) -> str:
+    """The eval metric a version's tags record (versions registered before ``promotion.metric``
+    existed recorded eval/accuracy as ``eval_accuracy``)."""
+    return tags.get("eval_metric_name") or "eval/accuracy"
+
+
+def metric_value(tags: dict[str, str]) -> float | None:
+    value = _float(tags, "eval_metric")
+    return value if value is not None or "eval_metric" in tags else _float(tags, "eval_accuracy")
+
+
+def metric_reference(candidate_tags: dict[str, str], production_version: str | None,
+                     production_tags: dict[str, str] | None) -> tuple[float | None, str]:
+    """What the candidate's metric is compared with, and a name for it: production's, or, before
+    anything is in production, the recorded value of the model its rounds started from."""
     if production_version is not None:
-        return _float(production_tags or {}, "eval_accuracy"), f"production v{production_version}"
-    baseline = _float(candidate_tags, "baseline_accuracy")
+        return metric_value(production_tags or {}), f"production v{production_version}"
+    baseline = _float(candidate_tags, "baseline_metric")
+    if baseline is None:
+        baseline = _float(candidate_tags, "baseline_accuracy")
     if baseline is None:
         return None, "nothing (no production version, no recorded baseline)"
     return baseline, "its pre-round baseline (no production version yet)"
 
 
-def accuracy_gate(candidate_tags: dict[str, str], production_version: str | None,
-                  production_tags: dict[str, str] | None, min_delta: float) -> GateResult:
-    """The one accuracy rule for the pipeline's gate and `alignflow promote`: candidate ≥ reference +
-    min_delta on the same eval set. Only a version with neither a production version nor a recorded
-    baseline to compare with is accepted on its own — and the report says so."""
+def metric_gate(candidate_tags: dict[str, str], production_version: str | None,
+                production_tags: dict[str, str] | None, min_delta: float) -> GateResult:
+    """The one metric rule for the pipeline's gate and `alignflow promote`: candidate ≥ reference +
+    min_delta on the same metric (``promotion.metric``, higher is better) and the same eval set. Only
+    a version with neither a production version nor a recorded baseline to compare with is accepted
+    on its own — and the report says so."""
     prod = production_tags or {}
-    cand_acc = _float(candidate_tags, "eval_accuracy")
-    reference, source = accuracy_reference(candidate_tags, production_version, prod)
-    if cand_acc is None:
-        return GateResult("accuracy_delta", "failed", None, min_delta, "the candidate has no eval_accuracy")
+    name = metric_name(candidate_tags)
+    value = metric_value(candidate_tags)
+    reference, source = metric_reference(candidate_tags, production_version, prod)
+    if value is None:
+        return GateResult(GATE, "failed", None, min_delta, f"the candidate has no {name}")
+    if production_version is not None and metric_name(prod) != name:
+        return GateResult(GATE, "failed", None, min_delta,
+                          f"not comparable: the candidate is measured by {name}, production by {metric_name(prod)}")
     if production_version is not None and candidate_tags.get("eval_dataset") != prod.get("eval_dataset"):
-        return GateResult("accuracy_delta", "failed", None, min_delta,
+        return GateResult(GATE, "failed", None, min_delta,
                           f"not comparable: eval set {candidate_tags.get('eval_dataset')} vs "
                           f"production's {prod.get('eval_dataset')}")
     if reference is None and production_version is not None:
-        return GateResult("accuracy_delta", "failed", None, min_delta,
-                          f"{source} has no eval_accuracy tag")
+        return GateResult(GATE, "failed", None, min_delta, f"{source} has no {name}")
     if reference is None:
-        return GateResult("accuracy_delta", "passed", None, min_delta,
-                          f"{cand_acc:.4f}, compared with {source}: the first candidate is accepted on accuracy")
-    delta = cand_acc - reference
-    return GateResult("accuracy_delta", "passed" if delta >= min_delta else "failed", delta, min_delta,
-                      f"{cand_acc:.4f} vs {reference:.4f}, {source}")
+        return GateResult(GATE, "passed", None, min_delta,
+                          f"{name} {value:.4f}, compared with {source}: the first candidate is accepted on it")
+    delta = value - reference
+    return GateResult(GATE, "passed" if delta >= min_delta else "failed", delta, min_delta,
+                      f"{name} {value:.4f} vs {reference:.4f}, {source}")
 
 
 def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, str],
@@ -147,13 +169,14 @@ def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, 
     """Every gate of ``limits`` (a PromotionConfig: min_delta, max_kl, max_length_drift,
     min_judge_win_rate) on the candidate's version tags against production's."""
     prod = production_tags or {}
-    reference, source = accuracy_reference(candidate_tags, production_version, prod)
-    candidate_accuracy = _float(candidate_tags, "eval_accuracy")
+    reference, source = metric_reference(candidate_tags, production_version, prod)
+    candidate_accuracy = metric_value(candidate_tags)
     report = GateReport(name, candidate_version, production_version, compared_with=source,
                         reference_accuracy=math.nan if reference is None else reference,
                         candidate_accuracy=math.nan if candidate_accuracy is None else candidate_accuracy,
+                        metric=metric_name(candidate_tags),
                         eval_dataset=candidate_tags.get("eval_dataset", ""), min_delta=limits.min_delta)
-    report.gates.append(accuracy_gate(candidate_tags, production_version, prod, limits.min_delta))
+    report.gates.append(metric_gate(candidate_tags, production_version, prod, limits.min_delta))
 
     kl = _float(candidate_tags, "eval_kl")
     if limits.max_kl is None:
@@ -193,12 +216,12 @@ def decide_promotion(name: str, candidate_version: str, candidate_tags: dict[str
                      production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
                      policy_gates: bool = True) -> GateReport:
     """The gate a pipeline or judge loop applies to the version it just registered: the accuracy rule
-    of `alignflow promote` (``accuracy_gate``) and, for a policy (``policy_gates``), the promotion
+    of `alignflow promote` (``metric_gate``) and, for a policy (``policy_gates``), the promotion
     section's KL budget and length drift. The judge win-rate and human approval only `alignflow
     promote` can give: when either is configured the pipeline stops at staging. A judge is gated on
     its held-out accuracy alone."""
     report = evaluate_gates(name, candidate_version, candidate_tags, production_version, production_tags, limits)
-    keep = {"accuracy_delta", "kl_budget", "length_drift"} if policy_gates else {"accuracy_delta"}
+    keep = {GATE, "kl_budget", "length_drift"} if policy_gates else {GATE}
     report.gates = [g for g in report.gates if g.gate in keep]
     if policy_gates and limits.target_alias == "production" and (limits.require_approval
                                                                   or limits.min_judge_win_rate is not None):
@@ -217,25 +240,27 @@ def win_rate(choices_straight: list[str], choices_swapped: list[str]) -> float:
     return wins / (2 * len(choices_straight))
 
 
-def judge_win_rate(candidate_dir, production_dir, judge_dir, questions: list[str], max_new_tokens: int,
-                   batch_size: int, system_prompt: str | None) -> float:
-    """Both policies answer the held-out questions greedily; the judge picks the better answer of
-    each pair, asked both ways round (``win_rate``)."""
-    from alignflow.components.data.prompts import render_prompt
+def judge_win_rate(candidate_dir: Any, production_dir: Any, judge_dir: Any, examples: list[Any], max_new_tokens: int,
+                   batch_size: int, prompt_template: str = "{prompt}", system_prompt: str | None = None) -> float:
+    """Both policies answer the held-out rows (``data/formats.Example``) greedily; the judge picks the
+    better answer of each pair, asked both ways round (``win_rate``)."""
+    from alignflow.components.data.formats import render_prompt
     from alignflow.components.judges.pairwise import pairwise_choices
     from alignflow.components.modeling.checkpoints import load_checkpoint
     from alignflow.components.modeling.generation import generate_completions
+    from alignflow.components.stages.synthesis import judge_context
 
     answers = []
     for directory in (candidate_dir, production_dir):
         policy = load_checkpoint(directory, merge=True)
-        prompts = [render_prompt(policy.tokenizer, q, system_prompt) for q in questions]
+        prompts = [render_prompt(e, policy.tokenizer, prompt_template, system_prompt) for e in examples]
         answers.append([c.text for c in generate_completions(policy.model, policy.tokenizer, prompts, k=1,
                                                              do_sample=False, max_new_tokens=max_new_tokens,
                                                              batch_size=batch_size)])
         del policy
     judge = load_checkpoint(judge_dir, merge=True)
     candidate, production = answers
+    questions = [judge_context(e) for e in examples]
     straight = pairwise_choices(judge.model, judge.tokenizer, list(zip(questions, candidate, production)),
                                 system_prompt, batch_size)
     swapped = pairwise_choices(judge.model, judge.tokenizer, list(zip(questions, production, candidate)),

@@ -15,17 +15,20 @@ sits ``response_length`` columns before it — that is what the GPM gate reads.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from alignflow.components.config import RewardHead
 from alignflow.components.modeling.logprobs import TokenBatch, position_ids_for
 
-HeadType = Literal["scalar", "multi_attribute", "gpm"]
-HEADS: tuple[str, ...] = ("scalar", "multi_attribute", "gpm")
+HeadType = RewardHead
+HEADS: tuple[str, ...] = get_args(RewardHead)
 LIKERT_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
@@ -50,7 +53,8 @@ class RewardModel(nn.Module):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown reward head '{head}'; expected one of {HEADS}")
-        self.backbone = causal_lm.base_model  # drops the LM head: a reward model never needs vocab logits
+        self._causal_lm = (causal_lm,)  # for saving only; a tuple keeps it (and its LM head) out of parameters()
+        self.backbone = causal_lm.base_model  # a reward model never needs vocab logits
         self.head_type = head
         hidden = causal_lm.config.hidden_size
         dtype = next(self.backbone.parameters()).dtype
@@ -63,6 +67,11 @@ class RewardModel(nn.Module):
             self.gate = nn.Linear(hidden, gpm_k, dtype=dtype)
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def causal_lm(self) -> PreTrainedModel:
+        """The whole causal LM the backbone came from (saved as the reward model's base directory)."""
+        return self._causal_lm[0]
 
     def hidden_states(self, batch: TokenBatch) -> torch.Tensor:
         out = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -96,3 +105,60 @@ def scalar_head_from_attribute(model: RewardModel, attribute_index: int = 0) -> 
     model.head = scalar
     model.head_type = "scalar"
     return model
+
+
+REWARD_META_FILE = "alignflow_reward.json"
+REWARD_HEAD_FILE = "reward_head.safetensors"
+
+
+def save_reward_model(model: RewardModel, tokenizer: PreTrainedTokenizerBase, target: Path,
+                      metadata: dict[str, Any]) -> Path:
+    """A reward model as a directory that loads without its training code: the backbone as a Hugging
+    Face model directory (its LM head untouched), the head's weights, and ``alignflow_reward.json``
+    (head type, sizes, lineage). Written atomically: complete or absent."""
+    from safetensors.torch import save_file
+
+    from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
+
+    with atomic_directory(Path(target)) as tmp:
+        model.causal_lm.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        heads = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+        if model.head_type == "gpm":
+            heads.update({f"gate.{k}": v.detach().cpu().contiguous() for k, v in model.gate.state_dict().items()})
+        save_file(heads, str(tmp / REWARD_HEAD_FILE))
+        write_json_atomic(tmp / REWARD_META_FILE, {"head": model.head_type, "n_outputs": model.head.out_features,
+                                                   **metadata})
+    return Path(target)
+
+
+def is_reward_model(path: Path) -> bool:
+    return (Path(path) / REWARD_META_FILE).exists()
+
+
+def load_reward_model(path: Path) -> tuple[RewardModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """The reward model ``save_reward_model`` wrote: (model in eval mode, its tokenizer, its metadata).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a saved alignflow reward model.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not is_reward_model(path):
+        raise FileNotFoundError(f"{path}: no {REWARD_META_FILE} — not an alignflow reward model directory")
+    meta = json.loads((path / REWARD_META_FILE).read_text())
+    causal_lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    head: HeadType = meta["head"]
+    n = int(meta["n_outputs"])
+    model = RewardModel(causal_lm, head=head, n_attributes=n, gpm_k=max(1, n // 2))
+    weights = load_file(str(path / REWARD_HEAD_FILE))
+    model.head.load_state_dict({k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")})
+    if head == "gpm":
+        model.gate.load_state_dict({k.removeprefix("gate."): v for k, v in weights.items() if k.startswith("gate.")})
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.eval(), tokenizer, meta

@@ -7,6 +7,7 @@ per pipeline, a nested run per round and per task, linked through ``mlflow.paren
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -17,6 +18,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
@@ -81,17 +83,23 @@ class Tracker:
         self._client.log_artifacts(run_id, str(directory), artifact_path)
 
     def log_dataset(self, run_id: str, path: Path, name: str, digest: str, context: str,
-                    extra_tags: Mapping[str, str] | None = None) -> None:
-        """Record a dataset input whose digest is its DVC hash, so MLflow and DVC agree on identity."""
+                    extra_tags: Mapping[str, str] | None = None, schema: Mapping[str, Any] | None = None,
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """Record a dataset input whose digest is its DVC hash, so MLflow and DVC agree on identity;
+        ``schema`` and ``profile`` (JSON-able) show in the run's dataset panel."""
         with warnings.catch_warnings():
             # MLflow registers its local-file source class once per URI scheme ('' and 'file') and
             # warns, on every call, that a path matches both; it picks that class either way
             warnings.filterwarnings("ignore",
                                     message="The specified dataset source can be interpreted in multiple ways")
             source = resolve_dataset_source(str(Path(path).resolve()))
-        dataset = MetaDataset(source=source, name=name, digest=digest[:36])
+        entity = MetaDataset(source=source, name=name, digest=digest[:36])._to_mlflow_entity()
+        if schema is not None or profile is not None:
+            entity = DatasetEntity(name=entity.name, digest=entity.digest, source_type=entity.source_type,
+                                   source=entity.source, schema=json.dumps(schema) if schema is not None else None,
+                                   profile=json.dumps(profile) if profile is not None else None)
         tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
-        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self._client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
 
 
     def log_table(self, run_id: str, columns: Mapping[str, list], artifact_file: str) -> None:

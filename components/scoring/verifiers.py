@@ -1,20 +1,32 @@
-"""The verifier scorer.
+"""Verifiers: scorers that check a completion against the row's gold value (``ground_truth`` or
+``answer``, or the scorer's ``gold_column``) — or, for ``regex``, against a pattern. A row without
+a gold value is not applicable (None). All share the number grammar of ``data/answers.py``.
 
-reward = 1 for a correct final answer; for a wrong one, −min(1, |pred − gold| / (|gold| + 1))
-(closer is better); −1 when no number can be read. ``correct`` stays the exact check, and the
-default ``correct_vs_incorrect`` pairing uses only it; the graded part lets ``best_vs_worst``
-and ``all_pairs`` rank two wrong answers.
+- ``arithmetic``: 1 for a correct final answer; for a wrong one −min(1, |pred − gold| / (|gold| + 1))
+  (closer is better); −1 when no number can be read. Passes at 1. The graded part lets
+  ``best_vs_worst`` and ``all_pairs`` rank two wrong answers.
+- ``gsm8k``: GSM8K's convention (the last ``#### N``, else the last number; a gold written as a
+  GSM8K solution is read the same way): 1 or 0.
+- ``math``: boxed/LaTeX answers compared symbolically by the ``math-verify`` package: 1 or 0
+  (None when it times out or the gold cannot be parsed).
+- ``exact_match``: the completion equals the gold text (stripped, case-folded, whitespace
+  collapsed unless ``normalize: false``): 1 or 0.
+- ``regex``: 1 when ``pattern`` matches the completion (``re.search``), else 0. No gold needed.
+- ``numeric``: the extracted final number within ``tolerance`` of the gold number: 1 or 0.
 """
 
 from __future__ import annotations
 
-from alignflow.components.data.answers import extract_answer
-from alignflow.components.data.schemas import CompletionRow
+import re
+from collections.abc import Sequence
+from typing import Any
 
-SCORER_ID = "arithmetic-verifier@2"
+from alignflow.components.data.answers import extract_answer, gsm8k_answer, math_equal
+from alignflow.components.scoring.base import Scorer, ScoringItem, gold_value
 
 
-def verifier_reward(value: float | None, gold: int) -> tuple[bool, float]:
+def verifier_reward(value: float | None, gold: float) -> tuple[bool, float]:
+    """(correct, graded reward) of an extracted answer against the gold number."""
     if value is None:
         return False, -1.0
     if abs(value - gold) < 1e-6:
@@ -22,12 +34,81 @@ def verifier_reward(value: float | None, gold: int) -> tuple[bool, float]:
     return False, -min(1.0, abs(value - gold) / (abs(gold) + 1.0))
 
 
-def score_samples(samples: list[CompletionRow]) -> list[CompletionRow]:
-    """Each sample with the verifier's verdict filled in: the extracted answer, ``correct`` and
-    ``reward`` (see the module docstring), compared with the sample's own gold ``answer``."""
-    scored = []
-    for row in samples:
-        value = extract_answer(row.completion)
-        correct, reward = verifier_reward(value, row.answer)
-        scored.append(row.model_copy(update={"extracted": value, "correct": correct, "reward": reward}))
-    return scored
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return extract_answer(str(value))
+
+
+class _GoldVerifier(Scorer):
+    default_pass_threshold = 1.0
+
+    def score(self, items: Sequence[ScoringItem]) -> list[float | None]:
+        out: list[float | None] = []
+        for item in items:
+            gold = gold_value(self.spec, item.columns)
+            out.append(None if gold is None else self.check(item.completion, gold))
+        return out
+
+    def check(self, completion: str, gold: Any) -> float | None:
+        raise NotImplementedError
+
+
+class ArithmeticVerifier(_GoldVerifier):
+    REVISION = "3"
+
+    def check(self, completion: str, gold: Any) -> float | None:
+        target = _number(gold)
+        return None if target is None else verifier_reward(extract_answer(completion), target)[1]
+
+
+class GSM8KVerifier(_GoldVerifier):
+    def check(self, completion: str, gold: Any) -> float | None:
+        numeric = isinstance(gold, (int, float)) and not isinstance(gold, bool)
+        target = float(gold) if numeric else gsm8k_answer(str(gold))
+        if target is None:
+            return None
+        value = gsm8k_answer(completion)
+        return float(value is not None and abs(value - target) < 1e-6)
+
+
+class MathVerifier(_GoldVerifier):
+    def check(self, completion: str, gold: Any) -> float | None:
+        verdict = math_equal(completion, str(gold))
+        return None if verdict is None else float(verdict)
+
+
+class ExactMatch(_GoldVerifier):
+    def check(self, completion: str, gold: Any) -> float | None:
+        if self.spec.normalize:
+            return float(" ".join(completion.split()).casefold() == " ".join(str(gold).split()).casefold())
+        return float(completion == str(gold))
+
+
+class NumericVerifier(_GoldVerifier):
+    def check(self, completion: str, gold: Any) -> float | None:
+        target = _number(gold)
+        if target is None:
+            return None
+        value = extract_answer(completion)
+        return float(value is not None and abs(value - target) <= self.spec.tolerance)
+
+
+class RegexScorer(Scorer):
+    default_pass_threshold = 1.0
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        try:
+            self.pattern = re.compile(spec.pattern or "")
+        except re.error as exc:
+            raise ValueError(f"scoring.scorers '{spec.id}': pattern {spec.pattern!r} is not a regex: {exc}") from None
+
+    def score(self, items: Sequence[ScoringItem]) -> list[float | None]:
+        return [float(self.pattern.search(item.completion) is not None) for item in items]
+
+
+VERIFIERS: dict[str, type[Scorer]] = {"arithmetic": ArithmeticVerifier, "gsm8k": GSM8KVerifier, "math": MathVerifier,
+                                      "exact_match": ExactMatch, "regex": RegexScorer, "numeric": NumericVerifier}

@@ -9,10 +9,11 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.data.schemas import ProblemRow
+from alignflow.components.data.formats import Example, render_prompt
+from alignflow.components.data.io import read_rows
 from alignflow.components.modeling.checkpoints import (
     LoadedModel,
     attach_lora,
@@ -23,9 +24,12 @@ from alignflow.components.modeling.checkpoints import (
 from alignflow.components.platform.codeversion import code_version
 from alignflow.components.platform.lineage import lineage_record
 from alignflow.components.platform.progress import progress_bar
+from alignflow.components.scoring.base import ScoreCache, Scorer
+from alignflow.components.stages.results import Artifact
 from alignflow.components.trainers.resume import TrainingCheckpointer
 
 StepHook = Callable[[int, dict[str, float]], None]
+T = TypeVar("T")
 
 
 def elapsed(start: float) -> float:
@@ -72,7 +76,7 @@ def resume_checkpointer(config: PipelineConfig, out_dir: Path, *inputs: str) -> 
                                 config.resume_every_steps, fingerprint)
 
 
-def round_prompts(train: list[ProblemRow], round_index: int, per_round: int) -> list[ProblemRow]:
+def round_prompts(train: list[T], round_index: int, per_round: int) -> list[T]:
     """Round r takes the next ``per_round`` training prompts, wrapping around: fresh prompts each round."""
     start = ((round_index - 1) * per_round) % len(train)
     return [train[(start + i) % len(train)] for i in range(min(per_round, len(train)))]
@@ -89,3 +93,22 @@ def training_progress(description: str, total_steps: int, on_step: StepHook | No
             if on_step:
                 on_step(step, {f"{metric_prefix}{k}": v for k, v in metrics.items()})
         yield hook
+
+
+def read_examples(file: Artifact) -> list[Example]:
+    """The canonical rows (``data/formats.Example``) the data stage wrote for one role."""
+    return read_rows(file.file, Example)
+
+
+def render(config: PipelineConfig, tokenizer: Any, example: Example) -> str:
+    """``example``'s prompt as the model sees it (``data.prompt_template``, ``data.system_prompt``)."""
+    return render_prompt(example, tokenizer, config.data.prompt_template, config.data.system_prompt)
+
+
+def open_scorers(config: PipelineConfig) -> tuple[list[Scorer], ScoreCache | None]:
+    """The configured scorers (models:/ URIs resolved through the registry) and the score cache."""
+    from alignflow.components.scoring.build import build_scorers
+    from alignflow.components.stages.resolve import model_resolver
+
+    cache = ScoreCache(Path(config.state_dir) / "scores.sqlite") if config.scoring.cache else None
+    return build_scorers(config, model_resolver(config)), cache

@@ -1,24 +1,85 @@
-"""Stage ``data``: the task's splits (SFT targets, on-policy prompts, held-out eval), generated
-deterministically from the config's seed and written as validated JSONL."""
+"""Stage ``data``: each role's rows from the configured sources (``data.sources``), normalized to
+the canonical ``Example`` rows, validated, mixed by fraction, the eval split held out by a stable
+hash when no eval source is given, contamination checked, profiled, written as JSONL."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.data.arithmetic import generate_dataset
+from alignflow.components.data.arithmetic import arithmetic_source
+from alignflow.components.data.formats import DataFormatError, Example
 from alignflow.components.data.io import write_rows
+from alignflow.components.data.sources import BuiltinGenerator, contamination, load_role, profile, split_heldout
+from alignflow.components.modeling.checkpoints import load_tokenizer, materialize_base
 from alignflow.components.stages.common import elapsed
 from alignflow.components.stages.results import Artifact, DataResult
 
+logger = logging.getLogger("alignflow.stages.data")
+ROLES = ("sft", "prompts", "preferences", "eval")
+TRAINING_ROLES = ("sft", "prompts", "preferences")
+
+
+def builtin_sources(config: PipelineConfig, role: str) -> dict[str, BuiltinGenerator]:
+    """``builtin:<name>`` generators for one role; a source entry's ``params`` override the task's
+    config section (``data.arithmetic``)."""
+    defaults = config.data.arithmetic.model_dump()
+
+    def arithmetic(seed: int, **params: Any) -> list[dict[str, Any]]:
+        return arithmetic_source(role, seed, **{**defaults, **params})
+
+    return {"arithmetic": arithmetic}
+
+
+def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[str]]:
+    """Every role's validated rows, and the contaminated prompt ids (in a training role and in eval).
+
+    Raises:
+        DataFormatError: a bad row (file, row, field) or source (config key); no eval rows at all; or
+        contamination with ``data.fail_on_contamination``.
+    """
+    d = config.data
+    cache_dir = Path(config.state_dir) / "datasets"
+    roles = {role: load_role(getattr(d.sources, role), role, d.seed, builtin_sources(config, role),
+                             cache_dir=cache_dir) for role in ROLES}
+    if not d.sources.eval:
+        if not roles["prompts"]:
+            raise DataFormatError("data.sources.eval", "no eval source and no prompts to hold an eval split out "
+                                  "from: set data.sources.eval or data.sources.prompts")
+        roles["prompts"], roles["eval"] = split_heldout(roles["prompts"], d.eval_fraction, d.seed)
+        if not roles["eval"]:
+            raise DataFormatError("data.eval_fraction", f"holding out {d.eval_fraction} of "
+                                  f"{len(roles['prompts'])} prompts left no eval rows: raise it or give an eval source")
+    found = contamination([e for role in TRAINING_ROLES for e in roles[role]], roles["eval"])
+    if found:
+        message = (f"{len(found)} eval prompt(s) also occur in a training role (first: {', '.join(found[:5])}); "
+                   f"they measure memory, not generalization")
+        if d.fail_on_contamination:
+            raise DataFormatError("data.sources", message + ": remove them, or set data.fail_on_contamination: false")
+        logger.warning(message)
+    return roles, found
+
 
 def prepare_data(config: PipelineConfig, out_dir: Path) -> DataResult:
-    """Write ``sft.jsonl``, ``train.jsonl`` and ``eval.jsonl`` (ProblemRow) under ``out_dir``;
-    eval questions never occur in the other splits."""
+    """Write ``<role>.jsonl`` (Example rows) for every role that has rows, with a token profile of
+    each (rows, mean prompt/response tokens, truncation rate at ``preference.max_length``)."""
     start = time.perf_counter()
-    d = config.data
-    splits = generate_dataset(d.seed, d.n_sft, d.n_train_prompts, d.n_eval, d.difficulties, d.max_operand)
-    files = {name: Artifact.of(write_rows(Path(out_dir) / f"{name}.jsonl", rows)) for name, rows in splits.items()}
-    return DataResult(sft=files["sft"], train=files["train"], eval=files["eval"],
-                      counts={k: len(v) for k, v in splits.items()}, seconds=elapsed(start))
+    roles, contaminated = load_roles(config)
+    tokenizer = load_tokenizer(materialize_base(config.model, config.seed, config.state_dir))
+    files: dict[str, Artifact | None] = {}
+    profiles: dict[str, dict[str, Any]] = {}
+    for role, rows in roles.items():
+        if not rows:
+            files[role] = None
+            continue
+        files[role] = Artifact.of(write_rows(Path(out_dir) / f"{role}.jsonl", rows))
+        profiles[role] = profile(rows, tokenizer, config.preference.max_length,
+                                 prompt_template=config.data.prompt_template, system_prompt=config.data.system_prompt)
+    eval_file = files["eval"]
+    assert eval_file is not None  # load_roles guarantees eval rows
+    return DataResult(sft=files["sft"], prompts=files["prompts"], preferences=files["preferences"], eval=eval_file,
+                      counts={role: len(rows) for role, rows in roles.items()}, profiles=profiles,
+                      contaminated=contaminated, seconds=elapsed(start))

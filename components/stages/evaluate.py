@@ -1,4 +1,5 @@
-"""Stage ``evaluate``: a policy's held-out metrics — task accuracy, mean length, KL to its reference."""
+"""Stage ``evaluate``: a policy's held-out metrics — every scorer's mean and pass rate, mean length,
+KL to its reference (``evaluation/policy.py``)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,36 @@ import time
 from pathlib import Path
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.data.io import read_rows, write_rows
-from alignflow.components.data.schemas import ProblemRow
+from alignflow.components.data.io import write_rows
 from alignflow.components.evaluation.policy import evaluate_policy, kl_estimate
 from alignflow.components.modeling.checkpoints import load_checkpoint
 from alignflow.components.platform.atomic import write_json_atomic
 from alignflow.components.platform.progress import progress_bar
-from alignflow.components.stages.common import elapsed
+from alignflow.components.scoring.build import scoring_item
+from alignflow.components.stages.common import elapsed, open_scorers, read_examples, render
 from alignflow.components.stages.results import Artifact, Checkpoint, EvalResult
 
 
 def evaluate(config: PipelineConfig, policy: Checkpoint, reference: Checkpoint | None, eval_data: Artifact,
              out_dir: Path, seed: int) -> EvalResult:
-    """Greedy answers to every eval problem; with a ``reference``, the ``eval.kl_samples``-sample KL
-    estimate too (sampling seeded by ``seed``)."""
+    """Greedy answers to every eval prompt, scored by every scorer; with a ``reference``, the
+    ``eval.kl_samples``-sample KL estimate too (sampling seeded by ``seed``)."""
     start = time.perf_counter()
-    problems = read_rows(eval_data.file, ProblemRow)
+    rows = read_examples(eval_data)
     loaded = load_checkpoint(policy.dir, merge=True)
-    with progress_bar("eval", len(problems)) as advance:
-        result = evaluate_policy(loaded, problems, config.eval.batch_size, config.eval.max_new_tokens, advance,
-                                 system_prompt=config.data.system_prompt)
+    prompts = [render(config, loaded.tokenizer, r) for r in rows]
+    scorers, cache = open_scorers(config)
+    with progress_bar("eval", len(rows)) as advance:
+        result = evaluate_policy(loaded, [scoring_item(r, "") for r in rows], prompts, scorers, config.eval.batch_size,
+                                 config.eval.max_new_tokens, config.eval.group_by, advance, cache)
     metrics = dict(result.metrics)
     if reference is not None and config.eval.kl_samples > 0:
         reference_model = load_checkpoint(reference.dir, merge=True)
-        metrics["eval/kl_to_reference"] = kl_estimate(loaded, reference_model, problems, config.eval.kl_samples,
-                                                      config.eval.max_new_tokens, config.eval.batch_size, seed,
-                                                      system_prompt=config.data.system_prompt)
+        metrics["eval/kl_to_reference"] = kl_estimate(loaded, reference_model, prompts, config.eval.kl_samples,
+                                                      config.eval.max_new_tokens, config.eval.batch_size, seed)
     out_dir = Path(out_dir)
     predictions = write_rows(out_dir / "predictions.jsonl", result.predictions)
-    metrics_file = write_json_atomic(out_dir / "metrics.json", {"model_id": loaded.model_id, "metrics": metrics})
+    metrics_file = write_json_atomic(out_dir / "metrics.json", {
+        "model_id": loaded.model_id, "metrics": metrics, "scorers": {s.id: s.version for s in scorers}})
     return EvalResult(metrics=metrics, predictions=Artifact.of(predictions), metrics_file=Artifact.of(metrics_file),
                       model_id=loaded.model_id, seconds=elapsed(start))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from alignflow.components.config import PipelineConfig
+from alignflow.components.data.arithmetic import problem_of
 from alignflow.components.data.io import read_jsonl, read_rows, write_rows
-from alignflow.components.data.prompts import render_prompt
-from alignflow.components.data.schemas import JudgeRow, PairRow, ProblemRow
+from alignflow.components.data.schemas import JudgeRow, PairRow
 from alignflow.components.judges.curation import CurationRules, judge_pair_rows
 from alignflow.components.judges.judge import JudgeInput, judge_from_config
 from alignflow.components.judges.labelled import labelled_rows
@@ -35,6 +35,8 @@ from alignflow.components.stages.common import (
     base_path_of,
     checkpoint_metadata,
     elapsed,
+    read_examples,
+    render,
     stage_model_id,
     trainable_policy,
     training_progress,
@@ -68,13 +70,15 @@ def build_judge_data(config: PipelineConfig, policy: Checkpoint, train: Artifact
     """
     start = time.perf_counter()
     j = config.judge
-    problems = read_rows(train.file, ProblemRow)[: j.n_problems]
+    examples = read_examples(train)[: j.n_problems]
+    problems = [problem_of(e.columns, e.id, e.completion if isinstance(e.completion, str) else None)
+                for e in examples]
     sampled: dict[str, list[str]] = {}
     policy_id = None
     if j.sampled_per_problem:
         loaded = load_checkpoint(policy.dir, merge=True)
         policy_id = loaded.model_id
-        prompts = [render_prompt(loaded.tokenizer, p.question, config.data.system_prompt) for p in problems]
+        prompts = [render(config, loaded.tokenizer, e) for e in examples]
         with progress_bar("judge data: policy samples", len(prompts)) as advance:
             outs = generate_completions(loaded.model, loaded.tokenizer, prompts, k=j.sampled_per_problem,
                                         do_sample=True, temperature=0.7, max_new_tokens=config.sampling.max_new_tokens,

@@ -13,14 +13,31 @@ from alignflow.components.collection.mcts.render import render_tree_html
 from alignflow.components.collection.mcts.search import SearchProblem, search
 from alignflow.components.collection.mcts.tree import number_nodes, to_dict, walk
 from alignflow.components.config import PipelineConfig
-from alignflow.components.data.io import read_rows, write_rows
-from alignflow.components.data.prompts import render_prompt
-from alignflow.components.data.schemas import ProblemRow
+from alignflow.components.data.formats import Example
+from alignflow.components.data.io import write_rows
 from alignflow.components.modeling.checkpoints import load_checkpoint
 from alignflow.components.platform.atomic import write_bytes_atomic, write_jsonl_atomic
 from alignflow.components.platform.progress import progress_bar
-from alignflow.components.stages.common import elapsed, round_prompts
+from alignflow.components.scoring.base import gold_value
+from alignflow.components.stages.common import elapsed, read_examples, render, round_prompts
 from alignflow.components.stages.results import Artifact, Checkpoint, MCTSResult
+
+
+def search_problem(config: PipelineConfig, row: Example, prompt: str) -> SearchProblem:
+    """A prompts row as an MCTS problem: the terminal reward needs its gold answer (the primary
+    scorer's gold column, else ``ground_truth`` / ``answer``); its completion, when it has one, is the
+    reference solution the self-evaluation shows.
+
+    Raises:
+        ValueError: the row has no numeric gold answer (names the row).
+    """
+    gold = gold_value(config.scoring.scorers[0], row.columns)
+    if isinstance(gold, bool) or not isinstance(gold, (int, float)):
+        raise ValueError(f"{row.origin}: rounds.kind=mcts needs a numeric gold answer per prompt (a ground_truth or "
+                         f"answer column), got {gold!r}")
+    question = str(row.columns.get("question") or (row.prompt if isinstance(row.prompt, str) else prompt))
+    reference = row.completion if isinstance(row.completion, str) else None
+    return SearchProblem(row.id, question, gold, prompt, reference)
 
 
 def mcts_collect(config: PipelineConfig, policy: Checkpoint, train: Artifact, round_index: int,
@@ -29,11 +46,10 @@ def mcts_collect(config: PipelineConfig, policy: Checkpoint, train: Artifact, ro
     their visit-count ε) for the round's prompts."""
     start = time.perf_counter()
     m = config.mcts
-    problems = round_prompts(read_rows(train.file, ProblemRow), round_index, config.sampling.prompts_per_round)
+    rows = round_prompts(read_examples(train), round_index, config.sampling.prompts_per_round)
     loaded = load_checkpoint(policy.dir, merge=True)
     tok = loaded.tokenizer
-    items = [SearchProblem(p.id, p.question, p.answer, render_prompt(tok, p.question, config.data.system_prompt),
-                           p.solution) for p in problems]
+    items = [search_problem(config, r, render(config, tok, r)) for r in rows]
     seed = config.seed * 1000 + round_index
     step_policy = StepPolicy(loaded.model, tok, m.max_new_tokens_per_step, m.temperature, m.reuse_prefix_cache,
                              m.step_separator)

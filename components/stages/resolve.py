@@ -3,15 +3,20 @@ resolved to a local checkpoint (registry versions are downloaded once per versio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignflow.components.modeling.checkpoints import read_metadata
 from alignflow.components.platform import registry
 from alignflow.components.platform.tracking import Tracker
 from alignflow.components.stages.results import Checkpoint, ResolvedModel
 
+if TYPE_CHECKING:
+    from alignflow.components.config import PipelineConfig
 
-def resolve_model(spec: str, key: str, tracker: Tracker, cache_root: Path) -> ResolvedModel:
+
+def resolve_model(spec: str, key: str, tracker: Tracker | None, cache_root: Path) -> ResolvedModel:
     """``key``: the config key that holds ``spec``, for the error message.
 
     Raises:
@@ -25,6 +30,27 @@ def resolve_model(spec: str, key: str, tracker: Tracker, cache_root: Path) -> Re
         path = Path(spec).resolve()
         return ResolvedModel(checkpoint=Checkpoint(path=str(path), model_id=read_metadata(path).get(
             "model_id", f"local:{spec}")), source=spec)
+    if tracker is None:
+        raise ValueError(f"{key}: '{spec}' names a registered model, but no MLflow registry was given to resolve it")
     path, version = registry.download_version(tracker, *named, cache_root)
     return ResolvedModel(checkpoint=Checkpoint(path=str(path), model_id=read_metadata(path).get("model_id", version)),
                          source=f"{spec} = {version}")
+
+
+def model_resolver(config: PipelineConfig) -> Callable[[str, str], tuple[Path, str]]:
+    """What scorers use to find a model the config names: a directory as it is, ``models:/name@alias``
+    through the configured MLflow registry (downloaded once per version under the state directory)."""
+    from alignflow.components.platform.tracking import resolve_tracking_uri
+
+    cache = Path(config.state_dir).resolve() / "registry"
+
+    def resolve(spec: str, key: str) -> tuple[Path, str]:
+        if registry.parse_model_uri(spec) is None:
+            resolved = resolve_model(spec, key, None, cache)
+        else:
+            tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri, config.state_dir),
+                              config.tracking.experiment)
+            resolved = resolve_model(spec, key, tracker, cache)
+        return resolved.checkpoint.dir, resolved.checkpoint.model_id
+
+    return resolve

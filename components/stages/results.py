@@ -77,12 +77,28 @@ class StageResult(Record):
 
 
 class DataResult(StageResult):
-    """The task's splits: SFT targets, on-policy prompts, held-out eval problems."""
+    """Each role's rows (``data/formats.Example`` JSONL) from the configured sources: demonstrations
+    (``sft``), on-policy prompts, preference pairs trained on directly, held-out eval prompts. A role
+    with no source is None."""
 
-    sft: Artifact
-    train: Artifact
+    sft: Artifact | None
+    prompts: Artifact | None
+    preferences: Artifact | None
     eval: Artifact
     counts: dict[str, int]
+    profiles: dict[str, dict[str, Any]] = {}
+    contaminated: list[str] = []  # prompt ids found in a training role and in eval
+
+    def role(self, name: str) -> Artifact:
+        """The role's file.
+
+        Raises:
+            ValueError: the role has no rows (names the config key to set).
+        """
+        artifact = getattr(self, name)
+        if artifact is None:
+            raise ValueError(f"no {name} rows: set data.sources.{name}")
+        return artifact
 
 
 class BaseModelResult(StageResult):
@@ -117,9 +133,11 @@ class SampleResult(StageResult):
 
 class ScoreResult(StageResult):
     scored: Artifact
-    sample_accuracy: float
+    sample_accuracy: float  # the primary scorer's pass rate over the samples it applies to
     prompts_with_a_correct_sample: int
-    scorer: str
+    scorers: dict[str, str]  # id → version: what scored the round
+    score_means: dict[str, float]
+    cache_hits: int = 0
 
 
 class PairsResult(StageResult):

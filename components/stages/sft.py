@@ -1,21 +1,22 @@
-"""Stage ``sft``: supervised fine-tuning of the base model on the task's worked solutions."""
+"""Stage ``sft``: supervised fine-tuning of the base model on the ``sft`` role's demonstrations:
+prompt/completion rows, or conversations whose final assistant turn is the target — the loss is
+on the response tokens only (the prompt, earlier turns included, is masked)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import cast
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.data.io import read_rows
-from alignflow.components.data.prompts import render_prompt
-from alignflow.components.data.schemas import ProblemRow
+from alignflow.components.data.formats import Example, Text, render_response
 from alignflow.components.modeling.checkpoints import save_checkpoint
 from alignflow.components.platform.faults import kill_at_train_step
 from alignflow.components.stages.common import (
     StepHook,
     checkpoint_metadata,
     elapsed,
+    read_examples,
+    render,
     resume_checkpointer,
     stage_model_id,
     trainable_policy,
@@ -27,15 +28,15 @@ from alignflow.components.trainers.sft import train_sft
 
 def run_sft(config: PipelineConfig, base: Checkpoint, sft_data: Artifact, out_dir: Path,
             on_step: StepHook | None = None) -> SFTResult:
-    """LoRA (or full) SFT on ``sft_data`` (ProblemRow: prompt = the question, target = the worked
-    solution + EOS); resumes from the last saved step when a killed run left a resume state."""
+    """LoRA (or full) SFT on ``sft_data`` (Example rows: the rendered prompt → the completion + EOS);
+    resumes from the last saved step when a killed run left a resume state."""
     start = time.perf_counter()
-    rows = read_rows(sft_data.file, ProblemRow)
+    rows = read_examples(sft_data)
     policy = trainable_policy(config, base.dir)
     parent_id = policy.model_id
     tok = policy.tokenizer
-    prompts = [render_prompt(tok, r.question, config.data.system_prompt) for r in rows]
-    targets = [r.solution + cast(str, tok.eos_token) for r in rows]
+    prompts = [render(config, tok, r) for r in rows]
+    targets = [render_response(_completion(r), tok, r.prompt if isinstance(r.prompt, list) else None) for r in rows]
     total = len(range(0, len(rows), config.sft.batch_size)) * config.sft.epochs
     checkpointer = resume_checkpointer(config, out_dir, parent_id, sft_data.md5)
     with training_progress("SFT", total, on_step) as hook:
@@ -48,3 +49,9 @@ def run_sft(config: PipelineConfig, base: Checkpoint, sft_data: Artifact, out_di
     return SFTResult(checkpoint=Checkpoint(path=str(out_dir), model_id=model_id), steps=result.steps,
                      first_loss=result.first_loss, final_loss=result.final_loss,
                      resumed_from_step=result.resumed_from_step, seconds=elapsed(start))
+
+
+def _completion(row: Example) -> Text:
+    if row.completion is None:
+        raise ValueError(f"{row.origin}: field 'completion': an sft row needs a completion")
+    return row.completion

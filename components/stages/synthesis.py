@@ -12,16 +12,18 @@ from typing import Any
 
 from alignflow.components.collection.synthesis import PoolMember, Rated, binarize
 from alignflow.components.config import PipelineConfig
+from alignflow.components.data.formats import Example
 from alignflow.components.data.io import read_jsonl, read_rows, write_rows
-from alignflow.components.data.prompts import rationale_prompt, render_prompt
-from alignflow.components.data.schemas import PairRow, ProblemRow
+from alignflow.components.data.prompts import rationale_prompt
+from alignflow.components.data.schemas import PairRow
 from alignflow.components.judges.judge import JudgeInput, judge_from_config
 from alignflow.components.judges.pairwise import model_position_bias
 from alignflow.components.modeling.checkpoints import load_checkpoint
 from alignflow.components.modeling.generation import generate_completions
 from alignflow.components.platform.atomic import write_jsonl_atomic
 from alignflow.components.platform.progress import progress_bar
-from alignflow.components.stages.common import elapsed, round_prompts
+from alignflow.components.scoring.base import gold_value
+from alignflow.components.stages.common import elapsed, read_examples, render, round_prompts
 from alignflow.components.stages.results import (
     Artifact,
     Checkpoint,
@@ -32,25 +34,36 @@ from alignflow.components.stages.results import (
 )
 
 
+def judge_context(row: Example) -> str:
+    """What the judge is shown as the task: the row's bare question when it has one, else its prompt
+    (a conversation's turns, joined)."""
+    if row.columns.get("question"):
+        return str(row.columns["question"])
+    if isinstance(row.prompt, str):
+        return row.prompt
+    return "\n".join(m["content"] for m in row.prompt if m["role"] != "system")
+
+
 def sample_pool(config: PipelineConfig, pool: list[PoolMember], problems: Artifact, round_index: int,
                 out_dir: Path) -> PoolSampleResult:
     """``pool-completions.jsonl``: every pool member answers the round's prompts
     ``synthesis.samples_per_policy`` times each (member m seeded by seed + 100·m)."""
     start = time.perf_counter()
     s = config.synthesis
-    items = round_prompts(read_rows(problems.file, ProblemRow), round_index, config.sampling.prompts_per_round)
+    items = round_prompts(read_examples(problems), round_index, config.sampling.prompts_per_round)
     seed = config.seed * 1000 + round_index
+    gold_spec = config.scoring.scorers[0]
     rows = []
     for m, member in enumerate(pool):
         policy = load_checkpoint(Path(member.checkpoint), merge=True)
-        prompts = [render_prompt(policy.tokenizer, p.question, config.data.system_prompt) for p in items]
+        prompts = [render(config, policy.tokenizer, p) for p in items]
         with progress_bar(f"synthesis: {member.label} @ T={member.temperature}", len(prompts)) as advance:
             outs = generate_completions(policy.model, policy.tokenizer, prompts, k=s.samples_per_policy, do_sample=True,
                                         temperature=member.temperature, max_new_tokens=config.sampling.max_new_tokens,
                                         batch_size=config.sampling.batch_size, seed=seed + 100 * m, on_batch=advance)
         for out in outs:
             p = items[out.prompt_index]
-            rows.append({"problem_id": p.id, "question": p.question, "answer": p.answer,
+            rows.append({"problem_id": p.id, "question": judge_context(p), "answer": gold_value(gold_spec, p.columns),
                          "prompt": prompts[out.prompt_index], "completion": out.text, "n_tokens": out.n_tokens,
                          "model": policy.model_id, "pool_label": member.label, "temperature": member.temperature})
         del policy

@@ -26,7 +26,7 @@ def test_packaged_gguf_loads_and_runs_a_two_step_round(tmp_path: Path):
     assert gguf_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     cfg = load_config(None, [
         f"state_dir={tmp_path / 'state'}", f"model.cache_dir={MODEL_CACHE}", "model.source=smollm2",
-        "data.n_sft=4", "data.n_train_prompts=6", "data.n_eval=4",
+        "data.arithmetic.n_sft=4", "data.arithmetic.n_train_prompts=6", "data.arithmetic.n_eval=4",
         "sampling.prompts_per_round=6", "sampling.k=3", "sampling.max_new_tokens=24", "sampling.batch_size=18",
         "pairs.strategy=all_pairs", "pairs.max_pairs_per_prompt=1",
         "preference.batch_size=2", "preference.max_length=160",
@@ -36,10 +36,10 @@ def test_packaged_gguf_loads_and_runs_a_two_step_round(tmp_path: Path):
     assert read_metadata(base.dir)["gguf_sha256"]
     assert base.model_id.startswith("smollm2-135m-instruct@")
 
-    sampled = sample(cfg, base, data.train, 1, tmp_path / "r1")
+    sampled = sample(cfg, base, data.role("prompts"), 1, tmp_path / "r1")
     assert sampled.n_samples == 18 and sampled.generated_tokens > 0
-    scored = score(sampled.samples, tmp_path / "r1")
-    pairs = make_pairs(cfg, scored.scored, sampled.policy_model_id, 1, sampled.seed, tmp_path / "r1")
+    scored = score(cfg, sampled.samples, tmp_path / "r1")
+    pairs = make_pairs(cfg, scored, sampled.policy_model_id, 1, sampled.seed, tmp_path / "r1")
     if pairs.n_pairs < 3:
         pytest.skip(f"only {pairs.n_pairs} pairs from 18 samples; need 3 for two steps of 2")  # pragma: no cover
     rows = read_rows(pairs.pairs.file, PairRow)[:4]

@@ -80,7 +80,7 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     version = client.get_model_version("it-policy", "1")
     assert version.tags["eval_dataset"] == dvc_md5 and float(version.tags["eval_accuracy"]) >= 0
     # nothing was in production: the gate held the first version to the accuracy its rounds started from
-    assert float(version.tags["baseline_accuracy"]) == first.accuracy_history[0]
+    assert float(version.tags["baseline_accuracy"]) == first.metric_history[0] and first.metric == "eval/accuracy"
     assert "pre-round baseline" in first.promotion["compared_with"]
     assert client.list_artifacts(parent.info.run_id, "promotion")
 

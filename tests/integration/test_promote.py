@@ -49,7 +49,8 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    from alignflow.components.data.arithmetic import generate_split
+    from alignflow.components.data.arithmetic import generate_split, task_row
+    from alignflow.components.data.formats import normalize
     from alignflow.components.data.io import write_rows
     from alignflow.components.modeling.checkpoints import materialize_base
     from alignflow.components.platform import registry
@@ -71,7 +72,7 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     second = promote(cfg.model_dump(mode="json"), v2)
     assert second["decision"] == "blocked" and second["aliases_set"] == []
     tags = client.get_model_version("it-promoted", v2).tags
-    assert tags["gate_passed"] == "False" and tags["gate.accuracy_delta"] == "failed"
+    assert tags["gate_passed"] == "False" and tags["gate.metric_delta"] == "failed"
     assert tags["gate.kl_budget"] == "skipped" and tags["gate.length_drift"] == "passed"
     run_id = client.get_model_version("it-promoted", v2).run_id
     assert run_id is not None
@@ -82,7 +83,9 @@ def test_gates_report_approval_and_rollback(prefect_harness, mlflow_server, tmp_
     assert {f"gate-it-promoted-v{v2}", f"gate-it-promoted-v{v2}-table"} <= keys
 
     # v3 is better; a human must approve; the judge win-rate gate runs (the tiny base as judge)
-    eval_path = write_rows(tmp_path / "eval.jsonl", generate_split(4, 0, [1], 10, "promote-eval"))
+    held_out = [normalize(task_row(p), "auto", f"eval:row {i}", role="eval")
+                for i, p in enumerate(generate_split(4, 0, [1], 10, "promote-eval"), start=1)]
+    eval_path = write_rows(tmp_path / "eval.jsonl", held_out)
     v3 = _register(mlflow_server, checkpoint, 0.40, 42)
     gated = load_config(None, overrides + ["promotion.require_approval=true", "promotion.min_judge_win_rate=0.0",
                                            f"promotion.judge={checkpoint}", "promotion.judge_prompts=4"])

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from alignflow.components.config import load_config
 from alignflow.components.data.answers import extract_answer, is_correct
 from alignflow.components.data.arithmetic import generate_dataset, generate_split
 from alignflow.components.data.io import DataValidationError, read_rows, write_rows
@@ -91,11 +92,11 @@ def test_bad_input_leaves_nothing_written(tmp_path):
     from alignflow.components.stages.results import Artifact
 
     samples = tmp_path / "samples.jsonl"
-    samples.write_text('{"problem_id": "x", "question": "q", "answer": "NaNx", "sample_index": 0, '
+    samples.write_text('{"prompt_id": "x", "prompt": "q", "source_prompt": "q", "sample_index": "NaNx", '
                        '"completion": "1", "n_tokens": 1}\n')
     out = tmp_path / "out"
-    with pytest.raises(DataValidationError, match="samples.jsonl: row 1: field 'answer'"):
-        score.score(Artifact.of(samples), out)
+    with pytest.raises(DataValidationError, match="samples.jsonl: row 1: field 'sample_index'"):
+        score.score(load_config(None, []), Artifact.of(samples), out)
     assert not out.exists() or list(out.iterdir()) == []
 
 

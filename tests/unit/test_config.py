@@ -42,7 +42,7 @@ def test_repo_params_yaml_is_valid():
     from pathlib import Path
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert cfg.model.source == "smollm2" and cfg.data.n_eval >= 200
+    assert cfg.model.source == "smollm2" and cfg.data.arithmetic.n_eval >= 200
 
 
 def test_packing_auto_is_on_for_cuda_only_and_explicit_choices_stand():

@@ -17,24 +17,24 @@ def _gates(candidate, production=PROD, win=None, **limits):
 def test_every_gate_passes_fails_or_is_reported_skipped():
     good = {"eval_accuracy": "0.55", "eval_dataset": "md5a", "eval_kl": "0.3", "eval_mean_length": "44"}
     report, status = _gates(good, min_delta=0.02, max_kl=0.5, max_length_drift=0.2, min_judge_win_rate=0.5, win=0.6)
-    assert report.passed and status == {"accuracy_delta": "passed", "kl_budget": "passed", "length_drift": "passed",
+    assert report.passed and status == {"metric_delta": "passed", "kl_budget": "passed", "length_drift": "passed",
                                         "judge_win_rate": "passed"}
     report, status = _gates(good, min_delta=0.1, max_kl=0.25, max_length_drift=0.05, min_judge_win_rate=0.7, win=0.6)
     assert not report.passed and set(status.values()) == {"failed"}
-    assert "| accuracy_delta | failed | 0.0500 | 0.1000 |" in report.as_markdown()
+    assert "| metric_delta | failed | 0.0500 | 0.1000 |" in report.as_markdown()
     report, status = _gates(good)  # no limits: reported as skipped, never silently passed
     assert report.passed and status["kl_budget"] == status["length_drift"] == status["judge_win_rate"] == "skipped"
 
 
 def test_accuracy_gate_refuses_another_eval_set_and_holds_a_first_version_to_its_baseline():
     _, status = _gates({"eval_accuracy": "0.9", "eval_dataset": "md5b"})
-    assert status["accuracy_delta"] == "failed"
+    assert status["metric_delta"] == "failed"
     # no production version: compared with the accuracy of the model its rounds started from
     worse = {"eval_accuracy": "0.10", "eval_dataset": "md5b", "baseline_accuracy": "0.15"}
     report, status = _gates(worse, production=None, max_length_drift=0.1)
-    assert not report.passed and status == {"accuracy_delta": "failed", "kl_budget": "skipped",
+    assert not report.passed and status == {"metric_delta": "failed", "kl_budget": "skipped",
                                             "length_drift": "skipped", "judge_win_rate": "skipped"}
-    expected = "| accuracy_delta | failed | -0.0500 | 0.0000 | 0.1000 vs 0.1500, its pre-round baseline"
+    expected = "| metric_delta | failed | -0.0500 | 0.0000 | eval/accuracy 0.1000 vs 0.1500, its pre-round baseline"
     assert expected in report.as_markdown()
     report, status = _gates({**worse, "eval_accuracy": "0.16"}, production=None, min_delta=0.01)
     assert report.passed
@@ -43,7 +43,7 @@ def test_accuracy_gate_refuses_another_eval_set_and_holds_a_first_version_to_its
     assert report.passed and "nothing (no production version, no recorded baseline)" in report.as_markdown()
     # a version without an accuracy is never promoted
     _, status = _gates({"eval_dataset": "md5a"})
-    assert status["accuracy_delta"] == "failed"
+    assert status["metric_delta"] == "failed"
 
 
 def test_win_rate_cancels_position_bias():
@@ -89,7 +89,7 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
     # a judge: accuracy alone — no KL/length rows, no staging ceiling, whatever the promotion section says
     judge = decide_promotion("2", {"eval_accuracy": "0.6", "eval_dataset": "md5a"}, production,
                              PromotionConfig(max_kl=0.5, require_approval=True), policy_gates=False)
-    assert judge.passed and [g.gate for g in judge.gates] == ["accuracy_delta"] and judge.ceiling == "production"
+    assert judge.passed and [g.gate for g in judge.gates] == ["metric_delta"] and judge.ceiling == "production"
 
 
 def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
@@ -141,7 +141,7 @@ def test_one_alias_rule_for_the_pipeline_gate_and_alignflow_promote(tmp_path):
     assert registry.promote_version(tracker, "policy", v2, "production") == ["staging", "production"]
     assert _alias(tracker, "previous-production") == v1
     # a blocked report moves nothing, whatever the target
-    blocked = GateReport("policy", v1, v2, gates=[GateResult("accuracy_delta", "failed", -0.1, 0.0, "worse")])
+    blocked = GateReport("policy", v1, v2, gates=[GateResult("metric_delta", "failed", -0.1, 0.0, "worse")])
     assert registry.apply_promotion(tracker, "policy", blocked, "production") == []
     assert _alias(tracker, "production") == v2
     tracker.end_run(run)
@@ -163,3 +163,20 @@ def _alias(tracker, alias: str) -> str:
     version = registry.version_for_alias(tracker, "policy", alias)
     assert version is not None, f"no version has alias {alias}"
     return str(version.version)
+
+
+def test_the_gate_compares_the_promotion_metric_and_names_it():
+    """Any task: the version carries eval_metric_name/eval_metric, the gate compares those (never a
+    different metric), and the report names the metric."""
+    prod = {"eval_metric_name": "eval/rewards/mean", "eval_metric": "0.40", "eval_dataset": "md5a"}
+    better = {"eval_metric_name": "eval/rewards/mean", "eval_metric": "0.45", "eval_dataset": "md5a"}
+    report, status = _gates(better, production=prod, min_delta=0.01)
+    assert report.passed and status["metric_delta"] == "passed"
+    assert "eval/rewards/mean 0.4500 vs 0.4000" in report.as_markdown() and report.metric == "eval/rewards/mean"
+    other = {**better, "eval_metric_name": "eval/accuracy"}
+    report, status = _gates(other, production=prod)
+    assert not report.passed and "measured by eval/accuracy, production by eval/rewards/mean" in report.reason
+    # a first version is held to its recorded baseline of the same metric
+    first = {**better, "baseline_metric": "0.5"}
+    report, _ = _gates(first, production=None)
+    assert not report.passed and "eval/rewards/mean 0.4500 vs 0.5000, its pre-round baseline" in report.reason

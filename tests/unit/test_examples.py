@@ -1,0 +1,44 @@
+"""The example project a user copies (examples/): its params load, its files pass the data check in
+every role, its reward function scores with TRL's convention, and the committed data is what
+examples/make_data.py writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from alignflow.components.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_project_loads_validates_and_scores(monkeypatch):
+    from alignflow.components.scoring.base import ScoringItem
+    from alignflow.components.scoring.build import build_scorers
+    from alignflow.components.stages.data import load_roles
+
+    monkeypatch.chdir(REPO)  # the example's paths are relative to the repository root, as the README runs it
+    preferences = "data.sources.preferences=[{source: examples/data/preferences.jsonl}]"
+    cfg = load_config(REPO / "examples" / "params.yaml", [f"state_dir={REPO / '.alignflow'}", preferences])
+    roles, contaminated = load_roles(cfg)
+    assert {role: len(rows) for role, rows in roles.items()} == {"sft": 128, "prompts": 256, "preferences": 128,
+                                                                 "eval": 200}
+    assert contaminated == []
+    [scorer] = build_scorers(cfg)
+    example = roles["eval"][0]
+    gold = example.columns["answer"]
+    items = [ScoringItem(example.id, example.prompt, f"... The answer is {gold}.", example.columns),
+             ScoringItem(example.id, example.prompt, f"The answer is {gold + 1}.", example.columns)]
+    assert scorer.score(items) == [1.0, 0.0] and scorer.pass_threshold == 1.0
+
+
+def test_the_committed_example_data_is_what_make_data_writes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    before = {p.name: p.read_bytes() for p in (REPO / "examples" / "data").glob("*.jsonl")}
+    copy = tmp_path / "examples"
+    copy.mkdir()
+    (copy / "make_data.py").write_text((REPO / "examples" / "make_data.py").read_text())
+    subprocess.run([sys.executable, str(copy / "make_data.py")], check=True, env=env, capture_output=True)
+    assert {p.name: p.read_bytes() for p in (copy / "data").glob("*.jsonl")} == before
