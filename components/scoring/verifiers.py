@@ -11,7 +11,7 @@ from __future__ import annotations
 from alignflow.components.data.answers import extract_answer
 from alignflow.components.data.schemas import CompletionRow
 
-SCORER_ID = "arithmetic-verifier@2"
+SCORER_ID = "arithmetic-verifier@3"  # @3: components/data/answers.py reads the last explicit answer by position
 
 
 def verifier_reward(value: float | None, gold: int) -> tuple[bool, float]:
