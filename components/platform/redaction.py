@@ -62,7 +62,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 __all__ = ["REDACTED", "is_secret_key", "is_secret_reference_key", "redact_value", "redact_text",
-           "redact_mapping"]
+           "redact_mapping", "redact_json"]
 
 REDACTED = "***"
 
@@ -472,3 +472,39 @@ def redact_mapping(items: Mapping[str, Any]) -> dict[str, str]:
         else:
             redacted[key] = redact_value(text)
     return redacted
+
+
+def redact_json(value: Any, key: str = "") -> Any:
+    """Redact a parsed JSON document (or any tree of dicts, lists and scalars) by structure, so the
+    result is still valid JSON of the same shape (``redact_text`` on JSON text would write
+    ``"password": ***`` for a number).
+
+    Args:
+        value: the document, e.g. ``json.loads(text)``.
+        key: the dotted path of ``value`` in its parent document ("" at the top); dict keys extend it
+            (``{"s3": {"secret_access_key": ...}}`` is judged as ``s3.secret_access_key``, so the
+            ancestor and Kubernetes-segment rules of ``is_secret_key`` apply).
+
+    Returns:
+        A new tree: a scalar under a secret-named key (``is_secret_key``), or under a reference key
+        whose value does not look like a reference, becomes ``REDACTED`` (a string; ``None``, ``""``
+        and booleans are kept); every other string goes through ``redact_value``; numbers, booleans
+        and ``None`` elsewhere are kept. Dict keys and list order are kept.
+
+    Raises:
+        Nothing for JSON-like input (dict keys are read with ``str()``).
+    """
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for name, item in value.items():
+            out[name] = redact_json(item, f"{key}.{name}" if key else str(name))
+        return out
+    if isinstance(value, list | tuple):
+        return [redact_json(item, key) for item in value]
+    if value is None or isinstance(value, bool) or value == "":
+        return value
+    if key and _must_mask(key, str(value)):
+        return REDACTED
+    if isinstance(value, str):
+        return value if key and _reference_kind(key) is not None else redact_value(value)
+    return value
