@@ -312,6 +312,12 @@ def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden:
     if isinstance(batch, PackedBatch):
         return _packed_token_logprobs(model, batch, return_hidden)
     resp_width = batch.response_mask.shape[1]
+    if resp_width == 0:  # no row has a scored token (all responses empty): ``[:, -0:]`` would take whole rows
+        token_logps = batch.response_mask.new_zeros(batch.response_mask.shape, dtype=torch.float32)
+        if not return_hidden:
+            return token_logps
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        return token_logps, token_logps.new_zeros((*batch.response_mask.shape, config.hidden_size), dtype=model.dtype)
     position_ids = position_ids_for(batch.attention_mask)
     targets = batch.input_ids[:, -resp_width:]
     if not _plain_lm_head(model):  # generic path: the model's own logits for the last R+1 positions
