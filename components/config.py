@@ -81,6 +81,9 @@ class SFTConfig(_Section):
     batch_size: int = Field(default=8, ge=1)
     max_length: int = Field(default=256, ge=16)
     warmup_steps: int = Field(default=5, ge=0)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
 
 
 class SamplingConfig(_Section):
@@ -124,6 +127,9 @@ class PreferenceConfig(_Section):
     max_grad_norm: float = Field(default=10.0, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     max_length: int = Field(default=256, ge=16)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
     # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
     reference: Literal["sft", "previous_round"] = "sft"
     # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
@@ -184,6 +190,9 @@ class RewardConfig(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     warmup_steps: int = Field(default=0, ge=0)
     max_length: int = Field(default=256, ge=16)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
     n_attributes: int = Field(default=5, ge=1)
     # which attribute a multi-attribute model ranks pairs by (0 = helpfulness)
     rank_attribute: int = Field(default=0, ge=0)
