@@ -19,6 +19,7 @@ reference pass gives dropped rows NaN log-probs, training skips them, and both r
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,9 +52,18 @@ from alignflow.components.objectives.preference import (
 )
 from alignflow.components.objectives.ranking import asr_weights, response_reward, step_means, tpo_loss
 from alignflow.components.platform.distributed import current_world, loss_weight, shard
-from alignflow.components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
+from alignflow.components.trainers.common import (
+    DeferredMetrics,
+    StepCallback,
+    disable_dropout,
+    model_device,
+    n_steps,
+    seeded_batches,
+)
 from alignflow.components.trainers.resume import TrainingCheckpointer
 from alignflow.components.trainers.stepping import PlainStepper, make_stepper
+
+logger = logging.getLogger("alignflow.trainers.preference")
 
 
 @dataclass
@@ -360,6 +370,13 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
         raise ValueError(f"reference log-probs of rows {stale[:5]} are NaN, but the rows fit max_length "
                          f"{config.max_length}: they were computed for another max_length; recompute them")
     model = policy.model
+    if config.disable_dropout:
+        changed = disable_dropout(model)
+        logger.info("preference.disable_dropout: set %d dropout rates of the policy to 0 (reference log-probs come "
+                    "from a dropout-free forward)", changed)
+    elif any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        logger.warning("preference.disable_dropout is false: the policy trains with dropout on, the reference "
+                       "log-probs were computed without it")
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
