@@ -693,8 +693,10 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         origin = str(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+        try:  # utf-8-sig: a file an editor saved with a byte-order mark reads like one without, in any locale
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
