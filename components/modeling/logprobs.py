@@ -120,6 +120,7 @@ class FittedRows:
         return [i for i, row in enumerate(self.rows) if row is not None]
 
     def stats(self) -> FitStats:
+        """The counts: rows seen, truncated (kept, response cut) and dropped."""
         return FitStats(rows=len(self.rows), truncated=sum(self.truncated),
                         dropped=sum(row is None for row in self.rows))
 
