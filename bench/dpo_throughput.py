@@ -121,10 +121,11 @@ def peak_memory_gib(device: str) -> float | None:
 
 def run_ours(base, tokenizer, pairs, args) -> dict:
     model = copy.deepcopy(base).to(args.device)
+    packed = args.only == "alignflow-packed"
     cfg = PreferenceConfig(loss_type="sigmoid", beta=0.1, lr=args.lr, epochs=1, batch_size=args.batch_size,
                            max_length=args.max_length, warmup_steps=0, max_grad_norm=10.0,
                            autocast_bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-                           packing=args.only == "alignflow-packed", pack_length=args.pack_length)
+                           packing=packed, pack_length=args.pack_length if packed else None)  # unused unpacked
     loaded = LoadedModel(model=model, tokenizer=tokenizer, model_id="bench", path=None)
     reset_memory(args.device)
     sync(args.device)

@@ -3,12 +3,29 @@
 Loaded from ``params.yaml`` (the same file DVC reads) plus ``key.sub=value`` overrides from
 the CLI. Every section forbids unknown keys so a typo fails loudly with the file and the key
 instead of silently running a default.
+
+Cross-checks, so a setting that cannot work fails at load time, not mid-pipeline:
+
+- a value no choice accepts is an error (``preference.label_smoothing`` ≥ 0.5, a DeepSpeed config
+  file that does not exist);
+- a setting the section's own choice ignores, set by the user to a non-default value, is an error
+  naming the key and what to change (``label_smoothing`` with ``loss_type: sigmoid``,
+  ``reward.gpm_tau`` without ``loss: gpm``...). "Set" is pydantic's ``model_fields_set``; a value
+  equal to the default passes, because a config that went through ``model_dump`` and back (every
+  task re-validates the pipeline's) has every field set;
+- a whole section another choice leaves unused (``mcts.*`` when ``rounds.kind`` is not ``mcts``,
+  ``lora.*`` with ``lora.enabled: false``...) only warns (``unused_settings``,
+  ``warn_unused_settings``, called when the pipeline starts): users keep such sections in
+  params.yaml.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +39,54 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
 
 
+class ConfigWarning(UserWarning):
+    """Settings the chosen options leave unused: kept, but they change nothing."""
+
+
+logger = logging.getLogger("alignflow.config")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def explicit(self, name: str) -> bool:
+        """Whether the user set field ``name`` (``model_fields_set``) to something other than its default."""
+        if name not in self.model_fields_set:
+            return False
+        return getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)
+
+    def explicit_keys(self, prefix: str = "", skip: Iterable[str] = ()) -> list[str]:
+        """Dotted keys (under ``prefix``) of every field set to a non-default value, sub-sections expanded."""
+        keys: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in skip or not self.explicit(name):
+                continue
+            keys += value.explicit_keys(f"{prefix}{name}.") if isinstance(value, _Section) else [f"{prefix}{name}"]
+        return keys
+
+
+def _ignored(section: _Section, names: Iterable[str], why: str, fix: str) -> str | None:
+    """The message for the fields of ``names`` the user set although ``why`` makes them unused."""
+    set_names = [n for n in names if section.explicit(n)]
+    if not set_names:
+        return None
+    shown = ", ".join(f"{n}={getattr(section, n)!r}" for n in set_names)
+    one = len(set_names) == 1
+    return f"{shown} {'has' if one else 'have'} no effect {why}: {fix.format(it='it' if one else 'them')}"
+
+
+def _raise_problems(problems: Iterable[str | None]) -> None:
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("; ".join(found))
+
+
+def _existing_file(name: str, value: str | None) -> str | None:
+    if value is None or Path(value).expanduser().is_file():
+        return None
+    return (f"{name}={value!r} does not exist (a relative path is read from the working directory, "
+            f"{Path.cwd()}): point it at a DeepSpeed JSON such as infra/deepspeed/zero2.json, or remove it")
 
 
 class TinyModelConfig(_Section):
@@ -116,6 +179,9 @@ class SFTConfig(_Section):
     batch_size: int = Field(default=8, ge=1)
     max_length: int = Field(default=256, ge=16)
     warmup_steps: int = Field(default=5, ge=0)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
 
 
 class SamplingConfig(_Section):
@@ -218,6 +284,9 @@ class PreferenceConfig(_Section):
     max_grad_norm: float = Field(default=10.0, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     max_length: int = Field(default=256, ge=16)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
     # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
     reference: Literal["sft", "previous_round"] = "sft"
     # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
@@ -240,6 +309,10 @@ class PreferenceConfig(_Section):
     deepspeed_config: str | None = None
     # bf16 autocast (GPU): matmuls in bf16, weights and optimizer state stay in the model's dtype
     autocast_bf16: bool = False
+    # p = 0 on every dropout of the policy while it trains (LoRA's lora_dropout included), as TRL's
+    # disable_dropout=True: the reference log-probs come from an eval-mode (dropout-free) forward, and with
+    # lora.dropout 0.1 two policy forwards of one pair differed by 0.245 nats
+    disable_dropout: bool = True
 
     def for_device(self, device_type: str) -> PreferenceConfig:
         """This config with the device-dependent choices ("auto") made for ``device_type``."""
@@ -255,11 +328,23 @@ class PreferenceConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _epsilon_valid(self) -> PreferenceConfig:
-        if self.loss_type in ("cdpo", "rdpo") and not (0 <= self.label_smoothing < 0.5):
-            raise ValueError(
-                f"label_smoothing (ε) must be in [0, 0.5) for {self.loss_type}, got {self.label_smoothing}"
-            )
+    def _cross_checks(self) -> PreferenceConfig:
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing (ε) must be in [0, 0.5), got {self.label_smoothing}: ε is the assumed "
+                             f"rate of flipped labels, at 0.5 a label says nothing and rDPO divides by 1 − 2ε; "
+                             f"lower it")
+        _raise_problems([
+            _ignored(self, ["label_smoothing"], f"with loss_type '{self.loss_type}'",
+                     "set loss_type to cdpo or rdpo to smooth labels, or remove label_smoothing")
+            if self.loss_type in ("sigmoid", "ipo") else None,
+            _ignored(self, ["length_normalize"], f"with loss_type '{self.loss_type}' (it is IPO's option)",
+                     "set loss_type to ipo, or remove length_normalize") if self.loss_type != "ipo" else None,
+            _ignored(self, ["alpha"], f"with divergence '{self.divergence}' (it is the α of divergence 'alpha')",
+                     "set divergence to alpha, or remove alpha") if self.divergence != "alpha" else None,
+            _ignored(self, ["pack_length"], "with packing false", "set packing to true or auto, or remove pack_length")
+            if self.packing is False else None,
+            _existing_file("deepspeed_config", self.deepspeed_config),
+        ])
         return self
 
 
@@ -278,6 +363,9 @@ class RewardConfig(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     warmup_steps: int = Field(default=0, ge=0)
     max_length: int = Field(default=256, ge=16)
+    # warn, naming the data file, when more than this share of rows had a response cut to max_length
+    # (a row whose prompt alone leaves no room is dropped, and always warned about)
+    max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
     n_attributes: int = Field(default=5, ge=1)
     # which attribute a multi-attribute model ranks pairs by (0 = helpfulness)
     rank_attribute: int = Field(default=0, ge=0)
@@ -299,6 +387,24 @@ class RewardConfig(_Section):
     def _attribute_in_range(self) -> RewardConfig:
         if self.rank_attribute >= self.n_attributes:
             raise ValueError(f"rank_attribute {self.rank_attribute} is not below n_attributes {self.n_attributes}")
+        return self
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RewardConfig:
+        _raise_problems([
+            _ignored(self, ["gpm_k", "gpm_tau"], f"with loss '{self.loss}' (settings of the GPM head)",
+                     "set loss to gpm, or remove {it}") if self.loss != "gpm" else None,
+            _ignored(self, ["n_attributes", "rank_attribute"],
+                     f"with loss '{self.loss}' (settings of the multi-attribute head that loss regression trains)",
+                     "set loss to regression, or remove {it}") if self.loss != "regression" else None,
+            _ignored(self, ["strength_threshold", "smooth_epsilon"],
+                     f"with strength_mode '{self.strength_mode}' (settings of strength_mode smooth)",
+                     "set strength_mode to smooth, or remove {it}") if self.strength_mode != "smooth" else None,
+            f"strength_mode '{self.strength_mode}' trains the reward ensemble on the round's pairs, and loss "
+            f"'regression' trains on attribute rows: set loss to bt, margin_bt, scaled_bt, eurus or gpm, or "
+            f"strength_mode to none" if self.loss == "regression" and self.strength_mode != "none" else None,
+            _existing_file("deepspeed_config", self.deepspeed_config),
+        ])
         return self
 
 
@@ -467,6 +573,12 @@ class LaunchConfig(_Section):
         if self.backend == "kubernetes" and self.nnodes < 2:
             raise ValueError("launch.backend: kubernetes submits a multi-node Job: it needs launch.nnodes >= 2 "
                              "(one node's GPUs are launch.nproc_per_node in the flow's own pod)")
+        _raise_problems([
+            _ignored(self, ["rdzv_endpoint"], "with nnodes 1 (one node needs no rendezvous)",
+                     "raise nnodes, or remove rdzv_endpoint") if self.nnodes == 1 else None,
+            _ignored(self, ["rdzv_endpoint"], "with backend kubernetes (the Job's pods meet through its headless "
+                     "Service)", "remove rdzv_endpoint") if self.backend == "kubernetes" and self.nnodes > 1 else None,
+        ])
         return self
 
 
@@ -500,6 +612,17 @@ class PromotionConfig(_Section):
     # `alignflow promote` waits for a human (Prefect UI or `alignflow approve`) before moving aliases
     require_approval: bool = False
     approval_timeout_s: int = Field(default=3600, ge=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PromotionConfig:
+        no_gate, no_approval = self.min_judge_win_rate is None, not self.require_approval
+        _raise_problems([
+            _ignored(self, ["judge", "judge_prompts"], "without min_judge_win_rate (only the win-rate gate asks the "
+                     "judge)", "set min_judge_win_rate, or remove {it}") if no_gate else None,
+            _ignored(self, ["approval_timeout_s"], "with require_approval false",
+                     "set require_approval to true, or remove approval_timeout_s") if no_approval else None,
+        ])
+        return self
 
 
 class VersioningConfig(_Section):
@@ -551,6 +674,66 @@ class PipelineConfig(_Section):
         return _hash_payload(payload)
 
 
+def unused_settings(cfg: PipelineConfig) -> list[str]:
+    """What the pipeline (``alignment_pipeline``) will not read of what the user set: one message per
+    section (or part of one) that the chosen options leave unused, naming its keys. A value equal to
+    the default is not reported (see the module docstring).
+
+    Args:
+        cfg: the pipeline's config.
+
+    Returns:
+        Messages such as "mcts.n_iters, mcts.depth_limit are set but rounds.kind is 'on_policy'
+        (only 'mcts' rounds read mcts.*)"; empty when everything set is used.
+    """
+    kind = cfg.rounds.kind
+    found: list[tuple[list[str], str]] = []
+    if kind != "mcts":
+        found.append((cfg.mcts.explicit_keys("mcts."), f"rounds.kind is '{kind}' (only 'mcts' rounds read mcts.*)"))
+    if kind != "synthesized":
+        found.append((cfg.synthesis.explicit_keys("synthesis."),
+                      f"rounds.kind is '{kind}' (synthesis.* shapes 'synthesized' rounds and `alignflow synthesize`)"))
+        found.append((cfg.judge.explicit_keys("judge."),
+                      f"rounds.kind is '{kind}' (judge.* is read by `alignflow judge-loop` and by 'synthesized' "
+                      f"rounds, not by this pipeline)"))
+    if kind != "on_policy":
+        unused_sampling = ("k", "temperature", "top_p") + (("max_new_tokens", "batch_size") if kind == "mcts" else ())
+        found.append(([k for k in cfg.sampling.explicit_keys("sampling.") if k.split(".")[1] in unused_sampling],
+                      f"rounds.kind is '{kind}' (its collector samples with its own settings)"))
+        found.append((cfg.pairs.explicit_keys("pairs."),
+                      f"rounds.kind is '{kind}' (pairs.* shapes 'on_policy' verifier pairs)"))
+    if cfg.reward.strength_mode == "none":
+        found.append((cfg.reward.explicit_keys("reward.", skip=("strength_mode",)),
+                      "reward.strength_mode is 'none' (the reward section trains the strength ensemble)"))
+    if not cfg.sft.enabled:
+        found.append((cfg.sft.explicit_keys("sft.", skip=("enabled",)), "sft.enabled is false"))
+    if not cfg.lora.enabled:
+        found.append((cfg.lora.explicit_keys("lora.", skip=("enabled",)), "lora.enabled is false"))
+    if cfg.model.source != "tiny":
+        found.append((cfg.model.tiny.explicit_keys("model.tiny."),
+                      f"model.source is '{cfg.model.source}' (model.tiny.* shapes the 'tiny' test model)"))
+    if not cfg.quality.enabled:
+        found.append((cfg.quality.explicit_keys("quality.", skip=("enabled",)), "quality.enabled is false"))
+    if not cfg.versioning.enabled:
+        found.append((cfg.versioning.explicit_keys("versioning.", skip=("enabled",)), "versioning.enabled is false"))
+    if cfg.launch.backend != "kubernetes":
+        found.append((cfg.launch.kubernetes.explicit_keys("launch.kubernetes."),
+                      f"launch.backend is '{cfg.launch.backend}' (launch.kubernetes.* describes the multi-node Job)"))
+    return [f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} set but {why}: "
+            f"{'it changes' if len(keys) == 1 else 'they change'} nothing in this run; remove "
+            f"{'it' if len(keys) == 1 else 'them'} or change that choice" for keys, why in found if keys]
+
+
+def warn_unused_settings(cfg: PipelineConfig) -> list[str]:
+    """``unused_settings`` as a ``ConfigWarning`` and a log warning each (loud, not fatal: users keep
+    sections of other modes in params.yaml). Returns the messages."""
+    messages = unused_settings(cfg)
+    for message in messages:
+        warnings.warn(message, ConfigWarning, stacklevel=2)
+        logger.warning("config: %s", message)
+    return messages
+
+
 def _hash_payload(payload: dict[str, Any]) -> str:
     if "model" in payload:
         payload["model"].pop("cache_dir", None)
@@ -598,7 +781,7 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
         if problem["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{key}'")
         else:
-            lines.append(f"  key '{key}': {problem['msg']}")
+            lines.append(f"  key '{key}': {problem['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -611,8 +794,10 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         origin = str(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+        try:  # utf-8-sig: a file an editor saved with a byte-order mark reads like one without, in any locale
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel
 
-from alignflow.components.config import PipelineConfig
+from alignflow.components.config import PipelineConfig, warn_unused_settings
 from alignflow.components.evaluation.policy import promotion_metric
 from alignflow.components.stages.results import Checkpoint
 from alignflow.flows.rounds import RoundLayout, alignment_round
@@ -41,6 +41,7 @@ class PipelineResult(BaseModel):
 @flow(name="alignment_pipeline", log_prints=True)
 def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
     cfg = PipelineConfig.model_validate(config)
+    warn_unused_settings(cfg)  # sections the chosen options leave unused: named, loudly, but not fatal
     config = cfg.model_dump(mode="json")
     key = cfg.content_hash()
     workspace = Path(cfg.workspace).resolve() / key

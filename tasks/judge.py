@@ -43,7 +43,7 @@ def judge_sft_task(config: dict[str, Any], base: Checkpoint, train: Artifact, ou
         ctx, "judge-sft",
         lambda on_step: stage.train_seed_judge(config_of(config), base, train, versioned_dir(out_dir, STAGE), on_step),
         stage_module=STAGE, inputs=[("judge-train", train, "training")],
-        params=section_params("judge.sft", config["judge"]["sft"]),
+        params=section_params("judge.sft", config["judge"]["sft"]), metrics=lambda r: r.fit.metrics("judge_sft"),
         tags=lambda r: {"model_id": r.checkpoint.model_id})
 
 
@@ -85,6 +85,7 @@ def judge_train_task(config: dict[str, Any], judge: Checkpoint, reference: Check
                                           Path(ref_cache_dir), on_step),
         stage_module=STAGE, inputs=[(f"judge-pairs-t{iteration}", judge_pairs, "training")],
         params=section_params("judge.preference", config["judge"]["preference"]),
+        metrics=lambda r: r.fit.metrics("train"),
         tags=lambda r: {"model_id": r.checkpoint.model_id, "reference_model_id": r.reference_model_id})
 
 

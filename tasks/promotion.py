@@ -17,6 +17,7 @@ from alignflow.components.evaluation import gates
 from alignflow.components.evaluation.gates import GateReport
 from alignflow.components.platform import registry
 from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
+from alignflow.components.platform.redaction import redact_json, redact_text
 from alignflow.components.platform.tracking import Tracker
 from alignflow.tasks.context import config_of
 
@@ -27,9 +28,11 @@ def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_d
                         aliases_set: list[str] | None = None) -> dict[str, str]:
     """The one place a gate report goes out: ``gate_report.md`` / ``.json`` written under ``out_dir`` and
     logged to ``run_id``'s ``promotion/`` artifacts, the verdict per gate as version tags, and a
-    Prefect markdown + table artifact. Returns the two files' paths."""
-    summary = {**report.as_dict(), "aliases_set": aliases_set}
-    md = write_text_atomic(Path(out_dir) / "gate_report.md", report.as_markdown())
+    Prefect markdown + table artifact. Every copy is redacted (a gate's detail may quote a judge URL
+    or a path with credentials). Returns the two files' paths."""
+    summary = redact_json({**report.as_dict(), "aliases_set": aliases_set})
+    markdown = redact_text(report.as_markdown())
+    md = write_text_atomic(Path(out_dir) / "gate_report.md", markdown)
     js = write_json_atomic(Path(out_dir) / "gate_report.json", summary)
     tracker.log_artifact(run_id, md, "promotion")
     tracker.log_artifact(run_id, js, "promotion")
@@ -37,8 +40,8 @@ def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_d
     tracker.set_version_tags(name, version, {"gate_passed": str(report.passed),
                                              **{f"gate.{g.gate}": g.status for g in report.gates}})
     key = f"gate-{name}-v{version}".lower().replace("_", "-")
-    create_markdown_artifact(report.as_markdown(), key=key, description=f"promotion gates of {name} v{version}")
-    create_table_artifact(report.table(), key=f"{key}-table", description="gate, status, value, limit")
+    create_markdown_artifact(markdown, key=key, description=f"promotion gates of {name} v{version}")
+    create_table_artifact(redact_json(report.table()), key=f"{key}-table", description="gate, status, value, limit")
     return {"markdown": str(md), "json": str(js)}
 
 

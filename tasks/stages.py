@@ -88,6 +88,7 @@ def sft_task(config: dict[str, Any], base: Checkpoint, sft_data: Artifact, out_d
         ctx, "sft", lambda on_step: sft.run_sft(config_of(config), base, sft_data,
                                                 versioned_dir(out_dir, sft.__name__), on_step),
         stage_module=sft.__name__, inputs=[("sft", sft_data, "training")], params=section_params("sft", config["sft"]),
+        metrics=lambda r: r.fit.metrics("sft"),
         tags=lambda r: {"model_id": r.checkpoint.model_id, "resumed_from_step": r.resumed_from_step})
 
 
@@ -170,7 +171,7 @@ def strength_task(config: dict[str, Any], backbone: Checkpoint, round_pairs: Art
         outputs=lambda r: [(f"pairs-strength-r{round_index}", r.pairs, "pairs")],
         metrics=lambda r: {"strength/n_flipped": r.n_flipped, "strength/n_smoothed": r.n_smoothed,
                            "strength/mean": r.strength_mean, "strength/std": r.strength_std,
-                           "strength/ensemble_agreement": r.ensemble_agreement})
+                           "strength/ensemble_agreement": r.ensemble_agreement, **r.fit.metrics("reward")})
 
 
 @task(name="train-preference", **compute(launch.__name__))
@@ -187,7 +188,7 @@ def train_task(config: dict[str, Any], policy: Checkpoint, reference: Checkpoint
         params=section_params("preference", config["preference"]),
         tags=lambda r: {"model_id": r.checkpoint.model_id, "reference_cache": r.reference.cache_file,
                         "reference_cached": r.reference.cached, "resumed_from_step": r.resumed_from_step},
-        metrics=lambda r: {"time/reference_logprobs_seconds": r.reference.seconds},
+        metrics=lambda r: {"time/reference_logprobs_seconds": r.reference.seconds, **r.fit.metrics("train")},
         # the reference log-probs this round trained against, with what produced them
         artifacts=lambda r: [(r.reference.cache_file, "reference_logps"),
                              (r.reference.lineage_file, "reference_logps")])

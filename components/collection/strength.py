@@ -12,6 +12,7 @@ modes, written back to the pair file so the preference trainer and data curation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,15 +58,20 @@ def strength_statistics(differences: torch.Tensor) -> tuple[torch.Tensor, torch.
 def apply_strength(pairs: Sequence[PairRow], mean: torch.Tensor, std: torch.Tensor, mode: str,
                    threshold: float = 0.0, smooth_epsilon: float = 0.1,
                    lineage: dict[str, Any] | None = None) -> list[PairRow]:
-    """New rows carrying μ̂/σ̂ and the curation ``mode``'s decision; the inputs are not modified."""
+    """New rows carrying μ̂/σ̂ and the curation ``mode``'s decision; the inputs are not modified. A pair
+    whose μ̂ is NaN (the ensemble could not score it: too long for ``reward.max_length``) is left as it
+    was, with no strength."""
     if mode not in STRENGTH_MODES:
         raise ValueError(f"unknown strength mode '{mode}'; expected one of {STRENGTH_MODES}")
     if not (len(pairs) == mean.numel() == std.numel()):
         raise ValueError(f"{len(pairs)} pairs but {mean.numel()} strengths")
     out: list[PairRow] = []
     for pair, mu, sigma in zip(pairs, mean.tolist(), std.tolist(), strict=True):
-        update: dict[str, Any] = {"strength_mean": mu, "strength_std": sigma,
-                                  "lineage": {**pair.lineage, **({"strength": lineage} if lineage else {})}}
+        with_lineage = {**pair.lineage, **({"strength": lineage} if lineage else {})}
+        if math.isnan(mu):  # the reward models could not score it (too long for reward.max_length): no decision
+            out.append(pair.model_copy(update={"lineage": with_lineage}))
+            continue
+        update: dict[str, Any] = {"strength_mean": mu, "strength_std": sigma, "lineage": with_lineage}
         if mode == "flip" and mu < 0:
             update.update(chosen=pair.rejected, rejected=pair.chosen, score_chosen=pair.score_rejected,
                           score_rejected=pair.score_chosen, strength_mean=-mu, flipped=not pair.flipped)

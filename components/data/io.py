@@ -4,6 +4,7 @@ marks and how to name a bad row."""
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,27 +22,33 @@ class DataValidationError(ValueError):
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) for every non-blank line. ``utf-8-sig``: a file an editor saved
-    with a byte-order mark reads like one without.
+    """(1-based line number, object) for every non-blank line. UTF-8, and a file an editor saved with
+    a byte-order mark reads like one without (whatever the locale).
 
     Raises:
-        DataValidationError: the file is missing, a line is not JSON, or not a JSON object.
+        DataValidationError: the file is missing, a line is not UTF-8 or not JSON, or not a JSON object.
     """
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: file not found")
     rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                payload = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(f"{path}: row {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(payload, dict):
-                raise DataValidationError(f"{path}: row {number}: expected a JSON object")
-            rows.append((number, payload))
+    data = path.read_bytes()
+    # decoded line by line, so an undecodable byte is named with its row
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(f"{path}: row {number}: not UTF-8 text (byte {exc.start + 1} of the row); "
+                                      f"save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            payload = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(f"{path}: row {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(payload, dict):
+            raise DataValidationError(f"{path}: row {number}: expected a JSON object")
+        rows.append((number, payload))
     return rows
 
 

@@ -110,8 +110,8 @@ def kl_estimate(policy: LoadedModel, reference: LoadedModel, prompts: Sequence[s
     samples = generate_completions(policy.model, policy.tokenizer, chosen, k=1, do_sample=True, temperature=1.0,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     eos = cast(str, policy.tokenizer.eos_token)
-    # A sample that stopped early ended with EOS: score it too, as it was part of what π produced.
-    texts = [s.text + (eos if s.n_tokens < max_new_tokens else "") for s in samples]
+    # A sample that stopped at EOS: score the EOS too, as it was part of what π produced.
+    texts = [s.text + (eos if s.stopped_at_eos else "") for s in samples]
     total = 0.0
     for start in range(0, len(texts), batch_size):
         batch = encode_pairs(policy.tokenizer, chosen[start:start + batch_size], texts[start:start + batch_size],

@@ -143,7 +143,7 @@ def tiny_model(tokenizer: PreTrainedTokenizerBase, shape: TinyModelConfig, seed:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     meta_file = Path(path) / METADATA_FILE
-    return json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return json.loads(meta_file.read_text(encoding="utf-8-sig")) if meta_file.exists() else {}
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:

@@ -28,7 +28,16 @@ class Completion:
     prompt_index: int
     sample_index: int
     text: str
-    n_tokens: int
+    n_tokens: int  # generated tokens that ``text`` keeps: before EOS, special tokens not counted
+    stopped_at_eos: bool = False  # ended with EOS (False: cut at max_new_tokens)
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The ids ``decode(..., skip_special_tokens=True)`` drops: the special-tokens map's
+    (``all_special_ids``) and every added token marked special (SmolLM2's ``<repo_name>`` … are not
+    in the map but are skipped all the same)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return set(tokenizer.all_special_ids) | {i for i, token in added.items() if getattr(token, "special", False)}
 
 
 def generate_completions(
@@ -44,11 +53,14 @@ def generate_completions(
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Completion]:
-    """Return ``len(prompts) * k`` completions ordered by (prompt, sample)."""
+    """Return ``len(prompts) * k`` completions ordered by (prompt, sample). A completion's text is
+    its tokens before EOS decoded without special tokens, and ``n_tokens`` counts exactly those
+    tokens (a special token the model emitted mid-text is in neither)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     prompts_per_call = max(1, batch_size // k)
     eos_id = tokenizer.eos_token_id
+    special = special_token_ids(tokenizer)
     results: list[Completion] = []
     model.eval()
     tokenizer.padding_side = "left"
@@ -69,13 +81,15 @@ def generate_completions(
             )
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         for row, tokens in enumerate(new_tokens.tolist()):
-            if eos_id in tokens:
+            stopped = eos_id in tokens
+            if stopped:
                 tokens = tokens[: tokens.index(eos_id)]
             results.append(Completion(
                 prompt_index=start + row // k,
                 sample_index=row % k,
                 text=cast(str, tokenizer.decode(tokens, skip_special_tokens=True)).strip(),
-                n_tokens=len(tokens),
+                n_tokens=sum(t not in special for t in tokens),  # what the text holds, as decoding kept it
+                stopped_at_eos=stopped,
             ))
         if on_batch:
             on_batch(len(chunk))

@@ -12,7 +12,14 @@ Two layouts of the same rows, chosen by the caller:
   row sees another; no FLOPs go to pad tokens.
 
 Either way the LM head (a 49k-wide matmul) runs only on positions that predict a scored token,
-and log-probs come back as the same right-aligned [B, R] matrix.
+and log-probs come back as the same right-aligned [B, R] matrix (a batch with no scored token at
+all gives [B, 0]: every row scores 0).
+
+Rows longer than ``max_length`` (``fit_row``): the prompt is never cut; the response is cut from the
+right to the room the prompt leaves; a row whose prompt leaves less than ``MIN_RESPONSE_TOKENS`` for
+a response that needs more is dropped. ``fit_rows`` / ``fit_stepped`` say which rows were cut or
+dropped (``FitStats``) so trainers can skip and count them; ``encode_pairs`` / ``encode_stepped``,
+which build one batch from all their rows, refuse a row that does not fit.
 """
 
 from __future__ import annotations
@@ -40,38 +47,135 @@ class TokenBatch:
                           self.response_mask.to(device), self.response_lengths.to(device))
 
 
-def _fit(prompt_ids: list[int], response_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:
-    """Fit prompt + response into max_length: a response that alone fills it keeps its first
-    half; the prompt then loses tokens from the left (its end is what the response continues)."""
-    if len(response_ids) >= max_length:
-        response_ids = response_ids[: max(1, max_length // 2)]
-    budget = max_length - len(response_ids)
-    return (prompt_ids[-budget:] if budget > 0 else []), response_ids
+MIN_RESPONSE_TOKENS = 4
+"""A response that would have to be cut shorter than this many tokens is not scored: its row is dropped.
+Cut to 1–3 tokens it carries next to no training signal (both sides of a pair often share their first
+tokens, so their margin is 0), yet it would count as a full row in every mean."""
+
+
+def fit_row(prompt_ids: list[int], response_ids: list[int], max_length: int,
+            min_response_tokens: int = MIN_RESPONSE_TOKENS) -> tuple[list[int], list[int], bool] | None:
+    """Fit prompt + response into ``max_length`` tokens without ever cutting the prompt.
+
+    The prompt is what the response continues and it starts with the chat template's header: cut
+    from the left it would start mid-text (the previous rule cut a long response to half of
+    max_length, dropping its EOS even when there was room, and then the prompt from the left). So
+    the response is cut from the right to exactly the room the whole prompt leaves, and a row whose
+    prompt leaves too little room is dropped, not mangled.
+
+    Args:
+        prompt_ids: the prompt's token ids (template included).
+        response_ids: the response's token ids (EOS included when it ends the response).
+        max_length: the most tokens a row may have.
+        min_response_tokens: a response that must be cut is kept only if at least this many of its
+            tokens fit; a response that fits whole is always kept, even an empty one.
+
+    Returns:
+        (prompt ids, response ids kept, whether the response was cut), or None when the row is
+        dropped: the prompt alone is longer than ``max_length``, or the response would have to be
+        cut to fewer than ``min_response_tokens`` tokens.
+    """
+    room = max_length - len(prompt_ids)
+    if len(response_ids) <= room:
+        return prompt_ids, response_ids, False
+    if room < min_response_tokens:
+        return None
+    return prompt_ids, response_ids[:room], True
+
+
+@dataclass
+class FitStats:
+    """How rows fared against max_length: ``rows`` seen, ``truncated`` (kept, response cut from the
+    right) and ``dropped`` (not trained on: the prompt left no room). For pairs a row is a pair,
+    truncated or dropped when either side is; for list rows, when any of its responses is."""
+
+    rows: int = 0
+    truncated: int = 0
+    dropped: int = 0
+
+    @property
+    def truncated_rate(self) -> float:
+        """Truncated rows / rows seen (0 when there are none)."""
+        return self.truncated / self.rows if self.rows else 0.0
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``{prefix}/truncated_rows``, ``{prefix}/truncated_rate``, ``{prefix}/dropped_rows``."""
+        return {f"{prefix}/truncated_rows": float(self.truncated), f"{prefix}/truncated_rate": self.truncated_rate,
+                f"{prefix}/dropped_rows": float(self.dropped)}
 
 
 TokenRow = tuple[list[int], int]  # (prompt + response ids, number of scored tokens at the end)
 
 
-def tokenize_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
-                  max_length: int, score_prompt: Sequence[bool] | bool = False) -> list[TokenRow]:
-    """Token rows for prompt+response pairs; the prompt is truncated from the left if too long.
+@dataclass
+class FittedRows:
+    """``fit_rows``'s answer: per input row its TokenRow (None: dropped) and whether it was cut."""
+
+    rows: list[TokenRow | None]
+    truncated: list[bool]
+
+    @property
+    def kept(self) -> list[int]:
+        """Indices of the rows that were not dropped."""
+        return [i for i, row in enumerate(self.rows) if row is not None]
+
+    def stats(self) -> FitStats:
+        """The counts: rows seen, truncated (kept, response cut) and dropped."""
+        return FitStats(rows=len(self.rows), truncated=sum(self.truncated),
+                        dropped=sum(row is None for row in self.rows))
+
+
+def token_row(prompt_ids: list[int], response_ids: list[int], joint: bool = False) -> TokenRow:
+    """(prompt + response ids, scored tokens): the response's, plus the prompt's after its first
+    when ``joint``. A row's first token has no context to be predicted from and is never scored."""
+    n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
+    ids = prompt_ids + response_ids
+    return ids, min(n_scored, max(0, len(ids) - 1))
+
+
+def fit_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str], max_length: int,
+             score_prompt: Sequence[bool] | bool = False,
+             min_response_tokens: int = MIN_RESPONSE_TOKENS) -> FittedRows:
+    """Token rows for prompt+response pairs, each fitted into ``max_length`` by ``fit_row`` (the
+    prompt is never cut; a response is cut from the right; a row with no room is dropped: None).
 
     ``score_prompt`` (per row or for all) also scores the prompt's tokens after its first —
     DOVE's joint log-probs log π(x, y) need them; everything else scores the response only.
+
+    Raises:
+        ValueError: the number of ``score_prompt`` flags differs from the number of rows.
     """
     flags = [score_prompt] * len(prompts) if isinstance(score_prompt, bool) else list(score_prompt)
     if len(flags) != len(prompts):
         raise ValueError(f"{len(flags)} score_prompt flags for {len(prompts)} rows")
-    rows: list[TokenRow] = []
+    rows: list[TokenRow | None] = []
+    truncated: list[bool] = []
     for prompt, response, joint in zip(prompts, responses, flags, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        prompt_ids, response_ids = _fit(prompt_ids, response_ids, max_length)
-        n_scored = len(response_ids) + (max(0, len(prompt_ids) - 1) if joint else 0)
-        ids = prompt_ids + response_ids
-        # a first token has no context to be predicted from: never scored (an empty prompt)
-        rows.append((ids, min(n_scored, len(ids) - 1)))
-    return rows
+        fitted = fit_row(prompt_ids, response_ids, max_length, min_response_tokens)
+        rows.append(None if fitted is None else token_row(fitted[0], fitted[1], joint))
+        truncated.append(fitted is not None and fitted[2])
+    return FittedRows(rows, truncated)
+
+
+def tokenize_rows(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
+                  max_length: int, score_prompt: Sequence[bool] | bool = False) -> list[TokenRow]:
+    """``fit_rows`` for rows that must all be kept (a batch is built from them).
+
+    Raises:
+        ValueError: a row does not fit (its prompt leaves fewer than ``MIN_RESPONSE_TOKENS`` of
+            ``max_length`` for a response that needs more); callers that may meet such rows drop
+            and count them with ``fit_rows`` first.
+    """
+    fitted = fit_rows(tokenizer, prompts, responses, max_length, score_prompt)
+    for index, row in enumerate(fitted.rows):
+        if row is None:
+            n_prompt = len(tokenizer(prompts[index], add_special_tokens=False)["input_ids"])
+            raise ValueError(f"row {index}: its prompt of {n_prompt} tokens leaves no room for at least "
+                             f"{MIN_RESPONSE_TOKENS} response tokens in max_length {max_length}: raise max_length, "
+                             f"or drop such rows (logprobs.fit_rows) before building a batch")
+    return [row for row in fitted.rows if row is not None]
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
@@ -174,14 +278,23 @@ def pack_rows(rows: list[TokenRow], pad_id: int | None = None, pack_length: int 
                        torch.tensor(targets, dtype=torch.long))
 
 
-def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[list[str]],
-                   max_length: int, separator: str = "\n", packed: bool = False,
-                   pack_length: int | None = None) -> tuple[Batch, torch.Tensor]:
-    """Responses given as reasoning steps (TPO rows): the batch plus [B, R] step ids per scored
-    token (−1 where not scored). Steps are tokenized one by one, each but the last followed by
-    ``separator``, so every token belongs to exactly one step."""
-    rows: list[tuple[list[int], int]] = []
-    step_rows: list[list[int]] = []
+def fit_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[list[str]],
+                max_length: int, separator: str = "\n") -> tuple[FittedRows, list[list[int]]]:
+    """``fit_rows`` for responses given as reasoning steps (TPO rows): also each kept token's step.
+
+    Steps are tokenized one by one, each but the last followed by ``separator``, so every token
+    belongs to exactly one step; the response is then fitted like any other (``fit_row``).
+
+    Returns:
+        (the fitted rows, per row the step index of each kept response token; [] for a dropped row).
+
+    Raises:
+        ValueError: a response has no steps, or a kept row has an empty prompt (its first token
+            would have nothing to follow).
+    """
+    rows: list[TokenRow | None] = []
+    truncated: list[bool] = []
+    owners: list[list[int]] = []
     for prompt, steps in zip(prompts, responses, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if not steps:
@@ -193,14 +306,35 @@ def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respo
             step_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += step_ids
             owner += [k] * len(step_ids)
-        context, ids = _fit(prompt_ids, ids, max_length)
-        if not context:
+        fitted = fit_row(prompt_ids, ids, max_length)
+        if fitted is not None and not prompt_ids:
             raise ValueError("a listed response needs a non-empty prompt: its first token has nothing to follow")
-        rows.append((context + ids, len(ids)))
-        step_rows.append(owner[: len(ids)])
+        rows.append(None if fitted is None else (prompt_ids + fitted[1], len(fitted[1])))
+        truncated.append(fitted is not None and fitted[2])
+        owners.append([] if fitted is None else owner[:len(fitted[1])])
+    return FittedRows(rows, truncated), owners
+
+
+def encode_stepped(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[list[str]],
+                   max_length: int, separator: str = "\n", packed: bool = False,
+                   pack_length: int | None = None) -> tuple[Batch, torch.Tensor]:
+    """Responses given as reasoning steps (TPO rows, ``fit_stepped``): the batch plus [B, R] step ids
+    per scored token (−1 where not scored).
+
+    Raises:
+        ValueError: as ``fit_stepped``, or a row does not fit ``max_length`` (callers drop and
+            count such rows with ``fit_stepped`` first).
+    """
+    fitted, owners = fit_stepped(tokenizer, prompts, responses, max_length, separator)
+    dropped = [i for i, row in enumerate(fitted.rows) if row is None]
+    if dropped:
+        raise ValueError(f"rows {dropped}: the prompt leaves no room for at least {MIN_RESPONSE_TOKENS} response "
+                         f"tokens in max_length {max_length}: raise max_length, or drop such rows "
+                         f"(logprobs.fit_stepped) before building a batch")
+    rows = [row for row in fitted.rows if row is not None]
     batch = collate(rows, cast(int, tokenizer.pad_token_id), packed, pack_length)
     step_ids = torch.full(batch.response_mask.shape, -1, dtype=torch.long)
-    for i, owner in enumerate(step_rows):
+    for i, owner in enumerate(owners):
         if owner:
             step_ids[i, step_ids.shape[1] - len(owner):] = torch.tensor(owner, dtype=torch.long)
     return batch, step_ids
@@ -312,6 +446,12 @@ def response_token_logprobs(model: PreTrainedModel, batch: Batch, return_hidden:
     if isinstance(batch, PackedBatch):
         return _packed_token_logprobs(model, batch, return_hidden)
     resp_width = batch.response_mask.shape[1]
+    if resp_width == 0:  # no row has a scored token (all responses empty): ``[:, -0:]`` would take whole rows
+        token_logps = batch.response_mask.new_zeros(batch.response_mask.shape, dtype=torch.float32)
+        if not return_hidden:
+            return token_logps
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        return token_logps, token_logps.new_zeros((*batch.response_mask.shape, config.hidden_size), dtype=model.dtype)
     position_ids = position_ids_for(batch.attention_mask)
     targets = batch.input_ids[:, -resp_width:]
     if not _plain_lm_head(model):  # generic path: the model's own logits for the last R+1 positions

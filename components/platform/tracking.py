@@ -3,6 +3,18 @@
 Prefect runs tasks in worker threads and MLflow's fluent "active run" is thread-local, so every
 call here names its run id instead of relying on ``mlflow.start_run`` context. One parent run
 per pipeline, a nested run per round and per task, linked through ``mlflow.parentRunId``.
+
+Everything written goes through two filters first:
+
+- redaction (``platform/redaction.py``): params, tags, run names, dataset names and tags,
+  registered-model and model-version tags and descriptions, tables, and text artifacts
+  (``TEXT_ARTIFACT_SUFFIXES`` up to ``MAX_REDACTED_ARTIFACT_BYTES``: uploaded from a redacted
+  copy when redaction changes them; binaries, larger files and the model files of
+  ``MODEL_FILE_NAMES`` as they are);
+- MLflow's key rules (``platform/mlflow_keys.py``): a metric, param or tag key MLflow would refuse
+  (``eval/pass@1``, ``a:b``, 251 characters) is logged under a deterministic sanitized key, and the
+  original name is kept in the tag ``alignflow.original_key.<sanitized key>`` of the same run (or
+  model version); values are cut to MLflow's limits.
 """
 
 from __future__ import annotations
@@ -10,8 +22,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +38,19 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
-from alignflow.components.platform.redaction import redact_mapping, redact_value
+from alignflow.components.platform.mlflow_keys import clip_value, sanitize_key, sanitize_mapping
+from alignflow.components.platform.redaction import redact_json, redact_mapping, redact_text, redact_value
 
-MAX_PARAM_LENGTH = 6000
+ORIGINAL_KEY_TAG = "alignflow.original_key."  # + sanitized key -> the name it was logged under
+TEXT_ARTIFACT_SUFFIXES = frozenset({".md", ".json", ".txt", ".yaml", ".yml", ".jsonl", ".csv", ".html"})
+MAX_REDACTED_ARTIFACT_BYTES = 5 * 1024 * 1024  # a larger text artifact is uploaded as it is
+# Machine-readable model files (checkpoints logged to the registry): redaction would read their keys as
+# secrets ("pad_token": "<|im_end|>", a vocabulary's "password": 8844) and break the model; they hold no
+# user input.
+MODEL_FILE_NAMES = frozenset({"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                              "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                              "adapter_config.json", "model.safetensors.index.json", "chat_template.json"})
+_BATCH = {"metric": 500, "param": 100, "tag": 100}  # MLflow's log_batch takes at most 1000 / 100 / 100
 
 
 def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
@@ -44,6 +69,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.tracking_uri = tracking_uri
+        self._recorded: set[tuple[str, str]] = set()  # (run id, sanitized key) whose original is logged
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self._client.get_experiment_by_name(experiment)
         # MLflow 3's UI opens an experiment of unknown kind on its GenAI trace overview; these are
@@ -53,58 +79,113 @@ class Tracker:
             tags={"mlflow.experimentKind": "custom_model_development"})
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
-        all_tags = {"mlflow.runName": name, **redact_mapping(tags or {})}
+        """Create a run named ``name`` (redacted) under ``parent_run_id``; ``tags`` are redacted and
+        their keys sanitized (originals recorded). Returns the run id."""
+        name = redact_value(name)
+        items = self._run_tags(tags or {})
+        items += [RunTag("mlflow.runName", name)]
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        return self._client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+            items.append(RunTag("mlflow.parentRunId", parent_run_id))
+        run_id = self._client.create_run(self.experiment_id, tags={t.key: t.value for t in items},
+                                         run_name=name).info.run_id
+        return run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in redact_mapping(params).items()]
-        for start in range(0, len(items), 100):
-            self._client.log_batch(run_id, params=items[start:start + 100])
+        """Log params: values redacted (by their original key) and cut to 6000 characters, keys
+        sanitized to MLflow's rules with the originals recorded as tags."""
+        sanitized, originals = sanitize_mapping(redact_mapping(params), "param")
+        items = [Param(k, clip_value(v, "param")) for k, v in sanitized.items()]
+        self._batch(run_id, params=items, tags=self._original_key_tags(run_id, originals))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics at ``step`` (None and NaN values are skipped); keys MLflow would refuse
+        (``eval/pass@1``) are sanitized, the original names recorded once per run as tags."""
         now = get_current_time_millis()
-        items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items()
-                 if v is not None and not math.isnan(float(v))]
-        for start in range(0, len(items), 500):
-            self._client.log_batch(run_id, metrics=items[start:start + 500])
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(float(v))}
+        sanitized, originals = sanitize_mapping(finite, "metric")
+        items = [Metric(k, v, now, step) for k, v in sanitized.items()]
+        self._batch(run_id, metrics=items, tags=self._original_key_tags(run_id, originals))
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in redact_mapping(tags).items()])
+        """Set run tags: values redacted and cut to 8000 characters, keys sanitized (originals recorded)."""
+        self._batch(run_id, tags=self._run_tags(tags, run_id))
+
+    def _run_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> list[RunTag]:
+        sanitized, originals = sanitize_mapping(redact_mapping(tags), "tag")
+        items = [RunTag(k, clip_value(v, "tag")) for k, v in sanitized.items()]
+        return items + self._original_key_tags(run_id, originals)
+
+    def _original_key_tags(self, run_id: str | None, originals: Mapping[str, str]) -> list[RunTag]:
+        """``alignflow.original_key.<sanitized>`` = original, for keys not yet recorded on ``run_id``
+        by this tracker (a per-step metric is recorded once, not at every step)."""
+        items = []
+        for sanitized, original in originals.items():
+            if run_id is not None and (run_id, sanitized) in self._recorded:
+                continue
+            if run_id is not None:
+                self._recorded.add((run_id, sanitized))
+            items.append(RunTag(original_key_tag(sanitized), clip_value(original, "tag")))
+        return items
+
+    def _batch(self, run_id: str, metrics: list[Metric] | None = None, params: list[Param] | None = None,
+               tags: list[RunTag] | None = None) -> None:
+        """``log_batch`` in pieces MLflow accepts (at most 1000 metrics, 100 params, 100 tags a call)."""
+        metrics, params, tags = metrics or [], params or [], tags or []
+        for start in range(0, len(metrics), _BATCH["metric"]):
+            self._client.log_batch(run_id, metrics=metrics[start:start + _BATCH["metric"]])
+        for start in range(0, len(params), _BATCH["param"]):
+            self._client.log_batch(run_id, params=params[start:start + _BATCH["param"]])
+        for start in range(0, len(tags), _BATCH["tag"]):
+            self._client.log_batch(run_id, tags=tags[start:start + _BATCH["tag"]])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self._client.log_artifact(run_id, str(path), artifact_path)
+        """Upload one file; a text artifact is uploaded from a redacted copy when redaction changes it
+        (see the module docstring)."""
+        path = Path(path)
+        redacted = redacted_artifact_text(path)
+        if redacted is None:
+            self._client.log_artifact(run_id, str(path), artifact_path)
+            return
+        with tempfile.TemporaryDirectory(prefix="alignflow-redacted-") as tmp:
+            copy = Path(tmp) / path.name
+            copy.write_text(redacted, encoding="utf-8")
+            self._client.log_artifact(run_id, str(copy), artifact_path)
 
     def log_artifacts(self, run_id: str, directory: Path, artifact_path: str | None = None) -> None:
-        self._client.log_artifacts(run_id, str(directory), artifact_path)
+        """Upload a directory tree; its text artifacts that redaction changes are uploaded from redacted
+        copies, everything else as it is."""
+        with _redacted_tree(Path(directory)) as upload:
+            self._client.log_artifacts(run_id, str(upload), artifact_path)
 
     def log_dataset(self, run_id: str, path: Path, name: str, digest: str, context: str,
                     extra_tags: Mapping[str, str] | None = None, schema: Mapping[str, Any] | None = None,
                     profile: Mapping[str, Any] | None = None) -> None:
         """Record a dataset input whose digest is its DVC hash, so MLflow and DVC agree on identity;
-        ``schema`` and ``profile`` (JSON-able) show in the run's dataset panel."""
+        ``schema`` and ``profile`` (JSON-able) show in the run's dataset panel. The name, the extra tags
+        and the profile are redacted (the source is the local file's path)."""
         with warnings.catch_warnings():
             # MLflow registers its local-file source class once per URI scheme ('' and 'file') and
             # warns, on every call, that a path matches both; it picks that class either way
             warnings.filterwarnings("ignore",
                                     message="The specified dataset source can be interpreted in multiple ways")
             source = resolve_dataset_source(str(Path(path).resolve()))
-        entity = MetaDataset(source=source, name=name, digest=digest[:36])._to_mlflow_entity()
+        entity = MetaDataset(source=source, name=redact_value(name), digest=digest[:36])._to_mlflow_entity()
         if schema is not None or profile is not None:
             entity = DatasetEntity(name=entity.name, digest=entity.digest, source_type=entity.source_type,
                                    source=entity.source, schema=json.dumps(schema) if schema is not None else None,
-                                   profile=json.dumps(profile) if profile is not None else None)
-        tags = [InputTag("mlflow.data.context", context)] + [InputTag(k, v) for k, v in (extra_tags or {}).items()]
+                                   profile=json.dumps(redact_json(dict(profile))) if profile is not None else None)
+        tags = [InputTag("mlflow.data.context", context)] + [
+            InputTag(k, clip_value(v, "tag")) for k, v in redact_mapping(extra_tags or {}).items()]
         self._client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
 
-
     def log_table(self, run_id: str, columns: Mapping[str, list], artifact_file: str) -> None:
-        """A table (column name → values) as a run artifact MLflow's UI shows as a table."""
-        self._client.log_table(run_id, data=dict(columns), artifact_file=artifact_file)
+        """A table (column name → values) as a run artifact MLflow's UI shows as a table; every cell is
+        redacted (a column with a secret name is masked whole)."""
+        data = {name: [redact_json({name: value})[name] for value in values] for name, values in columns.items()}
+        self._client.log_table(run_id, data=data, artifact_file=artifact_file)
 
     # ---- reads -------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Any:
@@ -130,8 +211,10 @@ class Tracker:
 
     def create_model_version(self, name: str, source: str, run_id: str, tags: Mapping[str, Any],
                              description: str | None = None) -> str:
-        """Register ``source`` under ``name``; returns the new version number."""
-        version = self._client.create_model_version(name, source=source, run_id=run_id, tags=redact_mapping(tags),
+        """Register ``source`` under ``name``; returns the new version number. Tags and the description
+        are redacted, tag keys sanitized (originals recorded as version tags)."""
+        version = self._client.create_model_version(name, source=source, run_id=run_id,
+                                                    tags=_version_tags(tags),
                                                     description=redact_value(description) if description else None)
         return str(version.version)
 
@@ -152,7 +235,8 @@ class Tracker:
         self._client.delete_registered_model_alias(name, alias)
 
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> None:
-        for key, value in redact_mapping(tags).items():
+        """Set model-version tags: values redacted, keys sanitized (originals recorded as version tags)."""
+        for key, value in _version_tags(tags).items():
             self._client.set_model_version_tag(name, str(version), key, value)
 
 
@@ -164,9 +248,90 @@ def _local_artifact_root(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent / "mlflow-artifacts" / experiment).resolve().as_uri()
 
 
-def _metric_key(key: str) -> str:
-    """MLflow allows / in keys but not ':' or spaces; keep names readable."""
-    return key.replace(":", "_").replace(" ", "_")
+def original_key_tag(sanitized: str) -> str:
+    """The tag that records the original name of a sanitized key: ``alignflow.original_key.<sanitized>``,
+    itself sanitized when that is longer than MLflow's 250 characters."""
+    return sanitize_key(f"{ORIGINAL_KEY_TAG}{sanitized}", "tag")
+
+
+def original_keys(tags: Mapping[str, str]) -> dict[str, str]:
+    """{sanitized key: original key} recorded in a run's (or a model version's) ``tags``. The sanitized
+    key is recomputed from the recorded original (sanitization is deterministic and the same for
+    metrics, params and tags), so a tag key that had to be shortened still maps back."""
+    return {sanitize_key(original, "tag"): original for key, original in tags.items()
+            if key.startswith(ORIGINAL_KEY_TAG)}
+
+
+def _version_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Model-version tags as MLflow takes them: redacted values, sanitized keys, originals added."""
+    sanitized, originals = sanitize_mapping(redact_mapping(tags), "tag")
+    return {**sanitized, **{original_key_tag(k): clip_value(v, "tag") for k, v in originals.items()}}
+
+
+def redacted_artifact_text(path: Path) -> str | None:
+    """The redacted text of an artifact file when redaction changes it; None when the file is to be
+    uploaded as it is (not a text artifact by suffix, a model file, larger than
+    ``MAX_REDACTED_ARTIFACT_BYTES``, not UTF-8, or nothing to redact). JSON and JSONL are redacted
+    by structure (``redact_json``), so they stay valid; other text with ``redact_text``."""
+    path = Path(path)
+    if (path.suffix.lower() not in TEXT_ARTIFACT_SUFFIXES or path.name in MODEL_FILE_NAMES or not path.is_file()
+            or path.stat().st_size > MAX_REDACTED_ARTIFACT_BYTES):
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None
+    redacted = _redact_document(text, path.suffix.lower())
+    return None if redacted == text else redacted
+
+
+def _redact_document(text: str, suffix: str) -> str:
+    if suffix == ".json":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            return redact_text(text)
+        redacted = redact_json(document)
+        return text if redacted == document else json.dumps(redacted, indent=2, ensure_ascii=False) + "\n"
+    if suffix == ".jsonl":
+        lines = []
+        for line in text.splitlines(keepends=True):
+            try:
+                document = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                lines.append(redact_text(line))
+                continue
+            redacted = redact_json(document)
+            lines.append(line if redacted == document else json.dumps(redacted, ensure_ascii=False) + "\n")
+        return "".join(lines)
+    return redact_text(text)
+
+
+@contextmanager
+def _redacted_tree(directory: Path) -> Iterator[Path]:
+    """``directory`` itself when none of its files changes under redaction; else a temporary tree
+    of links to its files, with redacted copies in place of the text artifacts that change."""
+    changed = {}
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        redacted = redacted_artifact_text(file)
+        if redacted is not None:
+            changed[file] = redacted
+    if not changed:
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="alignflow-redacted-") as tmp:
+        shadow = Path(tmp) / directory.name
+        for file in (p for p in directory.rglob("*") if p.is_file()):
+            target = shadow / file.relative_to(directory)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if file in changed:
+                target.write_text(changed[file], encoding="utf-8")
+            else:
+                try:
+                    target.symlink_to(file.resolve())  # every artifact store reads a link's content
+                except OSError:
+                    shutil.copy2(file, target)
+        yield shadow
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,15 +22,17 @@ from alignflow.components.modeling.checkpoints import (
     load_checkpoint,
     read_metadata,
 )
+from alignflow.components.modeling.logprobs import FitStats
 from alignflow.components.platform.codeversion import code_version
 from alignflow.components.platform.lineage import lineage_record
 from alignflow.components.platform.progress import progress_bar
 from alignflow.components.scoring.base import ScoreCache, Scorer
-from alignflow.components.stages.results import Artifact
+from alignflow.components.stages.results import Artifact, RowFit
 from alignflow.components.trainers.resume import TrainingCheckpointer
 
 StepHook = Callable[[int, dict[str, float]], None]
 T = TypeVar("T")
+logger = logging.getLogger("alignflow.stages")
 
 
 def elapsed(start: float) -> float:
@@ -112,3 +115,27 @@ def open_scorers(config: PipelineConfig) -> tuple[list[Scorer], ScoreCache | Non
 
     cache = ScoreCache(Path(config.state_dir) / "scores.sqlite") if config.scoring.cache else None
     return build_scorers(config, model_resolver(config)), cache
+
+
+def report_fit(stats: FitStats | RowFit, data_file: str | Path, section: str, max_length: int,
+               max_rate: float) -> RowFit:
+    """The fit counts of a training file as a stage records them, with a ``logging.warning`` naming the
+    file when any row was dropped or more than ``max_rate`` of its rows were truncated.
+
+    Args:
+        stats: the trainer's counts (``FitStats``, or a ``RowFit`` a torchrun rank sent back).
+        data_file: the file the rows came from (named in the warning).
+        section: the config section whose ``max_length`` applies (``sft``, ``preference``, ``reward``,
+            ``judge.sft``...), named with the keys to change.
+        max_length: that section's max_length.
+        max_rate: that section's ``max_truncation_rate_warning``.
+    """
+    fit = RowFit(rows=stats.rows, truncated=stats.truncated, dropped=stats.dropped)
+    rate = stats.truncated / stats.rows if stats.rows else 0.0
+    if stats.dropped or rate > max_rate:
+        logger.warning("%s: %d of %d rows had a response cut to %s.max_length=%d (%.1f%%, warning above %.1f%%) and "
+                       "%d were dropped because their prompt left no room: raise %s.max_length, or shorten the "
+                       "prompts (%s.max_truncation_rate_warning sets the warning threshold)",
+                       data_file, stats.truncated, stats.rows, section, max_length, 100 * rate,
+                       100 * max_rate, stats.dropped, section, section)
+    return fit

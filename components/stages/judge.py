@@ -37,6 +37,7 @@ from alignflow.components.stages.common import (
     elapsed,
     read_examples,
     render,
+    report_fit,
     stage_model_id,
     trainable_policy,
     training_progress,
@@ -121,8 +122,9 @@ def train_seed_judge(config: PipelineConfig, base: Checkpoint, train: Artifact, 
     model_id = stage_model_id("judge-seed", config.judge_hash(), __name__)
     save_checkpoint(model, out_dir, _judge_metadata(config, model_id, model.model_id, "judge-sft", base.path,
                                                     {"judge_train": train.ref()}, config.seed))
+    fit = report_fit(result.fit, train.path, "judge.sft", sft.max_length, sft.max_truncation_rate_warning)
     return SFTResult(checkpoint=Checkpoint(path=str(out_dir), model_id=model_id), steps=result.steps,
-                     first_loss=result.first_loss, final_loss=result.final_loss, seconds=elapsed(start))
+                     first_loss=result.first_loss, final_loss=result.final_loss, fit=fit, seconds=elapsed(start))
 
 
 def _judgment_record(j: Judgment, cached: bool) -> dict[str, Any]:
@@ -195,9 +197,10 @@ def train_judge(config: PipelineConfig, judge: Checkpoint, reference: Checkpoint
                                                     base_path_of(judge.dir),
                                                     {"pairs": pairs.ref(), "reference": reference.model_id},
                                                     config.seed + iteration))
+    fit = report_fit(result.fit, pairs.path, "judge.preference", p.max_length, p.max_truncation_rate_warning)
     return JudgeTrainResult(checkpoint=Checkpoint(path=str(out_dir), model_id=model_id), n_pairs=len(rows),
                             steps=result.steps, final_metrics=result.history[-1],
-                            reference_model_id=reference.model_id, seconds=elapsed(start))
+                            reference_model_id=reference.model_id, fit=fit, seconds=elapsed(start))
 
 
 def evaluate_judge(config: PipelineConfig, judge: Checkpoint, heldout: Artifact, out_dir: Path,

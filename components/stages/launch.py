@@ -13,7 +13,7 @@ from alignflow.components.config import PipelineConfig
 from alignflow.components.modeling.checkpoints import is_adapter, load_tokenizer, read_metadata
 from alignflow.components.platform.atomic import write_json_atomic
 from alignflow.components.platform.distributed import check_local_ranks, torchrun_command
-from alignflow.components.stages.common import StepHook
+from alignflow.components.stages.common import StepHook, report_fit
 from alignflow.components.stages.reference import cached_reference_logprobs
 from alignflow.components.stages.results import Artifact, Checkpoint, PreferenceTrainResult
 from alignflow.components.stages.train import round_examples, train_round
@@ -56,6 +56,8 @@ def train_round_launched(config: PipelineConfig, policy: Checkpoint, reference: 
             raise RuntimeError(f"torchrun ({' '.join(command)}) failed with exit {completed.returncode}:\n"
                                f"{completed.stderr[-4000:]}")
     result = PreferenceTrainResult.model_validate_json((spec_dir / "result.json").read_text())
+    p = config.preference
+    report_fit(result.fit, pairs.path, "preference", p.max_length, p.max_truncation_rate_warning)
     if on_step:
         for step, metrics in enumerate(result.history, start=1):
             on_step(step, metrics)

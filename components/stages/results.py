@@ -105,12 +105,28 @@ class BaseModelResult(StageResult):
     checkpoint: Checkpoint
 
 
+class RowFit(Record):
+    """How a training file's rows fit its ``max_length`` (``components/modeling/logprobs.py``): rows
+    seen, truncated (response cut from the right) and dropped (the prompt left no room)."""
+
+    rows: int = 0
+    truncated: int = 0
+    dropped: int = 0
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``{prefix}/truncated_rows``, ``{prefix}/truncated_rate`` (truncated / rows), ``{prefix}/dropped_rows``."""
+        return {f"{prefix}/truncated_rows": float(self.truncated),
+                f"{prefix}/truncated_rate": self.truncated / self.rows if self.rows else 0.0,
+                f"{prefix}/dropped_rows": float(self.dropped)}
+
+
 class SFTResult(StageResult):
     checkpoint: Checkpoint
     steps: int
     first_loss: float
     final_loss: float
     resumed_from_step: int | None = None
+    fit: RowFit = RowFit()
 
 
 class EvalResult(StageResult):
@@ -167,6 +183,7 @@ class StrengthResult(PairsResult):
     strength_mean: float
     strength_std: float
     ensemble_agreement: float
+    fit: RowFit = RowFit()  # the pairs against reward.max_length (a dropped pair gets no strength)
 
 
 class QualityResult(StageResult):
@@ -208,6 +225,7 @@ class PreferenceTrainResult(StageResult):
     resumed_from_step: int | None = None
     reference: ReferenceLogprobs
     world_size: int = 1
+    fit: RowFit = RowFit()  # the pairs against preference.max_length, as both the reference and the policy saw them
 
 
 class JudgeDataResult(StageResult):
@@ -238,6 +256,7 @@ class JudgeTrainResult(StageResult):
     steps: int
     final_metrics: dict[str, float]
     reference_model_id: str
+    fit: RowFit = RowFit()
 
 
 class PoolSampleResult(StageResult):

@@ -17,6 +17,7 @@ from alignflow.components.stages.common import (
     elapsed,
     read_examples,
     render,
+    report_fit,
     resume_checkpointer,
     stage_model_id,
     trainable_policy,
@@ -46,9 +47,10 @@ def run_sft(config: PipelineConfig, base: Checkpoint, sft_data: Artifact, out_di
     save_checkpoint(policy, out_dir, checkpoint_metadata(config.content_hash(), model_id, parent_id, "sft",
                                                          base.path, {"sft_data": sft_data.ref()}, config.seed))
     checkpointer.clear()
+    fit = report_fit(result.fit, sft_data.path, "sft", config.sft.max_length, config.sft.max_truncation_rate_warning)
     return SFTResult(checkpoint=Checkpoint(path=str(out_dir), model_id=model_id), steps=result.steps,
                      first_loss=result.first_loss, final_loss=result.final_loss,
-                     resumed_from_step=result.resumed_from_step, seconds=elapsed(start))
+                     resumed_from_step=result.resumed_from_step, fit=fit, seconds=elapsed(start))
 
 
 def _completion(row: Example) -> Text:

@@ -23,9 +23,9 @@ from alignflow.components.modeling.checkpoints import load_checkpoint
 from alignflow.components.modeling.reward_model import RewardModel
 from alignflow.components.platform.lineage import lineage_record
 from alignflow.components.platform.progress import progress_bar
-from alignflow.components.stages.common import elapsed
+from alignflow.components.stages.common import elapsed, report_fit
 from alignflow.components.stages.results import Artifact, Checkpoint, StrengthResult
-from alignflow.components.trainers.reward import RewardPair
+from alignflow.components.trainers.reward import RewardPair, fit_reward_rows
 
 
 def preference_strength(config: PipelineConfig, backbone: Checkpoint, pairs: Artifact, round_index: int,
@@ -59,7 +59,9 @@ def preference_strength(config: PipelineConfig, backbone: Checkpoint, pairs: Art
         models = train_ensemble(make_model, tokenizer, reward_pairs, r, seeds)
         differences = ensemble_differences(models, tokenizer, reward_pairs, r)
         advance(1)
-    mean, std = strength_statistics(differences)
+    mean, std = strength_statistics(differences)  # NaN for a pair that does not fit reward.max_length
+    fit = report_fit(fit_reward_rows(tokenizer, reward_pairs, r.max_length)[1], pairs.path, "reward", r.max_length,
+                     r.max_truncation_rate_warning)
     lineage = lineage_record("preference-strength", config.content_hash(), config.seed, parent_model=loaded.model_id,
                              inputs={"pairs": pairs.ref()}, ensemble_seeds=seeds, reward_loss=r.loss,
                              strength_mode=r.strength_mode)
@@ -68,5 +70,5 @@ def preference_strength(config: PipelineConfig, backbone: Checkpoint, pairs: Art
     return StrengthResult(pairs=Artifact.of(path), n_pairs=len(annotated),
                           n_flipped=sum(a.flipped != p.flipped for a, p in zip(annotated, rows, strict=True)),
                           n_smoothed=sum(a.label_smoothing is not None for a in annotated),
-                          strength_mean=float(mean.mean()), strength_std=float(std.mean()),
-                          ensemble_agreement=float((mean > 0).double().mean()), seconds=elapsed(start))
+                          strength_mean=float(mean.nanmean()), strength_std=float(std.nanmean()),
+                          ensemble_agreement=float((mean > 0).double().mean()), fit=fit, seconds=elapsed(start))

@@ -18,13 +18,14 @@ from alignflow.components.stages.common import (
     base_path_of,
     checkpoint_metadata,
     elapsed,
+    report_fit,
     resume_checkpointer,
     stage_model_id,
     trainable_policy,
     training_progress,
 )
 from alignflow.components.stages.reference import cached_reference_logprobs
-from alignflow.components.stages.results import Artifact, Checkpoint, PreferenceTrainResult
+from alignflow.components.stages.results import Artifact, Checkpoint, PreferenceTrainResult, RowFit
 from alignflow.components.trainers.preference import PreferenceExample, train_preference
 
 
@@ -74,7 +75,10 @@ def train_round(config: PipelineConfig, policy: Checkpoint, reference: Checkpoin
             config.content_hash(), model_id, model, f"preference:{p.loss_type}", base_path_of(policy.dir),
             {"pairs": pairs.ref(), "reference": reference.model_id}, config.seed + round_index))
     checkpointer.clear()
+    fit = RowFit(rows=result.fit.rows, truncated=result.fit.truncated, dropped=result.fit.dropped)
+    if world.size == 1:  # under torchrun the launching process warns, once (stages/launch.py)
+        report_fit(fit, pairs.path, "preference", p.max_length, p.max_truncation_rate_warning)
     return PreferenceTrainResult(checkpoint=Checkpoint(path=str(out_dir), model_id=model_id), n_pairs=len(examples),
                                  steps=result.steps, final_metrics=result.history[-1], history=result.history,
                                  resumed_from_step=result.resumed_from_step, reference=ref_info,
-                                 world_size=world.size, seconds=elapsed(start))
+                                 world_size=world.size, fit=fit, seconds=elapsed(start))

@@ -10,15 +10,22 @@
 
 Reference log-probs are computed once, before training, by ``reference_logprobs`` and passed
 in; the policy scores chosen and rejected in one concatenated forward per batch.
+
+Rows longer than ``max_length`` (``fit_examples``, the one rule both passes apply): a response is
+cut from the right to the room its whole prompt leaves; a row whose prompt leaves no room is
+dropped — a pair when either side (or its rationale row) is, a list row when any response is. The
+reference pass gives dropped rows NaN log-probs, training skips them, and both report the counts.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TypeGuard, overload
+from typing import TypeGuard, cast, overload
 
 import torch
 
@@ -27,13 +34,15 @@ from alignflow.components.data.prompts import rationale_prompt
 from alignflow.components.modeling.checkpoints import LoadedModel
 from alignflow.components.modeling.logprobs import (
     Batch,
+    FitStats,
     TokenRow,
     collate,
     encode_pairs,
     encode_stepped,
+    fit_rows,
+    fit_stepped,
     response_token_logprobs,
     sequence_logprobs,
-    tokenize_rows,
 )
 from alignflow.components.objectives.preference import (
     f_divergence_margin,
@@ -43,9 +52,18 @@ from alignflow.components.objectives.preference import (
 )
 from alignflow.components.objectives.ranking import asr_weights, response_reward, step_means, tpo_loss
 from alignflow.components.platform.distributed import current_world, loss_weight, shard
-from alignflow.components.trainers.common import DeferredMetrics, StepCallback, model_device, n_steps, seeded_batches
+from alignflow.components.trainers.common import (
+    DeferredMetrics,
+    StepCallback,
+    disable_dropout,
+    model_device,
+    n_steps,
+    seeded_batches,
+)
 from alignflow.components.trainers.resume import TrainingCheckpointer
 from alignflow.components.trainers.stepping import PlainStepper, make_stepper
+
+logger = logging.getLogger("alignflow.trainers.preference")
 
 
 @dataclass
@@ -84,6 +102,7 @@ class PreferenceResult:
     steps: int
     history: list[dict[str, float]]
     resumed_from_step: int = 0
+    fit: FitStats = field(default_factory=FitStats)  # rows truncated / dropped against max_length
 
 
 def _uses_mean_logps(config: PreferenceConfig) -> bool:
@@ -118,23 +137,68 @@ def _autocast(config: PreferenceConfig, device: torch.device):
     return nullcontext()
 
 
-def tokenize_pairs(tokenizer, examples: Sequence[PreferenceExample],
-                   max_length: int) -> list[tuple[TokenRow, TokenRow]]:
-    """(chosen row, rejected row) per example, tokenized once before any forward pass."""
-    chosen = tokenize_rows(tokenizer, [e.prompt for e in examples], [e.chosen for e in examples], max_length,
-                           score_prompt=[e.joint for e in examples])
-    rejected = tokenize_rows(tokenizer, [e.prompt_rejected or e.prompt for e in examples],
-                             [e.rejected for e in examples], max_length, score_prompt=[e.joint for e in examples])
-    return list(zip(chosen, rejected, strict=True))
+@dataclass
+class PreferenceFit:
+    """How a preference dataset fits ``max_length``: which rows train (``kept``, indices into the
+    examples), the counts, and for pair rows their (chosen, rejected) token rows (None: dropped)."""
+
+    kept: list[int]
+    stats: FitStats
+    pair_rows: list[tuple[TokenRow, TokenRow] | None] = field(default_factory=list)
+
+
+def fit_examples(tokenizer, examples: Sequence[Example], max_length: int) -> PreferenceFit:
+    """Tokenize and fit every row once (``logprobs.fit_row``): the one rule the reference pass and
+    training share, so the rows they score are the same. A pair is truncated when either response
+    (or its rationale) was cut, and dropped when either side (or its rationale row) does not fit; a
+    list row is truncated / dropped when any of its responses is.
+
+    Raises:
+        ValueError: the examples mix pair and list rows, or a list response has no steps.
+    """
+    if _kind(examples) == "lists":
+        assert _all_lists(examples)  # as _kind found every row
+        prompts = [e.prompt for e in examples for _ in e.responses]
+        fitted, _ = fit_stepped(tokenizer, prompts, [r for e in examples for r in e.responses], max_length)
+        kept, truncated, offset = [], 0, 0
+        for index, e in enumerate(examples):
+            rows = range(offset, offset + len(e.responses))
+            offset += len(e.responses)
+            if all(fitted.rows[i] is not None for i in rows):
+                kept.append(index)
+                truncated += any(fitted.truncated[i] for i in rows)
+        return PreferenceFit(kept, FitStats(len(examples), truncated, len(examples) - len(kept)))
+    assert _all_pairs(examples)  # as _kind found every row
+    joint = [e.joint for e in examples]
+    chosen = fit_rows(tokenizer, [e.prompt for e in examples], [e.chosen for e in examples], max_length, joint)
+    rejected = fit_rows(tokenizer, [e.prompt_rejected or e.prompt for e in examples],
+                        [e.rejected for e in examples], max_length, joint)
+    with_rationale = [i for i, e in enumerate(examples) if e.rationale]
+    rationale = fit_rows(tokenizer, [_rationale_prompt(tokenizer, examples[i]) for i in with_rationale],
+                         [examples[i].rationale or "" for i in with_rationale], max_length)
+    rationale_fit = {i: (row is not None, cut) for i, row, cut in zip(with_rationale, rationale.rows,
+                                                                      rationale.truncated, strict=True)}
+    pair_rows: list[tuple[TokenRow, TokenRow] | None] = []
+    kept, truncated = [], 0
+    for index in range(len(examples)):
+        c, r = chosen.rows[index], rejected.rows[index]
+        rationale_ok, rationale_cut = rationale_fit.get(index, (True, False))
+        if c is None or r is None or not rationale_ok:
+            pair_rows.append(None)
+            continue
+        pair_rows.append((c, r))
+        kept.append(index)
+        truncated += chosen.truncated[index] or rejected.truncated[index] or rationale_cut
+    return PreferenceFit(kept, FitStats(len(examples), truncated, len(examples) - len(kept)), pair_rows)
+
+
+def _rationale_prompt(tokenizer, example: PreferenceExample) -> str:
+    return example.rationale_prompt or rationale_prompt(tokenizer, example.prompt, example.chosen, example.rejected)
 
 
 def pair_batch(rows: Sequence[tuple[TokenRow, TokenRow]], pad_id: int, config: PreferenceConfig) -> Batch:
     """Chosen rows then rejected rows, so one forward scores both halves of every pair."""
     return collate([c for c, _ in rows] + [r for _, r in rows], pad_id, _packed(config), config.pack_length)
-
-
-def encode_pair_batch(tokenizer, chunk: Sequence[PreferenceExample], config: PreferenceConfig) -> Batch:
-    return pair_batch(tokenize_pairs(tokenizer, chunk, config.max_length), tokenizer.pad_token_id, config)
 
 
 def _list_token_logps(model, tokenizer, chunk: Sequence[ListExample], config: PreferenceConfig, hidden: bool
@@ -173,40 +237,46 @@ def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], conf
 def reference_logprobs(reference: LoadedModel, examples: Sequence[Example], config: PreferenceConfig,
                        batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> ReferenceLogps:
     """Pairs: [N, 2] (chosen, rejected) sequence log-probs. Lists: per row an [n, R] tensor of
-    token log-probs (TPO needs them per step). Computed once per round, then cached."""
+    token log-probs (TPO needs them per step). Computed once per round, then cached. A row that
+    ``fit_examples`` drops gets NaN ([N, 2] row, or an [n, 1] tensor for a list row): training
+    skips exactly those rows."""
     reference.model.eval()
     device = model_device(reference.model)
     config = config.for_device(device.type)
     lists = _kind(examples) == "lists"
     average = _uses_mean_logps(config)
-    out: list[torch.Tensor] = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+    fit = fit_examples(reference.tokenizer, examples, config.max_length)
+    pairs_out = torch.full((len(examples), 2), math.nan, dtype=torch.float64)
+    lists_out: list[torch.Tensor] = [torch.full((len(e.responses), 1), math.nan, dtype=torch.float64)
+                                     for e in examples if isinstance(e, ListExample)]
+    if on_batch and fit.stats.dropped:
+        on_batch(fit.stats.dropped)
+    for start in range(0, len(fit.kept), batch_size):
+        index = fit.kept[start:start + batch_size]
+        chunk = [examples[i] for i in index]
         with _autocast(config, device):
             if lists:
                 assert _all_lists(chunk)  # as _kind found every row
                 token_logps, _, _, _, _ = _list_token_logps(reference.model, reference.tokenizer, chunk, config,
                                                             hidden=False)
                 offset = 0
-                for e in chunk:
-                    out.append(token_logps[offset:offset + len(e.responses)].double().cpu())
+                for i, e in zip(index, chunk, strict=True):
+                    lists_out[i] = token_logps[offset:offset + len(e.responses)].double().cpu()
                     offset += len(e.responses)
             else:
-                assert _all_pairs(chunk)  # as _kind found every row
-                batch = encode_pair_batch(reference.tokenizer, chunk, config).to(device)
+                rows = [row for row in (fit.pair_rows[i] for i in index) if row is not None]
+                batch = pair_batch(rows, cast(int, reference.tokenizer.pad_token_id), config).to(device)
                 logps = sequence_logprobs(reference.model, batch, average=average).double().cpu()
-                out.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1))
+                pairs_out[index] = torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=-1)
         if on_batch:
             on_batch(len(chunk))
-    if lists:
-        return out
-    return torch.cat(out)
+    return lists_out if lists else pairs_out
 
 
 def _rationale_logps(model, tokenizer, chunk: Sequence[PreferenceExample], config: PreferenceConfig) -> torch.Tensor:
     """Sum log π_θ(r | x_rat) for the rows that carry a rationale (others: 0, masked by caller)."""
     rows = [e for e in chunk if e.rationale]
-    prompts = [e.rationale_prompt or rationale_prompt(tokenizer, e.prompt, e.chosen, e.rejected) for e in rows]
+    prompts = [_rationale_prompt(tokenizer, e) for e in rows]
     rationales = [e.rationale for e in rows if e.rationale]  # all of rows: the test only narrows the type
     batch = encode_pairs(tokenizer, prompts, rationales, config.max_length,
                          packed=_packed(config), pack_length=config.pack_length).to(model_device(model))
@@ -291,7 +361,22 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     got = tuple(ref_logps.shape) if not lists and isinstance(ref_logps, torch.Tensor) else len(ref_logps)
     if got != expected:
         raise ValueError(f"reference log-probs have shape {got}, expected {expected}")
+    fit = fit_examples(policy.tokenizer, examples, config.max_length)
+    if not fit.kept:
+        raise ValueError(f"none of the {len(examples)} preference rows fits max_length {config.max_length}: every "
+                         f"prompt leaves fewer than a few tokens for its responses; raise max_length")
+    stale = [i for i in fit.kept if not bool(torch.isfinite(ref_logps[i]).all())]
+    if stale:
+        raise ValueError(f"reference log-probs of rows {stale[:5]} are NaN, but the rows fit max_length "
+                         f"{config.max_length}: they were computed for another max_length; recompute them")
     model = policy.model
+    if config.disable_dropout:
+        changed = disable_dropout(model)
+        logger.info("preference.disable_dropout: set %d dropout rates of the policy to 0 (reference log-probs come "
+                    "from a dropout-free forward)", changed)
+    elif any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        logger.warning("preference.disable_dropout is false: the policy trains with dropout on, the reference "
+                       "log-probs were computed without it")
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
@@ -299,20 +384,19 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     model.train()
     device = model_device(model)
     config = config.for_device(device.type)
-    total = n_steps(len(examples), config.batch_size, config.epochs)
+    total = n_steps(len(fit.kept), config.batch_size, config.epochs)
     stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
                            config.deepspeed_config, bf16=config.autocast_bf16)
-    rows = tokenize_pairs(policy.tokenizer, examples, config.max_length) if not lists and _all_pairs(examples) else None
     history: list[dict[str, float]] = []
     world = current_world()
     resumable = _resumable(checkpointer, stepper)
     done = (checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history)
             if resumable and isinstance(stepper, PlainStepper) else 0)  # _resumable implies a PlainStepper
     reader = DeferredMetrics(history, on_step)
-    for step, index in enumerate(seeded_batches(len(examples), config.batch_size, config.epochs, seed), start=1):
+    for step, index in enumerate(seeded_batches(len(fit.kept), config.batch_size, config.epochs, seed), start=1):
         if step <= done:
             continue  # taken before the resume state was saved; the batch order is a function of the seed
-        mine = shard(index, world)  # the whole batch in one process; this rank's share under torchrun
+        mine = [fit.kept[i] for i in shard(index, world)]  # the whole batch in one process; a rank's share
         if mine:
             chunk = [examples[i] for i in mine]
             with _autocast(config, device):
@@ -320,10 +404,10 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
                     assert _all_lists(chunk)  # as _kind found every row
                     loss, metrics = _list_step(model, policy.tokenizer, chunk, [ref_logps[i] for i in mine], config)
                 else:
-                    # pair rows were tokenized above, and their reference log-probs are the [N, 2] tensor checked above
-                    assert _all_pairs(chunk) and rows is not None and isinstance(ref_logps, torch.Tensor)
-                    loss, metrics = _pair_step(model, policy.tokenizer, chunk, [rows[i] for i in mine],
-                                               ref_logps[mine], config)
+                    # pair rows were fitted above, and their reference log-probs are the [N, 2] tensor checked above
+                    rows = [row for row in (fit.pair_rows[i] for i in mine) if row is not None]
+                    assert _all_pairs(chunk) and len(rows) == len(chunk) and isinstance(ref_logps, torch.Tensor)
+                    loss, metrics = _pair_step(model, policy.tokenizer, chunk, rows, ref_logps[mine], config)
             stepper.backward(loss * loss_weight(len(mine), len(index), world) if world.distributed else loss)
         elif isinstance(stepper, PlainStepper):
             loss, metrics = torch.zeros((), device=device), {}  # a last, short batch left this rank nothing
@@ -343,7 +427,7 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
-    return PreferenceResult(steps=total, history=history, resumed_from_step=done)
+    return PreferenceResult(steps=total, history=history, resumed_from_step=done, fit=fit.stats)
 
 
 def _resumable(checkpointer: TrainingCheckpointer | None, stepper) -> TypeGuard[TrainingCheckpointer]:

@@ -8,6 +8,7 @@ ensembles and training all go through it, so a head is added in one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from alignflow.components.config import RewardConfig
-from alignflow.components.modeling.logprobs import encode_pairs
+from alignflow.components.modeling.logprobs import FitStats, encode_pairs, fit_rows
 from alignflow.components.modeling.reward_model import RewardModel, gpm_loss, gpm_score
 from alignflow.components.objectives.preference import bradley_terry_loss, eurus_loss
 from alignflow.components.trainers.common import StepCallback, model_device, n_steps, seeded_batches
@@ -44,6 +45,27 @@ class AttributeExample:
 class RewardResult:
     steps: int
     history: list[dict[str, float]]
+    fit: FitStats = field(default_factory=FitStats)  # rows truncated / dropped against max_length
+
+
+def fit_reward_rows(tokenizer: PreTrainedTokenizerBase, rows: Sequence[RewardPair] | Sequence[AttributeExample],
+                    max_length: int) -> tuple[list[int], FitStats]:
+    """Which rows fit ``max_length`` (``logprobs.fit_row``: the prompt is never cut, a response is
+    cut from the right, a row whose prompt leaves no room is dropped; a pair when either side is).
+
+    Returns:
+        (indices of the rows kept, the counts).
+    """
+    pairs = [r for r in rows if isinstance(r, RewardPair)]
+    if len(pairs) == len(rows):
+        chosen = fit_rows(tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], max_length)
+        rejected = fit_rows(tokenizer, [p.prompt for p in pairs], [p.rejected for p in pairs], max_length)
+        kept = [i for i in range(len(pairs)) if chosen.rows[i] is not None and rejected.rows[i] is not None]
+        truncated = sum(chosen.truncated[i] or rejected.truncated[i] for i in kept)
+        return kept, FitStats(len(pairs), truncated, len(pairs) - len(kept))
+    attribute_rows = [r for r in rows if isinstance(r, AttributeExample)]
+    fitted = fit_rows(tokenizer, [r.prompt for r in attribute_rows], [r.response for r in attribute_rows], max_length)
+    return fitted.kept, fitted.stats()
 
 
 def check_head(model: RewardModel, config: RewardConfig) -> None:
@@ -107,7 +129,12 @@ def _regression_step(model: RewardModel, tokenizer: PreTrainedTokenizerBase, row
 def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
                  rows: Sequence[RewardPair] | Sequence[AttributeExample], config: RewardConfig, seed: int,
                  on_step: StepCallback | None = None) -> RewardResult:
-    """Pairs for bt / margin_bt / scaled_bt / eurus / gpm; attribute rows for regression."""
+    """Pairs for bt / margin_bt / scaled_bt / eurus / gpm; attribute rows for regression. Rows that do
+    not fit ``config.max_length`` are dropped (``fit_reward_rows``); the result counts them.
+
+    Raises:
+        ValueError: no rows, rows of the wrong kind for the loss, or no row fits max_length.
+    """
     if not rows:
         raise ValueError("no reward-model training rows")
     check_head(model, config)
@@ -117,12 +144,17 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
     attribute_rows = [r for r in rows if isinstance(r, AttributeExample)]
     if len(attribute_rows if regression else pairs) != len(rows):  # some row is not an ``expected``
         raise ValueError(f"reward loss '{config.loss}' trains on {expected.__name__} rows")
+    kept, fit = fit_reward_rows(tokenizer, rows, config.max_length)
+    if not kept:
+        raise ValueError(f"none of the {len(rows)} reward rows fits reward.max_length {config.max_length}; raise it")
+    pairs = [pairs[i] for i in kept] if not regression else pairs
+    attribute_rows = [attribute_rows[i] for i in kept] if regression else attribute_rows
     model.train()
-    total = n_steps(len(rows), config.batch_size, config.epochs)
+    total = n_steps(len(kept), config.batch_size, config.epochs)
     stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
                            config.deepspeed_config)
     history: list[dict[str, float]] = []
-    for step, index in enumerate(seeded_batches(len(rows), config.batch_size, config.epochs, seed), start=1):
+    for step, index in enumerate(seeded_batches(len(kept), config.batch_size, config.epochs, seed), start=1):
         if regression:
             loss, metrics = _regression_step(model, tokenizer, [attribute_rows[i] for i in index], config)
         else:
@@ -140,20 +172,25 @@ def train_reward(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
             on_step(step, metrics)
     stepper.finish()
     model.eval()
-    return RewardResult(steps=total, history=history)
+    return RewardResult(steps=total, history=history, fit=fit)
 
 
 @torch.no_grad()
 def score_pairs(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[RewardPair],
                 config: RewardConfig, batch_size: int = 16,
                 on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """[N] pair logits (chosen ≻ rejected), in float64 for metrics."""
+    """[N] pair logits (chosen ≻ rejected), in float64 for metrics; NaN for a pair that does not fit
+    ``config.max_length`` (``fit_reward_rows``): it has no score rather than one of a mangled row."""
     model.eval()
-    out: list[torch.Tensor] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+    kept, _ = fit_reward_rows(tokenizer, pairs, config.max_length)
+    out = torch.full((len(pairs),), math.nan, dtype=torch.float64)
+    if on_batch and len(kept) < len(pairs):
+        on_batch(len(pairs) - len(kept))
+    for start in range(0, len(kept), batch_size):
+        index = kept[start:start + batch_size]
+        chunk = [pairs[i] for i in index]
         chosen, rejected = pair_forward(model, tokenizer, chunk, config.max_length)
-        out.append(pair_logit(model, chosen, rejected, config).double().cpu())
+        out[index] = pair_logit(model, chosen, rejected, config).double().cpu()
         if on_batch:
             on_batch(len(chunk))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return out

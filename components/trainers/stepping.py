@@ -76,7 +76,7 @@ def load_deepspeed_config(path: str | Path, batch_size: int, max_grad_norm: floa
     truth for the batch size would make the logged params lie about the run."""
     path = Path(path)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM reads like none, in any locale
     except FileNotFoundError:
         raise FileNotFoundError(f"DeepSpeed config {path} does not exist") from None
     except json.JSONDecodeError as e:

@@ -3,30 +3,10 @@ import json
 import pytest
 
 from alignflow.components.config import load_config
-from alignflow.components.data.answers import extract_answer, is_correct
+from alignflow.components.data.answers import extract_answer
 from alignflow.components.data.arithmetic import generate_dataset, generate_split
 from alignflow.components.data.io import DataValidationError, read_rows, write_rows
 from alignflow.components.data.schemas import ProblemRow
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("Start with 4.\n4 + 3 = 7.\nThe answer is 7.", 7.0),
-    ("so the answer is: 1,250 coins", 1250.0),
-    ("The answer is 3. Wait, the answer is 5.", 5.0),
-    ("\\boxed{42}", 42.0),
-    ("#### -8", -8.0),
-    ("I think 12 apples and then 15", 15.0),
-    ("no digits at all", None),
-    ("The answer is 2.5", 2.5),
-])
-def test_extract_answer(text, expected):
-    assert extract_answer(text) == expected
-
-
-def test_is_correct_requires_exact_value():
-    assert is_correct("The answer is 10.", 10)
-    assert not is_correct("The answer is 11.", 10)
-    assert not is_correct("nothing", 10)
 
 
 def test_generator_is_deterministic_and_solutions_are_right():

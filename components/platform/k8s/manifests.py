@@ -26,7 +26,7 @@ def load_manifests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for file in files:
         if file.name == "kustomization.yaml":
             continue
-        for index, doc in enumerate(yaml.safe_load_all(file.read_text())):
+        for index, doc in enumerate(yaml.safe_load_all(file.read_text(encoding="utf-8-sig"))):
             if doc:
                 yield f"{file}#{index}", doc
 
