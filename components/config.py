@@ -83,6 +83,13 @@ class SFTConfig(_Section):
     warmup_steps: int = Field(default=5, ge=0)
 
 
+# Who generates (components/modeling/sampler.py): "auto" = the static-cache sampler on CUDA, Hugging Face
+# generate on CPU (where results stay exactly as before); "hf" / "static" force one. ``SamplerCompile``:
+# how the static sampler's decode step runs — "auto" = captured in a CUDA graph on CUDA, eager on CPU.
+SamplingBackend = Literal["auto", "hf", "static"]
+SamplerCompile = Literal["auto", "none", "cuda_graph", "inductor"]
+
+
 class SamplingConfig(_Section):
     prompts_per_round: int = Field(default=64, ge=1)
     k: int = Field(default=4, ge=2, description="completions per prompt; pairs need at least two")
@@ -90,6 +97,9 @@ class SamplingConfig(_Section):
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens: int = Field(default=96, ge=1)
     batch_size: int = Field(default=32, ge=1)
+    # every generation of the pipeline (rounds, evaluation, MCTS expansion): see SamplingBackend above
+    backend: SamplingBackend = "auto"
+    compile: SamplerCompile = "auto"
 
 
 # The names every choice may take, defined once: the library modules derive their tuples from these
@@ -442,6 +452,11 @@ class PipelineConfig(_Section):
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")
+        # how the decode step runs, not what it computes; and "auto" (the default) is what every config
+        # meant before the switch existed, so their hashes (and cached work) stay valid
+        payload["sampling"].pop("compile")
+        if payload["sampling"]["backend"] == "auto":
+            payload["sampling"].pop("backend")
         return _hash_payload(payload)
 
     def judge_hash(self) -> str:
