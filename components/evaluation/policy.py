@@ -12,6 +12,7 @@ from typing import cast
 
 import torch
 
+from alignflow.components.config import SamplerCompile, SamplingBackend
 from alignflow.components.data.answers import extract_answer
 from alignflow.components.data.prompts import render_prompt
 from alignflow.components.data.schemas import PredictionRow, ProblemRow
@@ -27,10 +28,12 @@ class EvalResult:
 
 
 def evaluate_policy(policy: LoadedModel, problems: list[ProblemRow], batch_size: int, max_new_tokens: int,
-                    on_batch: Callable[[int], None] | None = None, system_prompt: str | None = None) -> EvalResult:
+                    on_batch: Callable[[int], None] | None = None, system_prompt: str | None = None,
+                    backend: SamplingBackend = "auto", compile: SamplerCompile = "auto") -> EvalResult:
     prompts = [render_prompt(policy.tokenizer, p.question, system_prompt) for p in problems]
     completions = generate_completions(policy.model, policy.tokenizer, prompts, k=1, do_sample=False,
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch,
+                                       backend=backend, compile=compile)
     predictions = []
     for problem, completion in zip(problems, completions, strict=True):
         value = extract_answer(completion.text)
@@ -52,13 +55,15 @@ def evaluate_policy(policy: LoadedModel, problems: list[ProblemRow], batch_size:
 
 @torch.no_grad()
 def kl_estimate(policy: LoadedModel, reference: LoadedModel, problems: list[ProblemRow], n_samples: int,
-                max_new_tokens: int, batch_size: int, seed: int, system_prompt: str | None = None) -> float:
+                max_new_tokens: int, batch_size: int, seed: int, system_prompt: str | None = None,
+                backend: SamplingBackend = "auto", compile: SamplerCompile = "auto") -> float:
     if n_samples == 0 or not problems:
         return float("nan")
     chosen = problems[:n_samples]
     prompts = [render_prompt(policy.tokenizer, p.question, system_prompt) for p in chosen]
     samples = generate_completions(policy.model, policy.tokenizer, prompts, k=1, do_sample=True, temperature=1.0,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, backend=backend,
+                                   compile=compile)
     eos = cast(str, policy.tokenizer.eos_token)
     # A sample that stopped early ended with EOS: score it too, as it was part of what π produced.
     texts = [s.text + (eos if s.n_tokens < max_new_tokens else "") for s in samples]

@@ -10,6 +10,7 @@ from alignflow.components.data.io import read_rows, write_rows
 from alignflow.components.data.schemas import ProblemRow
 from alignflow.components.evaluation.policy import evaluate_policy, kl_estimate
 from alignflow.components.modeling.checkpoints import load_checkpoint
+from alignflow.components.modeling.sampler import collect_stats
 from alignflow.components.platform.atomic import write_json_atomic
 from alignflow.components.platform.progress import progress_bar
 from alignflow.components.stages.common import elapsed
@@ -23,17 +24,22 @@ def evaluate(config: PipelineConfig, policy: Checkpoint, reference: Checkpoint |
     start = time.perf_counter()
     problems = read_rows(eval_data.file, ProblemRow)
     loaded = load_checkpoint(policy.dir, merge=True)
-    with progress_bar("eval", len(problems)) as advance:
+    backend, compile = config.sampling.backend, config.sampling.compile
+    with progress_bar("eval", len(problems)) as advance, collect_stats() as stats:
         result = evaluate_policy(loaded, problems, config.eval.batch_size, config.eval.max_new_tokens, advance,
-                                 system_prompt=config.data.system_prompt)
+                                 system_prompt=config.data.system_prompt, backend=backend,
+                                 compile=compile)
     metrics = dict(result.metrics)
     if reference is not None and config.eval.kl_samples > 0:
         reference_model = load_checkpoint(reference.dir, merge=True)
-        metrics["eval/kl_to_reference"] = kl_estimate(loaded, reference_model, problems, config.eval.kl_samples,
-                                                      config.eval.max_new_tokens, config.eval.batch_size, seed,
-                                                      system_prompt=config.data.system_prompt)
+        with collect_stats() as kl_stats:
+            metrics["eval/kl_to_reference"] = kl_estimate(loaded, reference_model, problems, config.eval.kl_samples,
+                                                          config.eval.max_new_tokens, config.eval.batch_size, seed,
+                                                          system_prompt=config.data.system_prompt, backend=backend,
+                                                          compile=compile)
+        stats.add(kl_stats)
     out_dir = Path(out_dir)
     predictions = write_rows(out_dir / "predictions.jsonl", result.predictions)
     metrics_file = write_json_atomic(out_dir / "metrics.json", {"model_id": loaded.model_id, "metrics": metrics})
     return EvalResult(metrics=metrics, predictions=Artifact.of(predictions), metrics_file=Artifact.of(metrics_file),
-                      model_id=loaded.model_id, seconds=elapsed(start))
+                      model_id=loaded.model_id, seconds=elapsed(start), stall_seconds=round(stats.stall_s, 3))

@@ -11,6 +11,7 @@ from alignflow.components.data.prompts import render_prompt
 from alignflow.components.data.schemas import CompletionRow, ProblemRow
 from alignflow.components.modeling.checkpoints import load_checkpoint
 from alignflow.components.modeling.generation import generate_completions
+from alignflow.components.modeling.sampler import collect_stats
 from alignflow.components.platform.progress import progress_bar
 from alignflow.components.stages.common import elapsed, round_prompts
 from alignflow.components.stages.results import Artifact, Checkpoint, SampleResult
@@ -26,14 +27,15 @@ def sample(config: PipelineConfig, policy: Checkpoint, train: Artifact, round_in
     loaded = load_checkpoint(policy.dir, merge=True)
     prompts = [render_prompt(loaded.tokenizer, p.question, config.data.system_prompt) for p in problems]
     seed = config.seed * 1000 + round_index
-    with progress_bar(f"round {round_index}: sampling", len(prompts)) as advance:
+    with progress_bar(f"round {round_index}: sampling", len(prompts)) as advance, collect_stats() as stats:
         completions = generate_completions(loaded.model, loaded.tokenizer, prompts, k=s.k, do_sample=True,
                                            temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                           batch_size=s.batch_size, seed=seed, on_batch=advance)
+                                           batch_size=s.batch_size, seed=seed, on_batch=advance, backend=s.backend,
+                                           compile=s.compile)
     rows = [CompletionRow(problem_id=problems[c.prompt_index].id, question=problems[c.prompt_index].question,
                           answer=problems[c.prompt_index].answer, sample_index=c.sample_index, completion=c.text,
                           n_tokens=c.n_tokens) for c in completions]
     path = write_rows(Path(out_dir) / "samples.jsonl", rows)
     return SampleResult(samples=Artifact.of(path), n_samples=len(rows), n_prompts=len(problems),
                         generated_tokens=sum(r.n_tokens for r in rows), policy_model_id=loaded.model_id, seed=seed,
-                        seconds=elapsed(start))
+                        seconds=elapsed(start), stall_seconds=round(stats.stall_s, 3))
