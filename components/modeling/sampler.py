@@ -542,7 +542,11 @@ class StaticSampler:
 
             run = run_compiled
         if self.device.type == "cuda" and self.compile in ("cuda_graph", "inductor"):
-            run = self._capture(run)
+            try:
+                run = self._capture(run)
+            except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs, slower
+                logger.warning("the decode step could not be captured in a CUDA graph (%s); running it uncaptured",
+                               exc)
         elif self.compile == "inductor":
             run()  # compile now, so the stall is counted here and not in the first decode step
         v.graphs[spec] = run
