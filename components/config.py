@@ -156,12 +156,26 @@ class PreferenceConfig(_Section):
     deepspeed_config: str | None = None
     # bf16 autocast (GPU): matmuls in bf16, weights and optimizer state stay in the model's dtype
     autocast_bf16: bool = False
+    # bf16 parameters with fp32 master weights (trainers/stepping.py MasterWeightsStepper): forward and
+    # backward on bf16 weights, AdamW on an fp32 copy written back after every step; the checkpoint is
+    # the fp32 copy. Not with deepspeed_config (DeepSpeed has its own bf16 section).
+    bf16_master_weights: bool = False
+    # torch.compile the decoder's forward for training (shapes vary by batch: recompiles are bounded by
+    # dynamic shapes after the second); the fused LM head and packing are unchanged
+    compile_model: bool = False
 
     def for_device(self, device_type: str) -> PreferenceConfig:
         """This config with the device-dependent choices ("auto") made for ``device_type``."""
         if self.packing != "auto":
             return self
         return self.model_copy(update={"packing": device_type == "cuda"})
+
+    @model_validator(mode="after")
+    def _one_precision_scheme(self) -> PreferenceConfig:
+        if self.bf16_master_weights and self.deepspeed_config:
+            raise ValueError("bf16_master_weights and deepspeed_config: set the precision in the DeepSpeed file "
+                             "(its bf16 section) instead")
+        return self
 
     @model_validator(mode="after")
     def _pack_length_fits(self) -> PreferenceConfig:
@@ -452,11 +466,7 @@ class PipelineConfig(_Section):
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")
-        # how the decode step runs, not what it computes; and "auto" (the default) is what every config
-        # meant before the switch existed, so their hashes (and cached work) stay valid
-        payload["sampling"].pop("compile")
-        if payload["sampling"]["backend"] == "auto":
-            payload["sampling"].pop("backend")
+        payload["sampling"].pop("compile")  # how the decode step runs, not what it computes
         return _hash_payload(payload)
 
     def judge_hash(self) -> str:
@@ -465,7 +475,23 @@ class PipelineConfig(_Section):
         return _hash_payload(payload)
 
 
+# Keys added after configs were first hashed, with their defaults: left out of a hash at the default,
+# which is what every config meant before the key existed, so earlier hashes (and cached work) stay valid.
+_LATER_KEYS: dict[tuple[str, ...], Any] = {
+    ("sampling", "backend"): "auto",
+    ("preference", "bf16_master_weights"): False, ("preference", "compile_model"): False,
+    ("judge", "preference", "bf16_master_weights"): False, ("judge", "preference", "compile_model"): False,
+}
+
+
 def _hash_payload(payload: dict[str, Any]) -> str:
+    for path, default in _LATER_KEYS.items():
+        *sections, key = path
+        node: Any = payload
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node and node[key] == default:
+            node.pop(key)
     if "model" in payload:
         payload["model"].pop("cache_dir", None)
         payload["model"].pop("torch_threads", None)
