@@ -10,8 +10,9 @@ after every token. Here one call is:
   of ``CACHE_BUCKET`` — so the same few shapes recur across calls and rounds;
 - **decode steps** that are one pure function of device tensors: the step's attention mask and
   positions come from the cache's own position counter, the next token is chosen on the device
-  (greedy argmax, or temperature / top-k / top-p sampling by the Gumbel-max trick with counter-based
-  noise, so no generator state is read or advanced), finished rows write padding. Nothing is read back
+  (greedy argmax, or temperature / top-k / top-p sampling by inverting the row's cumulative distribution
+  at a counter-based uniform, so no generator state is read or advanced), finished rows write padding.
+  Nothing is read back
   per token: on CUDA the step is captured once in a CUDA graph (``compile="cuda_graph"``) and replayed,
   or compiled by inductor and then captured (``"inductor"``), and the host only checks every
   ``CHECK_EVERY`` steps whether rows are still running;
@@ -20,8 +21,8 @@ after every token. Here one call is:
   rows (a prefix view of the same buffers: no new memory); when all rows have finished the call ends.
 
 Randomness: each row gets a 32-bit key from the torch generator (so ``torch.manual_seed`` before a
-call fixes its samples, as it does for ``generate``), and the noise of token v at generated position t
-is a hash of (row key, t, v). A row's samples therefore do not depend on which other rows share its
+call fixes its samples, as it does for ``generate``), and the uniform that picks its token at generated
+position t is a hash of (row key, t). A row's samples therefore do not depend on which other rows share its
 batch, on retirement or on the device's generator: the same seed gives the same samples run to run.
 The distribution is the one ``generate`` samples (same temperature, top-k then top-p, from the model's
 generation config); the draws are not the same as ``generate``'s (which draws with ``torch.multinomial``
@@ -65,6 +66,7 @@ PROMPT_BUCKET = 32  # prompt blocks are padded on the left to a multiple of this
 CACHE_BUCKET = 64  # cache lengths are rounded up to a multiple of this
 CHECK_EVERY = 16  # decode steps between two looks at which rows are still running
 MIN_ROWS = 8  # retirement never shrinks a batch below this many rows (graphs below it gain nothing)
+MAX_WORKSPACES = 8  # (rows, cache length) shapes kept per engine, least recently used dropped
 MAX_ENGINES = 2  # engines (model copies and their graphs) kept per process, least recently used dropped
 
 # generation-config fields whose non-default values the static sampler does not implement
@@ -187,12 +189,11 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform_noise(row_keys: torch.Tensor, t: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """U(0, 1) float32 for each (row, token): a hash of (row key, position t, token id). [R, 1] keys
-    and [R, n] or [1, n] token ids give [R, n]."""
+def uniform_per_row(row_keys: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """U(0, 1) float64 for each row at generated position t: a hash of (row key, t), 32 bits of it."""
     h = _mix32((row_keys + _mix32((t + 0x9E3779B9) & _M32)) & _M32)
-    h = _mix32(h ^ token_ids)
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+    h = _mix32(h ^ 0x5BD1E995)
+    return (h.to(torch.float64) + 0.5) * (1.0 / 4294967296.0)
 
 
 def row_keys_from_generator(n_rows: int, device: torch.device) -> torch.Tensor:
@@ -230,10 +231,12 @@ def choose_tokens(logits: torch.Tensor, row_keys: torch.Tensor, t: torch.Tensor,
             drop = tail <= 1.0 - spec.top_p
             drop[:, 0] = False
             scores = scores.masked_fill(drop, float("-inf"))
-        candidates = ids if ids is not None else torch.arange(vocab, device=scores.device).expand(scores.shape[0], -1)
-        gumbel = -torch.log(-torch.log(uniform_noise(row_keys.unsqueeze(1), t, candidates)))
-        choice = (scores + gumbel).argmax(dim=-1, keepdim=True)
-        tokens = candidates.gather(-1, choice).squeeze(-1)
+        # inverse transform: the first candidate whose cumulative probability passes the row's uniform
+        # (one hash per row, where Gumbel-max would need one per candidate: the whole vocabulary without top-k)
+        cdf = torch.softmax(scores, dim=-1, dtype=torch.float64).cumsum(dim=-1)
+        u = uniform_per_row(row_keys, t) * cdf[:, -1]  # < the total, so never past the last candidate
+        choice = torch.searchsorted(cdf, u.unsqueeze(-1), right=True).clamp(max=scores.shape[-1] - 1)
+        tokens = (ids.gather(-1, choice) if ids is not None else choice).squeeze(-1)
     if spec.want_logps:
         logps = logps_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return tokens, logps
@@ -486,6 +489,8 @@ class StaticSampler:
         key = (rows, cache_len)
         if key not in self.workspaces:
             self.workspaces[key] = _Workspace(self.model, rows, cache_len)
+            while len(self.workspaces) > MAX_WORKSPACES:  # their caches and graphs go with them
+                self.workspaces.popitem(last=False)
         self.workspaces.move_to_end(key)
         return self.workspaces[key]
 

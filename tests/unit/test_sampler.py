@@ -152,7 +152,7 @@ def test_same_seed_same_samples_and_rows_do_not_depend_on_their_neighbours(token
 
 
 def test_sampling_follows_generates_distribution(tokenizer):
-    """Many rows with one set of logits: the Gumbel-max draws match the probabilities generate's own
+    """Many rows with one set of logits: the inverse-transform draws match the probabilities generate's own
     temperature → top-k → top-p warpers leave (total variation below 0.02 over 40k draws)."""
     torch.manual_seed(0)
     vocab, rows = 64, 40_000

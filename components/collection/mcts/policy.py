@@ -164,10 +164,7 @@ class StepPolicy:
         """[V] bool: the tokens whose text contains the step separator."""
         if self._stop_tokens is None:
             vocab = cast(Any, self.model.get_output_embeddings()).weight.shape[0]
-            texts = self.tokenizer.batch_decode([[i] for i in range(min(vocab, len(self.tokenizer)))])
-            stop = torch.zeros(vocab, dtype=torch.bool)
-            stop[[i for i, text in enumerate(texts) if self.separator in text]] = True
-            self._stop_tokens = stop
+            self._stop_tokens = separator_tokens(self.tokenizer, self.separator, vocab)
         return self._stop_tokens
 
     def _continue_and_read(self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None,
@@ -273,3 +270,18 @@ def continuation_suffix(tokenizer: PreTrainedTokenizerBase, reference_solution: 
     eos = cast(str, tokenizer.eos_token)
     after_eos = turn_close[len(eos):] if turn_close.startswith(eos) else turn_close
     return turn_close + question, after_eos + question
+
+
+_SEPARATOR_TOKENS: dict[tuple[str, int, str, int], torch.Tensor] = {}
+
+
+def separator_tokens(tokenizer: PreTrainedTokenizerBase, separator: str, vocab: int) -> torch.Tensor:
+    """[vocab] bool, True where the token's text contains ``separator`` (decoding the vocabulary once
+    per tokenizer and separator in a process)."""
+    key = (str(tokenizer.name_or_path), len(tokenizer), separator, vocab)
+    if key not in _SEPARATOR_TOKENS:
+        texts = tokenizer.batch_decode([[i] for i in range(min(vocab, len(tokenizer)))])
+        stop = torch.zeros(vocab, dtype=torch.bool)
+        stop[[i for i, text in enumerate(texts) if separator in text]] = True
+        _SEPARATOR_TOKENS[key] = stop
+    return _SEPARATOR_TOKENS[key]
