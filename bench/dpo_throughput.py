@@ -67,14 +67,19 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core pea
 TRAINERS = ["trl", "alignflow", "alignflow-packed", "alignflow-bf16master", "alignflow-bf16master-compiled"]
 
 
-def build_model(tokenizer, shape: str, seed: int):
+def build_model(tokenizer, shape: str, seed: int, device: str = "cpu"):
+    """Random init from the shape's config, on ``device`` (a 1B model initialises in seconds on a GPU,
+    not half a minute on the CPU; "meta" only to count parameters)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
     model.config.use_cache = False
     return model
 
@@ -198,7 +203,7 @@ def model_flops(base, tokens: int, response_tokens: int) -> float:
 def measure_one(args: argparse.Namespace) -> dict:
     """One trainer in this process: a 2-batch warm-up, then the timed run."""
     tokenizer = load_tokenizer(args.tokenizer)
-    base = build_model(tokenizer, args.shape, seed=0)
+    base = build_model(tokenizer, args.shape, seed=0, device=args.device)
     pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
     run = run_trl if args.only == "trl" else run_ours
     run(base, tokenizer, pairs[: 2 * args.batch_size], args)
@@ -228,6 +233,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also run the bf16-master trainer with its decoder forward compiled")
     parser.add_argument("--no-trl", action="store_true", help="leave TRL out (it is left out when not installed)")
+    parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=None,
+                        help="exactly these rows (default: from --packing, --bf16-master, --compile)")
     parser.add_argument("--only", choices=TRAINERS, default=None,
                         help="(internal) measure one trainer in this process and print its result")
     args = parser.parse_args()
@@ -249,6 +256,8 @@ def main() -> None:
     names = (["trl"] if with_trl else []) + ["alignflow"] + (["alignflow-packed"] if args.packing else []) + (
         ["alignflow-bf16master"] if args.bf16_master or args.compile else []) + (
         ["alignflow-bf16master-compiled"] if args.compile else [])
+    if args.trainers:
+        names = [n for n in args.trainers if n != "trl" or with_trl]
     if not with_trl:
         print("TRL not installed (pip install -e '.[bench]') or --no-trl: its row is left out", flush=True)
     for name in names:
@@ -260,7 +269,7 @@ def main() -> None:
         results[name] = json.loads(lines[-1][len("RESULT "):])
 
     tokenizer = load_tokenizer(args.tokenizer)
-    base = build_model(tokenizer, args.shape, seed=0)
+    base = build_model(tokenizer, args.shape, seed=0, device="meta")  # only counted
     pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
     tokens, response_tokens = count_tokens(tokenizer, pairs, args.max_length)
     flops = model_flops(base, tokens, response_tokens)
@@ -289,7 +298,9 @@ def main() -> None:
         print(f"| {name} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['loop_pairs_per_s']:.1f} | "
               f"{mem} | {mfu} | {loop_mfu} | {r['mean_loss']:.4f} | {final} |")
     ratio = results["alignflow"]["pairs_per_s"] / results["trl"]["pairs_per_s"] if "trl" in results else None
-    for base in [b for b in ("trl", "alignflow") if b in results]:
+    # against TRL, and against our fp32-master row laid out as the bf16-master rows are (packed with --packing)
+    ours = "alignflow-packed" if args.packing and "alignflow-packed" in results else "alignflow"
+    for base in [b for b in ("trl", ours) if b in results]:
         for name in [n for n in results if n not in ("trl", base)]:
             print(f"throughput ratio {name} / {base}: "
                   f"{results[name]['pairs_per_s'] / results[base]['pairs_per_s']:.2f}x (loop only: "

@@ -68,7 +68,7 @@ def sync(device: str) -> None:
 
 
 def make_model(tokenizer, shape: str, seed: int, args: argparse.Namespace):
-    model = build_model(tokenizer, shape, seed)
+    model = build_model(tokenizer, shape, seed, device=args.device)
     model.config.use_cache = True
     model.generation_config.eos_token_id = None  # every row runs to --new-tokens
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -167,7 +167,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
-    parser.add_argument("--no-new-process", action="store_true", help="skip the warm-cache new-process call")
+    parser.add_argument("--new-process", nargs="*", choices=sorted(METHODS), default=None,
+                        help="methods that also run in a new process on the warm cache (default: every method that "
+                             "compiles or captures; none: leave the flag empty)")
     parser.add_argument("--tokenizer", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/generation-<time>.md")
     parser.add_argument("--only", choices=sorted(METHODS), default=None, help=argparse.SUPPRESS)
@@ -203,15 +205,15 @@ def main() -> None:
                 cache = Path(tmp) / method
                 started = time.perf_counter()
                 cold = run_method(method, args, cache, single_call=False)
-                warm = (run_method(method, args, cache, single_call=True)
-                        if METHODS[method][1] and not args.no_new_process and "error" not in cold else None)
+                again = METHODS[method][1] if args.new_process is None else method in args.new_process
+                warm = run_method(method, args, cache, single_call=True) if again and "error" not in cold else None
                 row = summarize(method, cold, warm, tokens)
                 row["wall_s"] = time.perf_counter() - started
                 rows.append(row)
                 print(f"[{shape}] {method}: " + (row.get("error") or f"{row['tokens_per_s']:.0f} tokens/s, "
                       f"first-call stall {row['stall_first_s']:.1f} s ({row['wall_s']:.0f} s wall)"), flush=True)
         base = {r["method"]: r["tokens_per_s"] for r in rows if "error" not in r}
-        n_params = sum(p.numel() for p in build_model(load_tokenizer(args.tokenizer), shape, 0).parameters())
+        n_params = sum(p.numel() for p in build_model(load_tokenizer(args.tokenizer), shape, 0, "meta").parameters())
         lines += [f"## {shape} ({n_params / 1e6:.0f}M params)", "",
                   "| method | tokens/s | × HF dynamic | × HF static compiled | steady call s | first call s | "
                   "stall: first call s | stall: round 2, same process s | stall: new process, warm disk cache s |",
