@@ -115,17 +115,16 @@ def resolve_backend(model: torch.nn.Module, backend: SamplingBackend) -> Literal
     Raises:
         ValueError: ``static`` was asked for and the model cannot use it (the reason is in the message).
     """
-    if backend == "hf":
-        return "hf"
+    if backend == "hf" or (backend == "auto" and not next(model.parameters()).is_cuda):
+        return "hf"  # auto on CPU: generate, as before the sampler existed, without looking further
     reason = static_support(model)
     if backend == "static":
         if reason:
             raise ValueError(f"sampling.backend=static: {reason}")
         return "static"
-    on_cuda = next(model.parameters()).is_cuda
-    if on_cuda and reason:
+    if reason:
         logger.info("sampling.backend=auto: Hugging Face generate, because %s", reason)
-    return "static" if on_cuda and not reason else "hf"
+    return "hf" if reason else "static"
 
 
 def resolve_compile(compile: SamplerCompile, device: torch.device) -> Literal["none", "cuda_graph", "inductor"]:
