@@ -12,8 +12,8 @@ after every token. Here one call is:
   positions come from the cache's own position counter, the next token is chosen on the device
   (greedy argmax, or temperature / top-k / top-p sampling by inverting the row's cumulative distribution
   at a counter-based uniform, so no generator state is read or advanced), finished rows write padding.
-  Nothing is read back
-  per token: on CUDA the step is captured once in a CUDA graph (``compile="cuda_graph"``) and replayed,
+  Nothing is read back per token: on CUDA the step is captured once in a CUDA graph
+  (``compile="cuda_graph"``) and replayed,
   or compiled by inductor and then captured (``"inductor"``), and the host only checks every
   ``CHECK_EVERY`` steps whether rows are still running;
 - **retirement**: at a check, when half of the rows or more have finished (EOS, or a stop token), the
@@ -22,19 +22,22 @@ after every token. Here one call is:
 
 Randomness: each row gets a 32-bit key from the torch generator (so ``torch.manual_seed`` before a
 call fixes its samples, as it does for ``generate``), and the uniform that picks its token at generated
-position t is a hash of (row key, t). A row's samples therefore do not depend on which other rows share its
-batch, on retirement or on the device's generator: the same seed gives the same samples run to run.
+position t is a hash of (row key, t). A row's samples therefore do not depend on which other rows share
+its batch, on retirement or on the device's generator: the same seed gives the same samples run to run
+(up to the rounding of the row's own logits, which batch shapes can change in the last bits).
 The distribution is the one ``generate`` samples (same temperature, top-k then top-p, from the model's
 generation config); the draws are not the same as ``generate``'s (which draws with ``torch.multinomial``
 over the whole batch), so the static backend is a switch (``sampling.backend``): ``auto`` uses it on CUDA
 only, so CPU results stay exactly ``generate``'s. Greedy outputs equal ``generate``'s token for token
 (tests/unit/test_sampler.py).
 
-Stall: the first call at a new shape builds its graphs (capture: a fraction of a second; inductor: a
-compile, whose artifacts ``compile_cache`` keeps on disk for the next process). Engines stay alive in
-this process keyed by the model's architecture, and a later model of the same architecture (the next
-round's policy) has its weights copied into the engine's own copy, so its graphs are reused as they are:
-no second stall. ``collect_stats`` reports the stall, prefill and decode seconds of every call.
+Stall: the first call at a new shape builds its graphs (capture: a few steps' time; inductor: a compile,
+whose artifacts ``enable_compile_cache`` keeps on disk for the next process — none of it measured on a
+GPU yet). Engines stay alive in this process keyed by the model's architecture, and a later model of
+the same architecture (the next round's policy) has its weights copied into the engine's own copy, so
+its graphs are reused as they are: no second stall. The price is memory held between calls: a copy of
+the model and up to ``MAX_WORKSPACES`` caches per engine (``release_engines`` frees them).
+``collect_stats`` reports the stall, prefill and decode seconds of every call.
 """
 
 from __future__ import annotations

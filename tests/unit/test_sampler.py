@@ -236,3 +236,18 @@ def test_inductor_step_equals_eager(tokenizer, tmp_path, monkeypatch):
         got = _ours(model, enc, compile="inductor", **args)
     assert stats.graphs_built == 1 and stats.stall_s > 0
     assert torch.equal(got, _ours(model, enc, **args))
+
+
+def test_ranks_take_contiguous_runs_of_the_batches_one_process_would_make():
+    from alignflow.components.modeling.sharding import local_batches, sharded_generation
+    from alignflow.components.platform.distributed import World
+
+    one = local_batches(7, 2)  # 4 batches: prompts 0-1, 2-3, 4-5, 6
+    assert one == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    shares = []
+    for rank in range(3):
+        with sharded_generation(World(rank=rank, size=3)):
+            shares.append(local_batches(7, 2))
+    assert shares == [[(0, 0), (1, 2)], [(2, 4)], [(3, 6)]]  # global batch numbers (seeds) and starts kept
+    with sharded_generation(World()):  # one process: no sharing
+        assert local_batches(7, 2) == one
