@@ -280,7 +280,7 @@ def stage(
     policy: Annotated[Optional[Path], typer.Option(help="policy checkpoint to start from / evaluate")] = None,
 ) -> None:
     """Run one stage without Prefect — what `dvc repro` calls (see dvc.yaml)."""
-    from alignflow.components.stages import base_model, data, evaluate, sft
+    from alignflow.components.stages import base_model, data, sft, sharded
     from alignflow.components.stages.results import Artifact
 
     cfg = _load(config, set_)
@@ -294,8 +294,8 @@ def stage(
     elif name == "rounds":
         result = _rounds_without_prefect(cfg, _need(data_dir, "--data-dir"), _need(policy, "--policy"), out)
     elif name == "eval":
-        result = evaluate.evaluate(cfg, _checkpoint(_need(policy, "--policy")), None,
-                                   Artifact.of(_need(data_dir, "--data-dir") / "eval.jsonl"), out, cfg.seed)
+        result = sharded.evaluate_launched(cfg, _checkpoint(_need(policy, "--policy")), None,
+                                           Artifact.of(_need(data_dir, "--data-dir") / "eval.jsonl"), out, cfg.seed)
     else:
         console.print(f"[red]unknown stage '{name}'[/red]; expected data, sft, rounds or eval")
         raise typer.Exit(2)
@@ -317,7 +317,7 @@ def _checkpoint(path: Path) -> Any:
 
 
 def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Path, out: Path) -> dict:
-    from alignflow.components.stages import launch, mcts, pairs, quality, sample, score, strength
+    from alignflow.components.stages import launch, mcts, pairs, quality, score, sharded, strength
     from alignflow.components.stages.results import Artifact
 
     if cfg.rounds.kind == "synthesized":
@@ -331,7 +331,7 @@ def _rounds_without_prefect(cfg: PipelineConfig, data_dir: Path, policy_dir: Pat
         if cfg.rounds.kind == "mcts":
             collected = mcts.mcts_collect(cfg, policy, train, round_index, round_dir)
         else:
-            sampled = sample.sample(cfg, policy, train, round_index, round_dir)
+            sampled = sharded.sample_launched(cfg, policy, train, round_index, round_dir)
             scored = score.score(cfg, sampled.samples, round_dir)
             collected = pairs.make_pairs(cfg, scored, sampled.policy_model_id, round_index, sampled.seed,
                                          round_dir)

@@ -11,10 +11,15 @@ process after a short warm-up run, so CUDA initialisation and the other's memory
     python bench/dpo_throughput.py --device cuda --shape smollm2-135m --bf16          # GPU
     python bench/dpo_throughput.py --device cuda --shape llama-1b --bf16
     python bench/dpo_throughput.py --device cpu --shape tiny --packing              # + padding-free row
+    python bench/dpo_throughput.py --device cuda --shape llama-1b --bf16 --packing --bf16-master --compile
 
-TRL is a bench-only dependency (``pip install -e '.[bench]'``). MFU counts the same model FLOPs
-for both (6·N per trained token, 2·N per reference token; the LM head only where a response
-token is predicted) against the GPU's dense bf16 peak.
+``--bf16-master`` adds a row with bf16 parameters and fp32 master weights (``preference.bf16_master_weights``;
+packed when ``--packing``), ``--compile`` one more with the decoder's forward compiled as well
+(``preference.compile_model``); their ratios are also given against our fp32-master row.
+
+TRL is a bench-only dependency (``pip install -e '.[bench]'``); without it (or with ``--no-trl``) its row
+is left out. MFU counts the same model FLOPs for every row (6·N per trained token, 2·N per reference
+token; the LM head only where a response token is predicted) against the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -59,16 +64,22 @@ SHAPES = {  # Llama shapes, SmolLM2's 49k vocabulary
                       num_key_value_heads=8),
 }
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
+TRAINERS = ["trl", "alignflow", "alignflow-packed", "alignflow-bf16master", "alignflow-bf16master-compiled"]
 
 
-def build_model(tokenizer, shape: str, seed: int):
+def build_model(tokenizer, shape: str, seed: int, device: str = "cpu"):
+    """Random init from the shape's config, on ``device`` (a 1B model initialises in seconds on a GPU,
+    not half a minute on the CPU; "meta" only to count parameters)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
     model.config.use_cache = False
     return model
 
@@ -121,11 +132,13 @@ def peak_memory_gib(device: str) -> float | None:
 
 def run_ours(base, tokenizer, pairs, args) -> dict:
     model = copy.deepcopy(base).to(args.device)
-    packed = args.only == "alignflow-packed"
+    master = args.only.startswith("alignflow-bf16master")
     cfg = PreferenceConfig(loss_type="sigmoid", beta=0.1, lr=args.lr, epochs=1, batch_size=args.batch_size,
                            max_length=args.max_length, warmup_steps=0, max_grad_norm=10.0,
                            autocast_bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-                           packing=packed, pack_length=args.pack_length if packed else None)  # unused unpacked
+                           packing=args.only == "alignflow-packed" or (master and args.packing),
+                           pack_length=args.pack_length, bf16_master_weights=master,
+                           compile_model=args.only.endswith("-compiled"))
     loaded = LoadedModel(model=model, tokenizer=tokenizer, model_id="bench", path=None)
     reset_memory(args.device)
     sync(args.device)
@@ -140,7 +153,8 @@ def run_ours(base, tokenizer, pairs, args) -> dict:
     out = {"total_s": end - start, "loop_s": end - loop_start, "ref_s": loop_start - start,
            "peak_gib": peak_memory_gib(args.device),
            # the epoch mean, as TRL reports training_loss
-           "mean_loss": sum(h["train/loss"] for h in result.history) / len(result.history)}
+           "mean_loss": sum(h["train/loss"] for h in result.history) / len(result.history),
+           "final_loss": result.history[-1]["train/loss"]}
     del model, loaded
     return out
 
@@ -189,7 +203,7 @@ def model_flops(base, tokens: int, response_tokens: int) -> float:
 def measure_one(args: argparse.Namespace) -> dict:
     """One trainer in this process: a 2-batch warm-up, then the timed run."""
     tokenizer = load_tokenizer(args.tokenizer)
-    base = build_model(tokenizer, args.shape, seed=0)
+    base = build_model(tokenizer, args.shape, seed=0, device=args.device)
     pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
     run = run_trl if args.only == "trl" else run_ours
     run(base, tokenizer, pairs[: 2 * args.batch_size], args)
@@ -214,7 +228,14 @@ def main() -> None:
                         help="also run our trainer padding-free (packing=True) as a third row")
     parser.add_argument("--pack-length", type=int, default=None,
                         help="tokens per packed row (default: the batch's longest row)")
-    parser.add_argument("--only", choices=["trl", "alignflow", "alignflow-packed"], default=None,
+    parser.add_argument("--bf16-master", action="store_true",
+                        help="also run our trainer with bf16 parameters and fp32 master weights")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run the bf16-master trainer with its decoder forward compiled")
+    parser.add_argument("--no-trl", action="store_true", help="leave TRL out (it is left out when not installed)")
+    parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=None,
+                        help="exactly these rows (default: from --packing, --bf16-master, --compile)")
+    parser.add_argument("--only", choices=TRAINERS, default=None,
                         help="(internal) measure one trainer in this process and print its result")
     args = parser.parse_args()
 
@@ -229,7 +250,17 @@ def main() -> None:
     # Each trainer runs in its own process, so neither inherits the other's allocations,
     # compiled kernels or allocator state.
     results = {}
-    for name in ("trl", "alignflow", "alignflow-packed")[: 3 if args.packing else 2]:
+    import importlib.util
+
+    with_trl = not args.no_trl and importlib.util.find_spec("trl") is not None
+    names = (["trl"] if with_trl else []) + ["alignflow"] + (["alignflow-packed"] if args.packing else []) + (
+        ["alignflow-bf16master"] if args.bf16_master or args.compile else []) + (
+        ["alignflow-bf16master-compiled"] if args.compile else [])
+    if args.trainers:
+        names = [n for n in args.trainers if n != "trl" or with_trl]
+    if not with_trl:
+        print("TRL not installed (pip install -e '.[bench]') or --no-trl: its row is left out", flush=True)
+    for name in names:
         argv = [sys.executable, __file__, *sys.argv[1:], "--only", name, "--tokenizer", str(args.tokenizer)]
         proc = subprocess.run(argv, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -238,33 +269,44 @@ def main() -> None:
         results[name] = json.loads(lines[-1][len("RESULT "):])
 
     tokenizer = load_tokenizer(args.tokenizer)
-    base = build_model(tokenizer, args.shape, seed=0)
+    base = build_model(tokenizer, args.shape, seed=0, device="meta")  # only counted
     pairs = build_pairs(tokenizer, args.pairs, args.problems_per_prompt, seed=0)
     tokens, response_tokens = count_tokens(tokenizer, pairs, args.max_length)
     flops = model_flops(base, tokens, response_tokens)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None) if args.bf16 else None
+    bf16_anywhere = args.bf16 or args.bf16_master or args.compile
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None) if bf16_anywhere else None
     n_params = sum(p.numel() for p in base.parameters())
     print(f"\n{args.shape} ({n_params / 1e6:.0f}M params) on {device_name}; {args.pairs} pairs, "
           f"batch {args.batch_size}, "
           f"max_length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}"
           f"{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
           f"{tokens} tokens ({response_tokens} response)")
-    print("| trainer | pairs/s | tokens/s | loop pairs/s | peak GiB | MFU | mean train loss |")
-    print("|---|---|---|---|---|---|---|")
+    print("| trainer | pairs/s | tokens/s | loop pairs/s | peak GiB | MFU | loop MFU | mean train loss | final loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         r["pairs_per_s"] = args.pairs / r["total_s"]
         r["tokens_per_s"] = tokens / r["total_s"]
         r["loop_pairs_per_s"] = args.pairs / r["loop_s"]
         r["mfu"] = flops / r["total_s"] / peak if peak else None
+        # the loop alone: training FLOPs (6·N of the 8·N) over the loop's time
+        r["loop_mfu"] = 0.75 * flops / r["loop_s"] / peak if peak else None
         mem = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        loop_mfu = f"{100 * r['loop_mfu']:.1f}%" if r["loop_mfu"] is not None else "-"
+        final = f"{r['final_loss']:.4f}" if "final_loss" in r else "-"
         print(f"| {name} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['loop_pairs_per_s']:.1f} | "
-              f"{mem} | {mfu} | {r['mean_loss']:.4f} |")
-    ratio = results["alignflow"]["pairs_per_s"] / results["trl"]["pairs_per_s"]
-    for name in [n for n in results if n != "trl"]:
-        print(f"throughput ratio {name} / TRL: {results[name]['pairs_per_s'] / results['trl']['pairs_per_s']:.2f}x "
-              f"(loop only: {results[name]['loop_pairs_per_s'] / results['trl']['loop_pairs_per_s']:.2f}x)")
+              f"{mem} | {mfu} | {loop_mfu} | {r['mean_loss']:.4f} | {final} |")
+    ratio = results["alignflow"]["pairs_per_s"] / results["trl"]["pairs_per_s"] if "trl" in results else None
+    # against TRL, and against our fp32-master row laid out as the bf16-master rows are (packed with --packing)
+    ours = "alignflow-packed" if args.packing and "alignflow-packed" in results else "alignflow"
+    for base in [b for b in ("trl", ours) if b in results]:
+        for name in [n for n in results if n not in ("trl", base)]:
+            print(f"throughput ratio {name} / {base}: "
+                  f"{results[name]['pairs_per_s'] / results[base]['pairs_per_s']:.2f}x (loop only: "
+                  f"{results[name]['loop_pairs_per_s'] / results[base]['loop_pairs_per_s']:.2f}x)"
+                  + (f", final loss {results[name]['final_loss'] - results[base]['final_loss']:+.4f}"
+                     if "final_loss" in results[name] and "final_loss" in results[base] else ""))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "device": device_name,
                                          "tokens": tokens, "response_tokens": response_tokens, "ratio": ratio,

@@ -10,7 +10,10 @@ the policy calls differ:
   instead, to show what that layout costs);
 - naive (``NaiveStepPolicy`` below, as in the released MCTS-DPO code): one ``generate`` per child
   re-encoding the whole prefix, a separate forward per child for its log-prob, one forward per
-  self-evaluation.
+  self-evaluation;
+- ours on the static sampler (``components/modeling/sampler.py``, ``sampling.backend=static``, the default
+  on CUDA): the same expansion with the static cache and a captured decode step (eager on CPU); the
+  other alignflow rows use Hugging Face ``generate`` explicitly, as they did before it existed.
 
 Reported: nodes (children) created per second, tokens encoded, and the ratios.
 
@@ -39,6 +42,7 @@ from alignflow.components.data.prompts import render_prompt  # noqa: E402
 from alignflow.components.modeling.checkpoints import load_tokenizer  # noqa: E402
 from alignflow.components.modeling.generation import CanGenerate  # noqa: E402
 from alignflow.components.modeling.logprobs import position_ids_for  # noqa: E402
+from alignflow.components.modeling.sampler import collect_stats  # noqa: E402
 from alignflow.components.trainers.common import model_device  # noqa: E402
 from bench.dpo_throughput import SHAPES, build_model  # noqa: E402
 
@@ -108,13 +112,16 @@ def main() -> None:
     parser.add_argument("--depth-limit", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--tokenizer", type=Path, default=None)
+    parser.add_argument("--skip", nargs="+", default=[], choices=["naive", "alignflow, fresh self-eval", "alignflow",
+                                                                  "alignflow, static sampler"],
+                        help="rows to leave out (speed-ups are against naive, else against alignflow)")
     args = parser.parse_args()
     if args.tokenizer is None:
         from alignflow.components.modeling.checkpoints import smollm2_directory
 
         args.tokenizer = smollm2_directory(Path("~/.cache/alignflow/models").expanduser())
     tokenizer = load_tokenizer(args.tokenizer)
-    model = build_model(tokenizer, args.shape, seed=0).to(args.device).eval()
+    model = build_model(tokenizer, args.shape, seed=0, device=args.device).eval()
     model.config.use_cache = True
     cfg = MCTSConfig(n_iters=args.n_iters, first_root_iterations_factor=2, depth_limit=args.depth_limit,
                      n_init_actions=args.actions, n_actions=args.actions, breadth_limit=args.actions,
@@ -122,20 +129,29 @@ def main() -> None:
     items = problems(tokenizer, args.problems, seed=0)
     fresh = cfg.model_copy(update={"self_eval_layout": "fresh"})
     results = {}
-    for name, cls, layout in (("naive", NaiveStepPolicy, fresh), ("alignflow, fresh self-eval", StepPolicy, fresh),
-                              ("alignflow", StepPolicy, cfg)):
-        cls(model, tokenizer, args.max_new_tokens).sample_steps([items[0].prompt], 1, seed=0)  # warm-up
-        results[name] = run(cls(model, tokenizer, args.max_new_tokens, cfg.temperature), items, layout, args.device)
+    rows = [("naive", NaiveStepPolicy, fresh, "hf"), ("alignflow, fresh self-eval", StepPolicy, fresh, "hf"),
+            ("alignflow", StepPolicy, cfg, "hf"), ("alignflow, static sampler", StepPolicy, cfg, "static")]
+    rows = [row for row in rows if row[0] not in args.skip]
+    for name, cls, layout, backend in rows:
+        warm = cls(model, tokenizer, args.max_new_tokens, backend=backend)
+        warm.sample_steps([items[0].prompt], 1, seed=0)  # warm-up (for the static sampler: its first graphs)
+        policy = cls(model, tokenizer, args.max_new_tokens, cfg.temperature, backend=backend)
+        with collect_stats() as stats:
+            results[name] = run(policy, items, layout, args.device)
+        results[name]["stall_s"] = stats.stall_s
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"\n{args.shape} on {device_name}; {args.problems} trees, {args.actions} actions, n_iters {args.n_iters} "
           f"(first root ×2), depth {args.depth_limit}, ≤{args.max_new_tokens} tokens/step")
-    print("| search | nodes | expansions | seconds | nodes/s | tokens encoded (prefixes + self-eval) |")
-    print("|---|---|---|---|---|---|")
+    print("| search | nodes | expansions | seconds | nodes/s | tokens encoded (prefixes + self-eval) | "
+          "of which graph building s |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['nodes']} | {r['expansions']} | {r['seconds']:.1f} | {r['nodes_per_s']:.2f} | "
-              f"{r['tokens_encoded']} |")
-    for name in [n for n in results if n != "naive"]:
-        print(f"speed-up {name}: {results[name]['nodes_per_s'] / results['naive']['nodes_per_s']:.2f}x nodes/s")
+              f"{r['tokens_encoded']} | {r['stall_s']:.1f} |")
+    for base in [b for b in ("naive", "alignflow") if b in results]:
+        for name in [n for n in results if n not in ("naive", base)]:
+            print(f"speed-up {name} / {base}: {results[name]['nodes_per_s'] / results[base]['nodes_per_s']:.2f}x "
+                  f"nodes/s")
 
 
 if __name__ == "__main__":

@@ -184,6 +184,13 @@ class SFTConfig(_Section):
     max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
 
 
+# Who generates (components/modeling/sampler.py): "auto" = the static-cache sampler on CUDA, Hugging Face
+# generate on CPU (where results stay exactly as before); "hf" / "static" force one. ``SamplerCompile``:
+# how the static sampler's decode step runs — "auto" = captured in a CUDA graph on CUDA, eager on CPU.
+SamplingBackend = Literal["auto", "hf", "static"]
+SamplerCompile = Literal["auto", "none", "cuda_graph", "inductor"]
+
+
 class SamplingConfig(_Section):
     prompts_per_round: int = Field(default=64, ge=1)
     k: int = Field(default=4, ge=2, description="completions per prompt; pairs need at least two")
@@ -191,6 +198,9 @@ class SamplingConfig(_Section):
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens: int = Field(default=96, ge=1)
     batch_size: int = Field(default=32, ge=1)
+    # every generation of the pipeline (rounds, evaluation, MCTS expansion): see SamplingBackend above
+    backend: SamplingBackend = "auto"
+    compile: SamplerCompile = "auto"
 
 
 # The names every choice may take, defined once: the library modules derive their tuples from these
@@ -313,12 +323,26 @@ class PreferenceConfig(_Section):
     # disable_dropout=True: the reference log-probs come from an eval-mode (dropout-free) forward, and with
     # lora.dropout 0.1 two policy forwards of one pair differed by 0.245 nats
     disable_dropout: bool = True
+    # bf16 parameters with fp32 master weights (trainers/stepping.py MasterWeightsStepper): forward and
+    # backward on bf16 weights, AdamW on an fp32 copy written back after every step; the checkpoint is
+    # the fp32 copy. Not with deepspeed_config (DeepSpeed has its own bf16 section).
+    bf16_master_weights: bool = False
+    # torch.compile the decoder's forward for training (shapes vary by batch: recompiles are bounded by
+    # dynamic shapes after the second); the fused LM head and packing are unchanged
+    compile_model: bool = False
 
     def for_device(self, device_type: str) -> PreferenceConfig:
         """This config with the device-dependent choices ("auto") made for ``device_type``."""
         if self.packing != "auto":
             return self
         return self.model_copy(update={"packing": device_type == "cuda"})
+
+    @model_validator(mode="after")
+    def _one_precision_scheme(self) -> PreferenceConfig:
+        if self.bf16_master_weights and self.deepspeed_config:
+            raise ValueError("bf16_master_weights and deepspeed_config: set the precision in the DeepSpeed file "
+                             "(its bf16 section) instead")
+        return self
 
     @model_validator(mode="after")
     def _pack_length_fits(self) -> PreferenceConfig:
@@ -666,12 +690,22 @@ class PipelineConfig(_Section):
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")
+        payload["sampling"].pop("compile")  # how the decode step runs, not what it computes
         return _hash_payload(payload)
 
     def judge_hash(self) -> str:
         """What a judge loop's artifacts depend on: the base model, its data and SFT, the judge section."""
         payload = self.model_dump(mode="json", include={"seed", "model", "lora", "data", "sft", "judge"})
         return _hash_payload(payload)
+
+
+# Keys added after configs were first hashed, with their defaults: left out of a hash at the default,
+# which is what every config meant before the key existed, so earlier hashes (and cached work) stay valid.
+_LATER_KEYS: dict[tuple[str, ...], Any] = {
+    ("sampling", "backend"): "auto",
+    ("preference", "bf16_master_weights"): False, ("preference", "compile_model"): False,
+    ("judge", "preference", "bf16_master_weights"): False, ("judge", "preference", "compile_model"): False,
+}
 
 
 def unused_settings(cfg: PipelineConfig) -> list[str]:
@@ -735,6 +769,13 @@ def warn_unused_settings(cfg: PipelineConfig) -> list[str]:
 
 
 def _hash_payload(payload: dict[str, Any]) -> str:
+    for path, default in _LATER_KEYS.items():
+        *sections, key = path
+        node: Any = payload
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node and node[key] == default:
+            node.pop(key)
     if "model" in payload:
         payload["model"].pop("cache_dir", None)
         payload["model"].pop("torch_threads", None)

@@ -140,7 +140,7 @@ COLLECTORS: dict[str, tuple[Collector, tuple[str, ...]]] = {
     "mcts": (_collect_mcts, ("mcts",)),
     "synthesized": (_collect_synthesized, ("synthesis",)),
 }
-ALWAYS = ("quality", "strength", "launch", "evaluate")
+ALWAYS = ("quality", "strength", "launch", "evaluate", "sharded")  # sharded: sample/evaluate on several ranks
 
 
 def round_key(config: dict[str, Any], kind: str, policy: Checkpoint, reference: Checkpoint,

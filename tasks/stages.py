@@ -17,15 +17,14 @@ from alignflow.components.platform.tracking import flatten
 from alignflow.components.stages import (
     base_model,
     data,
-    evaluate,
     launch,
     mcts,
     offline,
     pairs,
     quality,
-    sample,
     score,
     sft,
+    sharded,
     strength,
 )
 from alignflow.components.stages.results import (
@@ -92,28 +91,31 @@ def sft_task(config: dict[str, Any], base: Checkpoint, sft_data: Artifact, out_d
         tags=lambda r: {"model_id": r.checkpoint.model_id, "resumed_from_step": r.resumed_from_step})
 
 
-@task(name="evaluate", **compute(evaluate.__name__))
+# both run on launch.nproc_per_node ranks when it is > 1 (stages/sharded.py); its module names the code
+@task(name="evaluate", **compute(sharded.__name__))
 def evaluate_task(config: dict[str, Any], policy: Checkpoint, reference: Checkpoint | None, eval_data: Artifact,
                   out_dir: str, seed: int, label: str, ctx: TrackingContext) -> EvalResult:
     return tracked_step(
         ctx, f"evaluate:{label}",
-        lambda _: evaluate.evaluate(config_of(config), policy, reference, eval_data,
-                                    versioned_dir(out_dir, evaluate.__name__), seed),
-        stage_module=evaluate.__name__, inputs=[("eval", eval_data, "evaluation")], timer="eval",
-        metrics=lambda r: r.metrics, artifacts=lambda r: [(r.metrics_file.path, "")])
+        lambda _: sharded.evaluate_launched(config_of(config), policy, reference, eval_data,
+                                            versioned_dir(out_dir, sharded.__name__, "evaluate"), seed),
+        stage_module=sharded.__name__, inputs=[("eval", eval_data, "evaluation")], timer="eval",
+        metrics=lambda r: {**r.metrics, "eval/sampler_stall_seconds": r.stall_seconds},
+        artifacts=lambda r: [(r.metrics_file.path, "")])
 
 
-@task(name="sample", **compute(sample.__name__))
+@task(name="sample", **compute(sharded.__name__))
 def sample_task(config: dict[str, Any], policy: Checkpoint, prompts: Artifact, round_index: int, out_dir: str,
                 ctx: TrackingContext) -> SampleResult:
     return tracked_step(
         ctx, f"sample:r{round_index}",
-        lambda _: sample.sample(config_of(config), policy, prompts, round_index,
-                                versioned_dir(out_dir, sample.__name__)),
-        stage_module=sample.__name__, inputs=[("prompts", prompts, "sampling")], timer="sampling",
+        lambda _: sharded.sample_launched(config_of(config), policy, prompts, round_index,
+                                          versioned_dir(out_dir, sharded.__name__, "sample")),
+        stage_module=sharded.__name__, inputs=[("prompts", prompts, "sampling")], timer="sampling",
         params=section_params("sampling", config["sampling"]),
         metrics=lambda r: {"sampling/n_samples": r.n_samples, "sampling/generated_tokens": r.generated_tokens,
-                           "sampling/tokens_per_second": r.generated_tokens / max(r.seconds, 1e-9)})
+                           "sampling/tokens_per_second": r.generated_tokens / max(r.seconds, 1e-9),
+                           "sampling/stall_seconds": r.stall_seconds, "sampling/ranks": r.ranks})
 
 
 @task(name="mcts-search", **compute(mcts.__name__))

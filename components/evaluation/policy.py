@@ -21,7 +21,7 @@ from typing import cast
 
 import torch
 
-from alignflow.components.config import PipelineConfig
+from alignflow.components.config import PipelineConfig, SamplerCompile, SamplingBackend
 from alignflow.components.data.schemas import PredictionRow
 from alignflow.components.modeling.checkpoints import LoadedModel
 from alignflow.components.modeling.generation import generate_completions
@@ -83,14 +83,16 @@ def score_metrics(scorers: Sequence[Scorer], predictions: Sequence[PredictionRow
 def evaluate_policy(policy: LoadedModel, items: Sequence[ScoringItem], prompts: Sequence[str],
                     scorers: Sequence[Scorer],
                     batch_size: int, max_new_tokens: int, group_by: Sequence[str] = (),
-                    on_batch: Callable[[int], None] | None = None, cache: ScoreCache | None = None) -> EvalResult:
+                    on_batch: Callable[[int], None] | None = None, cache: ScoreCache | None = None,
+                    backend: SamplingBackend = "auto", compile: SamplerCompile = "auto") -> EvalResult:
     """Greedy completions of ``prompts`` (rendered, one per item), scored by every scorer.
 
     ``items``: the eval rows as scorers see them (their ``completion`` is ignored and replaced by
     the generated text).
     """
     completions = generate_completions(policy.model, policy.tokenizer, list(prompts), k=1, do_sample=False,
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch,
+                                       backend=backend, compile=compile)
     generated = [ScoringItem(item.prompt_id, item.prompt, c.text, item.columns)
                  for item, c in zip(items, completions, strict=True)]
     scored = score_all(scorers, generated, cache).scored
@@ -102,13 +104,15 @@ def evaluate_policy(policy: LoadedModel, items: Sequence[ScoringItem], prompts: 
 
 @torch.no_grad()
 def kl_estimate(policy: LoadedModel, reference: LoadedModel, prompts: Sequence[str], n_samples: int,
-                max_new_tokens: int, batch_size: int, seed: int) -> float:
+                max_new_tokens: int, batch_size: int, seed: int, backend: SamplingBackend = "auto",
+                compile: SamplerCompile = "auto") -> float:
     """Mean over the first ``n_samples`` rendered prompts of log π(y|x) − log π_ref(y|x), y ~ π (nats)."""
     if n_samples == 0 or not prompts:
         return float("nan")
     chosen = list(prompts[:n_samples])
     samples = generate_completions(policy.model, policy.tokenizer, chosen, k=1, do_sample=True, temperature=1.0,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, backend=backend,
+                                   compile=compile)
     eos = cast(str, policy.tokenizer.eos_token)
     # A sample that stopped at EOS: score the EOS too, as it was part of what π produced.
     texts = [s.text + (eos if s.stopped_at_eos else "") for s in samples]

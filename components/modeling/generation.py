@@ -14,6 +14,10 @@ from typing import Any, Protocol, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from alignflow.components.config import SamplerCompile, SamplingBackend
+from alignflow.components.modeling.sampler import generator_for
+from alignflow.components.modeling.sharding import gather_completions, local_batches
+
 
 class CanGenerate(Protocol):
     """A model with ``GenerationMixin.generate`` (what ``AutoModelForCausalLM`` builds, or a PEFT wrapper of
@@ -52,10 +56,15 @@ def generate_completions(
     batch_size: int = 32,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    backend: SamplingBackend = "auto",
+    compile: SamplerCompile = "auto",
 ) -> list[Completion]:
     """Return ``len(prompts) * k`` completions ordered by (prompt, sample). A completion's text is
     its tokens before EOS decoded without special tokens, and ``n_tokens`` counts exactly those
-    tokens (a special token the model emitted mid-text is in neither)."""
+    tokens (a special token the model emitted mid-text is in neither). ``backend``: Hugging Face
+    ``generate`` or the static sampler (``components.modeling.sampler``; ``auto``: static on CUDA only).
+    Inside ``sharding.sharded_generation`` each rank runs its share of the batches (batch b still seeded
+    ``seed + b``) and every rank gets all completions."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     prompts_per_call = max(1, batch_size // k)
@@ -64,14 +73,15 @@ def generate_completions(
     results: list[Completion] = []
     model.eval()
     tokenizer.padding_side = "left"
-    for batch_number, start in enumerate(range(0, len(prompts), prompts_per_call)):
+    generator = cast(CanGenerate, generator_for(model, backend, compile))
+    for batch_number, start in local_batches(len(prompts), prompts_per_call):
         chunk = prompts[start:start + prompts_per_call]
         encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + batch_number)
         sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample
                     else {"do_sample": False})
         with torch.inference_mode():
-            output = cast(CanGenerate, model).generate(
+            output = generator.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=k,
@@ -93,4 +103,4 @@ def generate_completions(
             ))
         if on_batch:
             on_batch(len(chunk))
-    return results
+    return gather_completions(results)

@@ -89,11 +89,12 @@ def loss_weight(shard_size: int, batch_size: int, world: World) -> float:
     return shard_size * world.size / batch_size
 
 
-def average_gradients(model: torch.nn.Module, world: World) -> None:
-    """All ranks end with the mean gradient; a parameter a rank did not touch counts as zero."""
+def average_gradients(model: torch.nn.Module | list[torch.Tensor], world: World) -> None:
+    """All ranks end with the mean gradient; a parameter a rank did not touch counts as zero. ``model``:
+    a module (its trainable parameters) or the tensors themselves (e.g. fp32 master weights)."""
     if not world.distributed:
         return
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] if isinstance(model, torch.nn.Module) else model
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)

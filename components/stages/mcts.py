@@ -52,7 +52,7 @@ def mcts_collect(config: PipelineConfig, policy: Checkpoint, train: Artifact, ro
     items = [search_problem(config, r, render(config, tok, r)) for r in rows]
     seed = config.seed * 1000 + round_index
     step_policy = StepPolicy(loaded.model, tok, m.max_new_tokens_per_step, m.temperature, m.reuse_prefix_cache,
-                             m.step_separator)
+                             m.step_separator, backend=config.sampling.backend, compile=config.sampling.compile)
     per_tree = m.first_root_iterations_factor * m.n_iters + (m.depth_limit - 1) * m.n_iters  # at most
     with progress_bar(f"round {round_index}: MCTS over {len(items)} prompts", per_tree * len(items)) as advance:
         results = search(step_policy, items, m, seed, on_iteration=advance)

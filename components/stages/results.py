@@ -136,6 +136,8 @@ class EvalResult(StageResult):
     predictions: Artifact
     metrics_file: Artifact
     model_id: str
+    stall_seconds: float = 0.0  # the static sampler building graphs (components/modeling/sampler.py)
+    ranks: int = 1  # processes the generation was shared by (launch.nproc_per_node)
 
 
 class SampleResult(StageResult):
@@ -145,6 +147,8 @@ class SampleResult(StageResult):
     generated_tokens: int
     policy_model_id: str
     seed: int
+    stall_seconds: float = 0.0  # the static sampler building graphs (components/modeling/sampler.py)
+    ranks: int = 1  # processes the sampling was shared by (launch.nproc_per_node)
 
 
 class ScoreResult(StageResult):

@@ -65,9 +65,10 @@ def n_steps(n_items: int, batch_size: int, epochs: int) -> int:
     return epochs * ((n_items + batch_size - 1) // batch_size)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int
+def make_optimizer(model: torch.nn.Module | list[torch.Tensor], lr: float, total_steps: int, warmup_steps: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW over ``model``'s trainable parameters (or over the given tensors, e.g. fp32 master weights)."""
+    params = [p for p in model.parameters() if p.requires_grad] if isinstance(model, torch.nn.Module) else model
     if not params:
         raise ValueError("model has no trainable parameters")
     # fused on GPU: one kernel for all parameters, and none of foreach's temporary copies

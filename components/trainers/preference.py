@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TypeGuard, cast, overload
+from typing import Any, TypeGuard, cast, overload
 
 import torch
 
@@ -386,12 +386,16 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
     config = config.for_device(device.type)
     total = n_steps(len(fit.kept), config.batch_size, config.epochs)
     stepper = make_stepper(model, config.lr, total, config.warmup_steps, config.max_grad_norm, config.batch_size,
-                           config.deepspeed_config, bf16=config.autocast_bf16)
+                           config.deepspeed_config, bf16=config.autocast_bf16,
+                           bf16_master_weights=config.bf16_master_weights)
+    uncompile = _compile_decoder(model) if config.compile_model else None
     history: list[dict[str, float]] = []
     world = current_world()
     resumable = _resumable(checkpointer, stepper)
-    done = (checkpointer.restore(model, stepper.optimizer, stepper.scheduler, history)
+    done = (checkpointer.restore(stepper.resume_module(), stepper.optimizer, stepper.scheduler, history)
             if resumable and isinstance(stepper, PlainStepper) else 0)  # _resumable implies a PlainStepper
+    if done and isinstance(stepper, PlainStepper):
+        stepper.after_restore()  # the master weights, when bf16_master_weights, back into the model
     reader = DeferredMetrics(history, on_step)
     for step, index in enumerate(seeded_batches(len(fit.kept), config.batch_size, config.epochs, seed), start=1):
         if step <= done:
@@ -419,15 +423,31 @@ def train_preference(policy: LoadedModel, examples: Sequence[Example], ref_logps
                            **metrics})
         if resumable and isinstance(stepper, PlainStepper) and step % checkpointer.every == 0 and step < total:
             reader.flush()  # the saved history must include this step
-            checkpointer.maybe_save(step, total, model, stepper.optimizer, stepper.scheduler, history)
+            checkpointer.maybe_save(step, total, stepper.resume_module(), stepper.optimizer, stepper.scheduler,
+                                    history)
         if after_step:
             after_step(step)
     reader.flush()
     stepper.finish()
+    if uncompile:
+        uncompile()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     model.eval()
     return PreferenceResult(steps=total, history=history, resumed_from_step=done, fit=fit.stats)
+
+
+def _compile_decoder(model: torch.nn.Module) -> Callable[[], None]:
+    """``torch.compile`` the decoder's forward in place (what ``response_token_logprobs`` runs; the LM
+    head stays the fused one); returns what undoes it. Shapes change from batch to batch: after the
+    second, dynamo compiles for dynamic shapes instead of once per shape."""
+    decoder = cast(torch.nn.Module, cast(Any, model).get_decoder())
+    decoder.forward = torch.compile(decoder.forward, dynamic=None)
+
+    def undo() -> None:
+        del decoder.forward  # the instance attribute: the class's forward again
+
+    return undo
 
 
 def _resumable(checkpointer: TrainingCheckpointer | None, stepper) -> TypeGuard[TrainingCheckpointer]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -61,6 +62,90 @@ class PlainStepper:
 
     def finish(self) -> None:
         pass
+
+    def resume_module(self) -> torch.nn.Module:
+        """What resume states save and restore (the model's trainable parameters)."""
+        return self.model
+
+    def after_restore(self) -> None:
+        """Called once a resume state is loaded."""
+
+
+class MasterWeightsStepper(PlainStepper):
+    """bf16 parameters with fp32 master weights.
+
+    Forward and backward run on bf16 weights — no autocast casting every weight on every matmul, half
+    the weight and gradient memory traffic — while the optimizer owns an fp32 copy of every trainable
+    weight: each step takes the bf16 gradients into fp32, averages them across ranks, clips and steps the
+    fp32 copy, and writes it back to the model rounded to bf16. So updates smaller than bf16's spacing
+    accumulate instead of being rounded away (what pure-bf16 training loses), and the optimizer state is
+    fp32 as before. Buffers (rotary frequencies) stay in their dtype; frozen weights (a LoRA base) run in
+    bf16 and get their exact values back at ``finish``, which also hands back the fp32 master weights as
+    the model's: the checkpoint holds what the optimizer trained, not its bf16 rounding.
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int,
+                 max_grad_norm: float, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.model, self.max_grad_norm = model, max_grad_norm
+        self.world = current_world()
+        named = list(model.named_parameters())
+        self.trainable = [(n, p) for n, p in named if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("model has no trainable parameters")
+        self.masters = [p.detach().clone().float().requires_grad_(True) for _, p in self.trainable]
+        # frozen weights are only cast: their exact values wait on the host until finish
+        self.frozen = [(p, p.detach().to("cpu", copy=True)) for _, p in named if not p.requires_grad
+                       and p.is_floating_point()]
+        self.original_dtypes = {id(p): p.dtype for _, p in named}
+        with torch.no_grad():
+            for _, p in named:
+                if p.is_floating_point():
+                    p.data = p.data.to(dtype)
+        self.optimizer, self.scheduler = make_optimizer(self.masters, lr, total_steps, warmup_steps)
+
+    def step(self) -> torch.Tensor:
+        for master, (_, p) in zip(self.masters, self.trainable, strict=True):
+            master.grad = p.grad.float() if p.grad is not None else torch.zeros_like(master)
+            p.grad = None
+        average_gradients(self.masters, self.world)  # a no-op in one process
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.masters, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._write_back()
+        return grad_norm.detach()
+
+    def _write_back(self) -> None:
+        with torch.no_grad():
+            for master, (_, p) in zip(self.masters, self.trainable, strict=True):
+                p.copy_(master)  # rounded to nearest in the parameter's dtype
+
+    def resume_module(self) -> torch.nn.Module:
+        """What resume states save and restore: the fp32 masters, under the model's parameter names."""
+        return _NamedTensors([(n, m) for (n, _), m in zip(self.trainable, self.masters, strict=True)])
+
+    def after_restore(self) -> None:
+        self._write_back()
+
+    def finish(self) -> None:
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.data = p.data.to(self.original_dtypes[id(p)])
+            for master, (_, p) in zip(self.masters, self.trainable, strict=True):
+                p.copy_(master)
+            for p, exact in self.frozen:
+                p.copy_(exact)
+
+
+class _NamedTensors(torch.nn.Module):
+    """A module whose ``named_parameters`` are the given (name, tensor) pairs (the resume state's view)."""
+
+    def __init__(self, named: list[tuple[str, torch.Tensor]]) -> None:
+        super().__init__()
+        self._named = named
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        return iter(cast(list[tuple[str, torch.nn.Parameter]], self._named))
 
 
 # Fields the trainer's own config decides; a DeepSpeed file may leave them out or say "auto".
@@ -185,7 +270,12 @@ class DeepSpeedStepper:
 
 
 def make_stepper(model: torch.nn.Module, lr: float, total_steps: int, warmup_steps: int, max_grad_norm: float,
-                 batch_size: int, deepspeed_config: str | None, bf16: bool = False) -> Stepper:
+                 batch_size: int, deepspeed_config: str | None, bf16: bool = False,
+                 bf16_master_weights: bool = False) -> Stepper:
+    if bf16_master_weights:
+        if deepspeed_config is not None:
+            raise ValueError("bf16 master weights and a DeepSpeed config: DeepSpeed's bf16 section sets the precision")
+        return MasterWeightsStepper(model, lr, total_steps, warmup_steps, max_grad_norm)
     if deepspeed_config is None:
         return PlainStepper(model, lr, total_steps, warmup_steps, max_grad_norm)
     config = load_deepspeed_config(deepspeed_config, batch_size, max_grad_norm, bf16)

@@ -18,6 +18,9 @@ class _Scripted:
     def eval(self) -> _Scripted:
         return self
 
+    def parameters(self):  # where the sampler backend looks for the model's device
+        yield torch.zeros(1)
+
     def generate(self, input_ids: torch.Tensor, num_return_sequences: int = 1, **_: object) -> torch.Tensor:
         rows = input_ids.repeat_interleave(num_return_sequences, dim=0)
         return torch.cat([rows, torch.tensor(self.new_tokens[: rows.shape[0]])], dim=1)

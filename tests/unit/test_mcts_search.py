@@ -150,3 +150,36 @@ def test_search_is_deterministic_under_a_seed_and_counts_add_up(tiny_loaded):
         assert r.path[-1].correct is not None
         for pair in r.pairs:
             assert pair.q_chosen > pair.q_rejected and 0 <= pair.epsilon <= 0.5
+
+
+def test_static_sampler_expansion_scores_and_self_evaluates_like_full_re_encodes(tiny_loaded):
+    """The static-cache sampler (sampling.backend=static; the default on CUDA) as MCTS's expansion: its
+    steps stop at the separator, their log-probs are the model's, and the self-evaluation continuing
+    its cache reads what re-encoding prompt + step + question reads."""
+    from alignflow.components.modeling.sampler import release_engines
+
+    release_engines()
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    newline = tok("\n", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():  # make the random model end some steps early (a newline), not all
+        model.get_output_embeddings().weight[newline] *= 8
+    contexts = _contexts(tok)
+    request = SelfEvalRequest([continuation_suffix(tok, None), continuation_suffix(tok, "10 - 2 = 8.")], ["A", "B"])
+    cached = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=True, backend="static")
+    fast = cached.sample_steps(contexts, k=3, seed=0, self_eval=request)
+    slow = StepPolicy(model, tok, max_new_tokens=12, reuse_prefix_cache=False, backend="static").sample_steps(
+        contexts, 3, 0, request)
+    flat_fast, flat_slow = [c for row in fast for c in row], [c for row in slow for c in row]
+    assert [c.token_ids for c in flat_fast] == [c.token_ids for c in flat_slow]  # same seed, same samples
+    assert {1, 12} <= {len(c.token_ids) for c in flat_fast}  # some stopped at a newline, some ran to the limit
+    for context, c in zip([x for x in contexts for _ in range(3)], flat_fast, strict=True):
+        last = c.token_ids[-1]
+        assert "\n" in tok.decode([last]) or last == tok.eos_token_id or len(c.token_ids) == 12
+        assert c.logp == pytest.approx(_full_reencode_logp(model, tok, context, c.token_ids), abs=2e-3)
+    for a, b in zip(flat_fast, flat_slow, strict=True):
+        assert a.answer_probs is not None and b.answer_probs is not None
+        assert torch.log(torch.tensor(a.answer_probs)).tolist() == pytest.approx(
+            torch.log(torch.tensor(b.answer_probs)).tolist(), abs=2e-5)
+    again = StepPolicy(model, tok, max_new_tokens=12, backend="static").sample_steps(contexts, k=3, seed=0)
+    assert [c.token_ids for row in again for c in row] == [c.token_ids for c in flat_fast]  # retirement on: same
+    release_engines()

@@ -4,7 +4,9 @@ Speed is the point of this module. The published code generates one child at a t
 re-encodes the whole prefix for every child and every self-evaluation. Here:
 
 - all states of a search batch (several trees, one leaf each) are expanded in one ``generate``
-  call; each state's prefix is encoded **once** and its KV cache repeated for its k children;
+  call; each state's prefix is encoded **once** and its KV cache repeated for its k children
+  (on CUDA, by default, the static-cache sampler of ``components/modeling/sampler.py`` does it, its
+  rows stopping at a token that holds the step separator; ``backend`` picks);
 - a step's log-prob for the PUCT prior comes from the sampling pass's own logits, not from a
   second forward;
 - the self-evaluation continues each child's own sequence (``self_eval_layout: continuation``):
@@ -19,13 +21,15 @@ re-encodes the whole prefix for every child and every self-evaluation. Here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from alignflow.components.config import SamplerCompile, SamplingBackend
 from alignflow.components.modeling.generation import CanGenerate
 from alignflow.components.modeling.logprobs import position_ids_for
+from alignflow.components.modeling.sampler import SamplingSpec, engine_for, resolve_backend
 from alignflow.components.trainers.common import model_device
 
 
@@ -65,12 +69,16 @@ def cut_step(tokens: list[int], logps: list[float], eos_id: int, decode, separat
 
 class StepPolicy:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int = 32,
-                 temperature: float = 1.0, reuse_prefix_cache: bool = True, separator: str = "\n") -> None:
+                 temperature: float = 1.0, reuse_prefix_cache: bool = True, separator: str = "\n",
+                 backend: SamplingBackend = "auto", compile: SamplerCompile = "auto") -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.reuse_prefix_cache = reuse_prefix_cache
         self.separator = separator  # what ends a step (generation stops there)
+        self.backend: SamplingBackend = backend  # who generates: components/modeling/sampler.py
+        self.compile: SamplerCompile = compile
         self.expanded_tokens = 0  # tokens encoded (prefixes and self-evaluations), for throughput accounting
+        self._stop_tokens: torch.Tensor | None = None
 
     def _decode(self, tokens: list[int]) -> str:
         return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=True))
@@ -85,6 +93,29 @@ class StepPolicy:
         enc = tok(contexts, return_tensors="pt", padding=True, add_special_tokens=False)
         device = model_device(self.model)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        if resolve_backend(self.model, self.backend) == "static":
+            new_tokens, token_logps, cache, ids, mask = self._generate_static(ids, mask, k, seed, self_eval is not None)
+        else:
+            new_tokens, token_logps, cache = self._generate_hf(ids, mask, k, seed)
+            ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        results: list[list[Candidate]] = []
+        for row, (tokens, logps) in enumerate(zip(new_tokens.tolist(), token_logps.tolist(), strict=True)):
+            if row % k == 0:
+                results.append([])
+            results[-1].append(cut_step(tokens, logps, cast(int, tok.eos_token_id), self._decode, self.separator))
+        if self_eval is not None:
+            flat = [c for row in results for c in row]
+            probs = self._continue_and_read(ids, mask, cache, new_tokens.shape[1], flat,
+                                            [sfx for sfx in self_eval.suffixes for _ in range(k)], self_eval.answers)
+            for c, p in zip(flat, probs, strict=True):
+                c.answer_probs = p
+        return results
+
+    def _generate_hf(self, ids: torch.Tensor, mask: torch.Tensor, k: int, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+        """Hugging Face ``generate``: (new tokens, their log-probs at temperature 1, the cache when it
+        reused the prefixes)."""
+        tok = self.tokenizer
         extra = {}
         if self.reuse_prefix_cache and ids.shape[1] > 1:
             # encode each prefix once (all but its last token: generate feeds that one), then give
@@ -107,20 +138,34 @@ class StepPolicy:
         # log π at temperature 1 from the raw logits of the sampling pass: no second forward
         logits = torch.stack(out.logits, dim=1).float()  # [B·k, T, V]
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        results: list[list[Candidate]] = []
-        for row, (tokens, logps) in enumerate(zip(new_tokens.tolist(), token_logps.tolist(), strict=True)):
-            if row % k == 0:
-                results.append([])
-            results[-1].append(cut_step(tokens, logps, cast(int, tok.eos_token_id), self._decode, self.separator))
-        if self_eval is not None:
-            flat = [c for row in results for c in row]
-            probs = self._continue_and_read(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
-                                            out.past_key_values if self.reuse_prefix_cache else None,
-                                            new_tokens.shape[1], flat, [sfx for sfx in self_eval.suffixes
-                                                                        for _ in range(k)], self_eval.answers)
-            for c, p in zip(flat, probs, strict=True):
-                c.answer_probs = p
-        return results
+        return new_tokens, token_logps, out.past_key_values if self.reuse_prefix_cache else None
+
+    def _generate_static(self, ids: torch.Tensor, mask: torch.Tensor, k: int, seed: int, keep_cache: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None, torch.Tensor, torch.Tensor]:
+        """The static sampler: every prefix encoded once, rows stopped by a token holding the separator
+        (``cut_step`` still cuts at the separator itself), log-probs from the sampling pass. Also returns
+        the k-fold prompts left-padded to the cache's prompt block, as the cache holds them."""
+        tok = self.tokenizer
+        engine = engine_for(self.model, self.compile)
+        torch.manual_seed(seed)
+        spec = SamplingSpec(True, self.temperature, 0, 1.0, want_logps=True, has_stop_tokens=True)
+        out = engine.generate(ids, mask, k=k, spec=spec, max_new_tokens=self.max_new_tokens,
+                              eos_token_id=cast(int, tok.eos_token_id), pad_token_id=cast(int, tok.pad_token_id),
+                              stop_token_mask=self._separator_tokens(),
+                              keep_cache=keep_cache and self.reuse_prefix_cache)
+        self.expanded_tokens += int(mask.sum())
+        assert out.logps is not None  # asked for by the spec
+        extra = out.prompt_width - ids.shape[1]
+        ids = torch.nn.functional.pad(ids, (extra, 0), value=cast(int, tok.pad_token_id)).repeat_interleave(k, 0)
+        mask = torch.nn.functional.pad(mask, (extra, 0), value=0).repeat_interleave(k, 0)
+        return out.tokens, out.logps, out.cache, ids, mask
+
+    def _separator_tokens(self) -> torch.Tensor:
+        """[V] bool: the tokens whose text contains the step separator."""
+        if self._stop_tokens is None:
+            vocab = cast(Any, self.model.get_output_embeddings()).weight.shape[0]
+            self._stop_tokens = separator_tokens(self.tokenizer, self.separator, vocab)
+        return self._stop_tokens
 
     def _continue_and_read(self, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None,
                            n_generated: int, candidates: list[Candidate], suffixes: list[tuple[str, str]],
@@ -225,3 +270,18 @@ def continuation_suffix(tokenizer: PreTrainedTokenizerBase, reference_solution: 
     eos = cast(str, tokenizer.eos_token)
     after_eos = turn_close[len(eos):] if turn_close.startswith(eos) else turn_close
     return turn_close + question, after_eos + question
+
+
+_SEPARATOR_TOKENS: dict[tuple[str, int, str, int], torch.Tensor] = {}
+
+
+def separator_tokens(tokenizer: PreTrainedTokenizerBase, separator: str, vocab: int) -> torch.Tensor:
+    """[vocab] bool, True where the token's text contains ``separator`` (decoding the vocabulary once
+    per tokenizer and separator in a process)."""
+    key = (str(tokenizer.name_or_path), len(tokenizer), separator, vocab)
+    if key not in _SEPARATOR_TOKENS:
+        texts = tokenizer.batch_decode([[i] for i in range(min(vocab, len(tokenizer)))])
+        stop = torch.zeros(vocab, dtype=torch.bool)
+        stop[[i for i, text in enumerate(texts) if separator in text]] = True
+        _SEPARATOR_TOKENS[key] = stop
+    return _SEPARATOR_TOKENS[key]
