@@ -385,6 +385,13 @@ class TrackingConfig(_Section):
     experiment: str = "alignflow"
     registered_model: str = "alignflow-policy"
     log_checkpoints: bool = True
+    # How a registered version stores its model (components/stages/register.py; README "Serving a promoted
+    # model"): merged = full weights, the LoRA adapter folded in (self-contained); adapter = the adapter alone,
+    # folded at load time into the base registered once under base_registered_model. float32 is what the
+    # pipeline evaluated; float16/bfloat16 halve a merged version and change greedy answers (measured).
+    model_format: Literal["merged", "adapter"] = "merged"
+    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    base_registered_model: str = "alignflow-base"
 
 
 class PromotionConfig(_Section):

@@ -69,7 +69,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                              step=round_index)
         version = register_task(ctx, config, policy, history[-1], data.eval.md5, base.model_id, history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
-                                            "eval_mean_length": final_metrics["eval/mean_length"]})
+                                            "eval_mean_length": final_metrics["eval/mean_length"]},
+                                step=len(history) - 1)
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
         log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_accuracy": history[0],
                                                   "pipeline/final_accuracy": history[-1],

@@ -156,14 +156,14 @@ def tracked_step(ctx: TrackingContext, name: str, run: Callable[[StepHook], R], 
     with child_run(ctx, name, {"code_version": code_version(stage_module), "stage": stage_module}) as (tracker, run_id):
         for label, artifact, context in inputs:
             tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
-                                extra_tags={"dvc_md5": artifact.md5})
+                                extra_tags={"dvc_md5": artifact.md5, "dvc_path": artifact.ref()["path"]})
         if params:
             tracker.log_params(run_id, params)
         result = run(metric_logger(tracker, run_id))
         version_outputs(ctx, result.artifacts())
         for label, artifact, context in (outputs(result) if outputs else ()):
             tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
-                                extra_tags={"dvc_md5": artifact.md5})
+                                extra_tags={"dvc_md5": artifact.md5, "dvc_path": artifact.ref()["path"]})
         timer = timer or name.split(":")[0].replace("-", "_")
         tracker.log_metrics(run_id, {**(metrics(result) if metrics else {}), f"time/{timer}_seconds": result.seconds})
         if tags:

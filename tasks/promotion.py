@@ -18,6 +18,7 @@ from alignflow.components.evaluation.gates import GateReport
 from alignflow.components.platform import registry
 from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
 from alignflow.components.platform.tracking import Tracker
+from alignflow.components.stages.register import write_model_card
 from alignflow.tasks.context import config_of
 
 REGISTRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -26,8 +27,9 @@ REGISTRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_se
 def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_dir: Path,
                         aliases_set: list[str] | None = None) -> dict[str, str]:
     """The one place a gate report goes out: ``gate_report.md`` / ``.json`` written under ``out_dir`` and
-    logged to ``run_id``'s ``promotion/`` artifacts, the verdict per gate as version tags, and a
-    Prefect markdown + table artifact. Returns the two files' paths."""
+    logged to ``run_id``'s ``promotion/`` artifacts, the verdict per gate as version tags, the version's
+    model card (README.md and description) regenerated with it, and a Prefect markdown + table artifact.
+    Returns the two files' paths."""
     summary = {**report.as_dict(), "aliases_set": aliases_set}
     md = write_text_atomic(Path(out_dir) / "gate_report.md", report.as_markdown())
     js = write_json_atomic(Path(out_dir) / "gate_report.json", summary)
@@ -36,6 +38,7 @@ def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_d
     name, version = report.registered_model, report.candidate_version
     tracker.set_version_tags(name, version, {"gate_passed": str(report.passed),
                                              **{f"gate.{g.gate}": g.status for g in report.gates}})
+    write_model_card(tracker, name, version, summary)  # the version's card now carries this report
     key = f"gate-{name}-v{version}".lower().replace("_", "-")
     create_markdown_artifact(report.as_markdown(), key=key, description=f"promotion gates of {name} v{version}")
     create_table_artifact(report.table(), key=f"{key}-table", description="gate, status, value, limit")

@@ -24,12 +24,12 @@ ASPECTS = '{truthfulness: "5: the final answer is right. 1: it is wrong.", helpf
 
 
 def _register(client: MlflowClient, tracking_uri: str, name: str, checkpoint: Path) -> str:
-    from alignflow.components.platform import registry
     from alignflow.components.platform.tracking import Tracker
+    from alignflow.components.stages.register import register_checkpoint
 
     tracker = Tracker(tracking_uri, "it-synth-judges")
     run = tracker.start_run("judge")
-    version = registry.register_checkpoint(tracker, name, run, checkpoint, {"role": "judge"})
+    version = register_checkpoint(tracker, name, run, checkpoint, {"role": "judge"})
     tracker.end_run(run)
     client.set_registered_model_alias(name, "production", version)
     return version
