@@ -324,11 +324,27 @@ def render_model_card(f: CardFacts) -> str:
             + f"## How to use\n\n{_usage(f)}\n## Intended use\n\n{_intended_use(f)}\n## Known limits\n\n{_limits(f)}")
 
 
+def _sections(card: str) -> list[str]:
+    head, *rest = card.split("\n## ")
+    return [head, *(f"## {section}" for section in rest)]
+
+
+# what a registry description leaves out first when the card does not fit, each replaced by a pointer
+_DROPPABLE = ("## How to use", "## Training", "## Data")
+
+
 def description_of(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """The card as a registry description: whole when it fits MLflow's column, else cut at a section with a
-    pointer to the full card."""
-    if len(card) <= limit:
-        return card
+    """The card as a registry description: whole when it fits MLflow's column; else without its usage
+    snippets, then its recipe, then its data table (each replaced by a pointer to README.md in the version),
+    and cut only as a last resort."""
+    sections = _sections(card)
+    for title in _DROPPABLE:
+        if len("\n".join(sections)) <= limit:
+            break
+        sections = [f"{title}\n\nIn README.md of the version (left out here: the registry's description is "
+                    f"limited to {limit} characters).\n" if s.startswith(title + "\n") else s for s in sections]
+    text = "\n".join(sections)
+    if len(text) <= limit:
+        return text
     note = "\n\n(cut to fit the registry's description: the full card is README.md in the version)\n"
-    cut = card[: limit - len(note)]
-    return cut[: cut.rfind("\n## ")] + note if "\n## " in cut else cut + note
+    return text[: limit - len(note)] + note

@@ -236,5 +236,9 @@ def test_a_model_card_says_what_was_logged_and_never_leaves_a_field_empty():
                              "detail": "vs baseline"}]}
     gated = render_model_card(facts)
     assert "**PASSED**" in gated and "| accuracy_delta | passed | 0.0500 | 0.0000 | vs baseline |" in gated
-    short = description_of(gated, limit=1200)
-    assert len(short) <= 1200 and short.endswith("README.md in the version)\n")
+    assert description_of(gated) == gated
+    short = description_of(gated, limit=len(gated) - 200)  # the usage snippets go first
+    assert "## Known limits" in short and "mlflow models serve" not in short and "In README.md" in short
+    assert len(short) <= len(gated) - 200 and "## Gate" in short
+    tiny = description_of(gated, limit=600)
+    assert len(tiny) <= 600 and tiny.endswith("README.md in the version)\n")

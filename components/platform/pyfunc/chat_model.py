@@ -78,11 +78,12 @@ def requests_of(model_input: Any) -> list[list[dict[str, str]]]:
     return out
 
 
-def _download_base(uri: str) -> Path:
-    """The base's Hugging Face directory, downloaded from the registry ``MLFLOW_TRACKING_URI`` names."""
+def _download_base(uri: str, into: Path) -> Path:
+    """The base's Hugging Face directory, downloaded into ``into`` from the registry ``MLFLOW_TRACKING_URI``
+    names."""
     from mlflow.artifacts import download_artifacts
 
-    root = Path(download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="alignflow-base-")))
+    root = Path(download_artifacts(uri, dst_path=str(into)))
     found = [p.parent for p in root.rglob("MLmodel")]
     hf = [m / "artifacts" / "hf_model" for m in found if (m / "artifacts" / "hf_model").is_dir()]
     if not hf:
@@ -103,14 +104,15 @@ def load_causal_lm(path: Path) -> Any:
     base = meta.get("base") or {}
     if not base.get("uri"):
         raise RuntimeError(f"{path}: a LoRA adapter whose {METADATA_FILE} names no base models:/ URI")
-    base_dir = _download_base(base["uri"])
-    got = weights_sha256(base_dir)
-    if base.get("sha256") and got != base["sha256"]:
-        raise RuntimeError(f"base {base['uri']}: its weights hash to {got}, the adapter was trained on "
-                           f"{base['sha256']} — the registry's base is not the one this adapter needs")
     from peft import PeftModel
 
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    with tempfile.TemporaryDirectory(prefix="alignflow-base-") as tmp:  # in memory once loaded: not kept
+        base_dir = _download_base(base["uri"], Path(tmp))
+        got = weights_sha256(base_dir)
+        if base.get("sha256") and got != base["sha256"]:
+            raise RuntimeError(f"base {base['uri']}: its weights hash to {got}, the adapter was trained on "
+                               f"{base['sha256']} — the registry's base is not the one this adapter needs")
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
 
 
