@@ -104,10 +104,13 @@ def test_the_pyfunc_and_alignflow_hash_weights_the_same_way(lora_checkpoint):
     assert chat_model.weights_sha256(base) == weights_sha256(base) != weights_sha256(lora_checkpoint)
 
 
-def test_registering_logs_an_mlflow_model_that_answers_as_the_pipeline_evaluates(tmp_path, lora_checkpoint):
+def test_registering_logs_an_mlflow_model_that_answers_as_the_pipeline_evaluates(tmp_path, lora_checkpoint,
+                                                                               monkeypatch):
     """On the sqlite store: a merged and an adapter version of one checkpoint (one base registered, by
     hash), both MLflow models linked to the run and its final metrics; downloaded, both are the checkpoint's
-    weights; loaded as pyfuncs, both answer greedily what the pipeline's evaluation answers."""
+    weights; loaded as pyfuncs, both answer greedily what the pipeline's evaluation answers — the adapter
+    folded into the base the registry holds, refused when that base is not the content it was trained on;
+    exported with --merge's code, the adapter version is the checkpoint's weights again."""
     import mlflow.pyfunc
 
     from alignflow.components.data.schemas import ProblemRow
@@ -150,21 +153,32 @@ def test_registering_logs_an_mlflow_model_that_answers_as_the_pipeline_evaluates
                                                       batch_size=1, max_new_tokens=6).predictions]
     from alignflow.components.data.prompts import INSTRUCTION
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)  # where the adapter's pyfunc finds its base
+    expected_logits = _logits(lora_checkpoint)
     for number, model_id in zip((merged, adapter), ids):
         local, _ = registry.download_version(tracker, "policy", "", tmp_path / "cache", versions[number])
-        assert torch.equal(_logits(local), _logits(lora_checkpoint))
+        assert torch.equal(_logits(local), expected_logits)
         root = download_logged_model(tracker, model_id, tmp_path / f"model-{number}")
         assert (root / "artifacts" / "hf_model" / "README.md").read_text() == versions[number].description
         requirements = (root / "requirements.txt").read_text().split()
         assert requirements[:2] == ["mlflow==3.17.2", "torch==2.13.0"]  # pinned, no local +cpu label
         assert ("peft==" in " ".join(requirements)) == (number == adapter)
         assert _local_paths(root, [str(tmp_path), str(Path.home())]) == []
-        if number == adapter:  # its base comes from the registry: the pyfunc needs this process's URI for that
-            continue
         model = mlflow.pyfunc.load_model(str(root))
         answers = [model.predict({"messages": [{"role": "user", "content": f"{p.question}\n{INSTRUCTION}"}]},
                                  params={"max_tokens": 6})["choices"][0]["message"]["content"] for p in problems]
         assert answers == expected
+
+    from alignflow.components.modeling.export import write_model_directory
+
+    exported = write_model_directory(local, tmp_path / "exported", merge=True, dtype=None)  # `export --merge`
+    assert exported.format == "merged" and not (exported.path / "adapter_config.json").exists()
+    assert torch.equal(_logits(exported.path), expected_logits)
+    meta_file = root / "artifacts" / "hf_model" / "alignflow_model.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "base": {**meta["base"], "sha256": "0" * 64}}))
+    with pytest.raises(Exception, match="not the one this adapter needs"):
+        mlflow.pyfunc.load_model(str(root))
 
 
 def test_the_reward_pyfunc_scores_what_the_reward_model_scores(tmp_path, tiny_loaded):
