@@ -86,8 +86,9 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
     fitted = _fitted_judge(cfg, base_dir, ratings, Path(cfg.state_dir) / "fitted-judge")
     assert _register(client, mlflow_server, "it-synth-judge", fitted) == "2"
     judge_version = client.get_model_version("it-synth-judge", "2")  # a judge is a chat model like a policy
-    assert judge_version.source.startswith("models:/m-") and judge_version.tags["family"] == "judge"
-    assert "(judge)" in judge_version.description and "Rating responses" in judge_version.description
+    card = judge_version.description or ""
+    assert (judge_version.source or "").startswith("models:/m-") and judge_version.tags["family"] == "judge"
+    assert "(judge)" in card and "Rating responses" in card
     result = alignment_pipeline(cfg.model_dump(mode="json"))
 
     second = [json.loads(line) for line in ratings.read_text().splitlines()]

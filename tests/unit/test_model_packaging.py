@@ -171,14 +171,16 @@ def test_registering_logs_an_mlflow_model_that_answers_as_the_pipeline_evaluates
 
     from alignflow.components.modeling.export import write_model_directory
 
+    local, _ = registry.download_version(tracker, "policy", "", tmp_path / "cache", versions[adapter])
     exported = write_model_directory(local, tmp_path / "exported", merge=True, dtype=None)  # `export --merge`
     assert exported.format == "merged" and not (exported.path / "adapter_config.json").exists()
     assert torch.equal(_logits(exported.path), expected_logits)
-    meta_file = root / "artifacts" / "hf_model" / "alignflow_model.json"
+    adapter_root = tmp_path / f"model-{adapter}"
+    meta_file = adapter_root / "artifacts" / "hf_model" / "alignflow_model.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps({**meta, "base": {**meta["base"], "sha256": "0" * 64}}))
     with pytest.raises(Exception, match="not the one this adapter needs"):
-        mlflow.pyfunc.load_model(str(root))
+        mlflow.pyfunc.load_model(str(adapter_root))
 
 
 def test_the_reward_pyfunc_scores_what_the_reward_model_scores(tmp_path, tiny_loaded):
