@@ -72,6 +72,7 @@ def _float(value: Any) -> float | None:
 
 
 def family_of(tags: dict[str, str]) -> str:
+    """policy, judge or base: the ``family`` tag, else a ``role: judge`` tag, else a policy."""
     if tags.get("family"):
         return tags["family"]
     return "judge" if tags.get("role") == "judge" else "policy"

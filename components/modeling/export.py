@@ -56,6 +56,7 @@ class ExportedModel:
 
 
 def directory_bytes(directory: Path) -> int:
+    """Bytes of every file under ``directory``."""
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
 
 

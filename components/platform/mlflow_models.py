@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def log_pyfunc_model(tracker: Tracker, run_id: str | None, code_file: Path, arti
             location = None if logged.artifact_location.startswith("file:") else logged.artifact_location
             mlflow_model = Model(artifact_path=location, model_uuid=logged.model_id, run_id=run_id,
                                  model_id=logged.model_id)
-            with CODE_MODEL_LOCK:
+            with CODE_MODEL_LOCK, warnings.catch_warnings():
+                # MLflow suggests type hints on predict for validation: the explicit signature already is the schema
+                warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
                 mlflow.pyfunc.save_model(str(local), python_model=str(code), artifacts=staged, signature=signature,
                                          input_example=input_example, pip_requirements=requirements,
                                          model_config=model_config, metadata=metadata, mlflow_model=mlflow_model)

@@ -25,6 +25,7 @@ METADATA_FILE = "alignflow_model.json"  # modeling.checkpoints.METADATA_FILE
 
 
 def version_for_alias(tracker: Tracker, name: str, alias: str) -> Any | None:
+    """The version ``alias`` points at, or None."""
     return tracker.version_for_alias(name, alias)
 
 

@@ -139,6 +139,7 @@ class Tracker:
         return str(version.version)
 
     def set_version_description(self, name: str, version: str, description: str) -> None:
+        """Replace a version's description (redacted)."""
         self._client.update_model_version(name, str(version), description=redact_value(description))
 
     def search_model_versions(self, filter_string: str) -> list[Any]:
@@ -159,19 +160,24 @@ class Tracker:
                                                 model_type=model_type)
 
     def log_model_artifacts(self, model_id: str, directory: Path, artifact_path: str | None = None) -> None:
+        """Upload a directory's files into a logged model's artifacts (under ``artifact_path``)."""
         self._client.log_model_artifacts(model_id, str(directory), artifact_path)
 
     def log_model_artifact(self, model_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one file into a logged model's artifacts (under ``artifact_path``), replacing one of its name."""
         self._client.log_model_artifact(model_id, str(path), artifact_path)
 
     def finalize_logged_model(self, model_id: str, ready: bool) -> LoggedModel:
+        """Mark a logged model READY (its files are complete) or FAILED."""
         return self._client.finalize_logged_model(model_id, LoggedModelStatus.READY if ready
                                                   else LoggedModelStatus.FAILED)
 
     def get_logged_model(self, model_id: str) -> LoggedModel:
+        """A logged model by id (artifact location, status, tags, linked metrics)."""
         return self._client.get_logged_model(model_id)
 
     def set_logged_model_tags(self, model_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a logged model (redacted)."""
         self._client.set_logged_model_tags(model_id, redact_mapping(tags))
 
     def link_model_to_run(self, run_id: str, model_id: str, step: int) -> None:
@@ -186,6 +192,7 @@ class Tracker:
             self._client.log_batch(run_id, metrics=linked[start:start + 500])
 
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every logged value of one metric of a run, with its step."""
         return list(self._client.get_metric_history(run_id, key))
 
     def get_model_version(self, name: str, version: str) -> Any:
