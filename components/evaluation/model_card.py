@@ -169,11 +169,12 @@ def _summary(f: CardFacts) -> str:
                 f"labelled judgments, then {len(rounds)} iteration(s) of DPO on its own curated judgments. It reads "
                 f"a question, a response and a rubric and answers with a rationale and `Score: N` (1–5).")
     named = ", ".join(k for k in kinds if k != "round")
-    recipe = f"{len(rounds)} round(s) of preference training" + (f" ({named})" if named else "")
     loss, beta = p.get("preference.loss_type"), p.get("preference.beta")
     how = f" with the {loss} DPO loss (β = {beta})" if loss else ""
+    recipe = (f"{len(rounds)} round(s) of preference training" + (f" ({named})" if named else "") + how
+              if rounds else "no preference rounds")
     sft = "supervised fine-tuning, then " if p.get("sft.enabled") == "True" else ""
-    return f"A policy aligned by alignflow: {sft}{recipe}{how}, on alignflow's arithmetic word problems."
+    return f"A policy aligned by alignflow: {sft}{recipe}, on alignflow's arithmetic word problems."
 
 
 def _facts_table(f: CardFacts) -> str:
@@ -198,7 +199,8 @@ def _facts_table(f: CardFacts) -> str:
 
 
 def _recipe(f: CardFacts) -> str:
-    chosen = [(k, f.params[k]) for k in RECIPE_PARAMS if k in f.params]
+    judge_shaped = f.family == "judge" or f.params.get("rounds.kind") == "synthesized"
+    chosen = [(k, f.params[k]) for k in RECIPE_PARAMS if k in f.params and (judge_shaped or not k.startswith("judge."))]
     if not chosen:
         return "The producing run logged no configuration parameters.\n"
     return ("The run's configuration (every key is a param of the run):\n\n| key | value |\n|---|---|\n"
@@ -265,7 +267,8 @@ def _usage(f: CardFacts) -> str:
             f"```bash\nmlflow models serve -m {uri} --env-manager local -p 5001\n"
             f"curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d '{request}'\n"
             f"# a plain Hugging Face directory:\n"
-            f"alignflow export --version {f.version} --out ./{f.registered_model}-v{f.version}\n```\n")
+            f"alignflow export --model {f.registered_model} --version {f.version} "
+            f"--out ./{f.registered_model}-v{f.version}\n```\n")
 
 
 def _intended_use(f: CardFacts) -> str:
@@ -290,8 +293,11 @@ def _limits(f: CardFacts) -> str:
         wrong = "most of its answers are wrong" if accuracy < 0.5 else f"{1 - accuracy:.0%} of its answers are wrong"
         out.append(f"Held-out {'exact-score accuracy' if f.family == 'judge' else 'accuracy'} is {accuracy:.3f}: "
                    f"{wrong}.")
-    out.append("Trained and evaluated only on synthetic, English arithmetic problems: nothing is measured on any "
-               "other input.")
+    if f.family == "base":
+        out.append("Not trained or evaluated by alignflow: what it can do is its source's to say (above).")
+    else:
+        out.append("Trained and evaluated only on synthetic, English arithmetic problems: nothing is measured on "
+                   "any other input.")
     if f.family == "policy":
         cap = f" and at most {p['eval.max_new_tokens']} new tokens" if p.get("eval.max_new_tokens") else ""
         out.append(f"Evaluated with greedy decoding{cap}; sampled answers (temperature > 0) were not evaluated.")
@@ -306,11 +312,12 @@ def _limits(f: CardFacts) -> str:
         if malformed is not None:
             out.append(f"{malformed:.1%} of its held-out judgments had no parsable score.")
         out.append("Position bias is probed per synthesized round (`quality/judge_flip_rate`), not corrected here.")
-    source = p.get("model.source") or t.get("base_model", "")
+    source = (p.get("model.source") or t.get("base_model", "") or t.get("source", "")).lower()
+    built = "It is" if f.family == "base" else "Built on"
     if "tiny" in source:
-        out.append("Built on a tiny randomly initialised test model: its outputs are not meaningful text.")
+        out.append(f"{built} a tiny randomly initialised test model: its outputs are not meaningful text.")
     elif "smollm2" in source:
-        out.append("Built on SmolLM2-135M-Instruct de-quantized from a 4-bit GGUF: a very small model.")
+        out.append(f"{built} SmolLM2-135M-Instruct de-quantized from a 4-bit GGUF: a very small model.")
     return "".join(f"- {line}\n" for line in out)
 
 
