@@ -31,7 +31,9 @@ def clean_env(home: Path, tracking_uri: str | None = None, extra: dict[str, str]
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_", "MLFLOW_", "PREFECT_", "ALIGNFLOW_", "AWS_"))}
+    (Path(home) / "tmp").mkdir(exist_ok=True)  # MLflow downloads models:/ URIs into temp dirs it never removes
     env.update(HOME=str(home), XDG_CACHE_HOME=str(Path(home) / ".cache"), PYTHONPATH=str(site),
+               TMPDIR=str(Path(home) / "tmp"),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONNOUSERSITE="1",
                # `mlflow models serve --env-manager local` execs uvicorn through bash: the venv's bin on PATH
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
