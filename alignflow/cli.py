@@ -163,6 +163,61 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(f"{cfg.tracking.registered_model}: production v{left} → v{restored}")
 
 
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="directory to write (absent or empty)")],
+    alias: Annotated[Optional[str], typer.Option(help="registry alias to export (default: production)")] = None,
+    version: Annotated[Optional[str], typer.Option(help="registered version number, instead of --alias")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="fold a LoRA-adapter version into its base: full "
+                                                        "weights that plain transformers loads")] = False,
+    model: Annotated[Optional[str], typer.Option(help="registered model (default: tracking.registered_model; "
+                                                      "e.g. alignflow-judge)")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Write a registered version as a plain Hugging Face model directory (weights, tokenizer, chat template,
+    generation config, model card) that `AutoModelForCausalLM.from_pretrained(DIR)` loads without alignflow.
+    A full-weight version is copied as registered; an adapter version is folded into its registered base with
+    --merge, else written as the adapter with its base in DIR/base (loading it then needs peft)."""
+    import tempfile
+
+    from alignflow.components.modeling.checkpoints import read_metadata
+    from alignflow.components.modeling.export import write_model_directory
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
+
+    cfg = _load(config, set_)
+    configure_environment(cfg)
+    if alias and version:
+        console.print("[red]give --alias or --version, not both[/red]")
+        raise typer.Exit(2)
+    out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        console.print(f"[red]{out} exists and is not an empty directory: choose a new --out[/red]")
+        raise typer.Exit(2)
+    name = model or cfg.tracking.registered_model
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
+    found = tracker.get_model_version(name, version) if version else registry.version_for_alias(
+        tracker, name, alias or "production")
+    if found is None:
+        console.print(f"[red]'{name}' has no version with alias '{alias or 'production'}' at "
+                      f"{tracker.tracking_uri}[/red]")
+        raise typer.Exit(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
+        hf, label = registry.download_version(tracker, name, "", Path(tmp), found)
+        card = hf / "README.md"
+        generation = json.loads((hf / "generation_config.json").read_text())
+        exported = write_model_directory(hf, out, merge=merge, dtype=None, metadata=read_metadata(hf),
+                                         readme=card.read_text() if card.exists() else None,
+                                         generation={k: v for k, v in generation.items()
+                                                     if k not in ("transformers_version", "_from_model_config")},
+                                         bundle_base=not merge)
+    how = ("needs peft: the adapter's base is in base/" if exported.format == "adapter"
+           else "loads with plain transformers")
+    console.print(f"{label} → {exported.path}: {exported.format} weights, {exported.dtype}, "
+                  f"{exported.size_bytes / 1e6:.1f} MB ({how})")
+
+
 def _print_summary(result: Any) -> None:
     table = Table(title="alignflow run")
     table.add_column("what")

@@ -49,6 +49,22 @@ logger = logging.getLogger("alignflow.config")
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_instance_defaults(cls, data: Any) -> Any:
+        """A sub-section whose default is a configured instance (``judge.sft`` is an
+        ``SFTConfig(lr=2e-4, max_length=512, ...)``) keeps those values when the user sets only
+        some of its keys: ``judge.sft.epochs=40`` must not reset ``judge.sft.max_length`` to the
+        class default."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            default, given = field.default, merged.get(name)
+            if isinstance(default, BaseModel) and isinstance(given, dict):
+                merged[name] = {**default.model_dump(exclude_unset=True), **given}
+        return merged
+
     def explicit(self, name: str) -> bool:
         """Whether the user set field ``name`` (``model_fields_set``) to something other than its default."""
         if name not in self.model_fields_set:
@@ -618,6 +634,13 @@ class TrackingConfig(_Section):
     experiment: str = "alignflow"
     registered_model: str = "alignflow-policy"
     log_checkpoints: bool = True
+    # How a registered version stores its model (components/stages/register.py; README "Serving a promoted
+    # model"): merged = full weights, the LoRA adapter folded in (self-contained); adapter = the adapter alone,
+    # folded at load time into the base registered once under base_registered_model. float32 is what the
+    # pipeline evaluated; float16/bfloat16 halve a merged version and change greedy answers (measured).
+    model_format: Literal["merged", "adapter"] = "merged"
+    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    base_registered_model: str = "alignflow-base"
 
 
 class PromotionConfig(_Section):

@@ -108,7 +108,8 @@ def judge_loop(config: dict[str, Any]) -> JudgeLoopResult:
                                 name=j.registered_model,
                                 extra_tags={"role": "judge", "judge_hash": cfg.judge_hash(),
                                             "judge_mae": history[-1]["judge/mae"],
-                                            "judge_pairwise_agreement": history[-1]["judge/pairwise_agreement"]})
+                                            "judge_pairwise_agreement": history[-1]["judge/pairwise_agreement"]},
+                                step=len(history) - 1, max_tokens=j.max_new_tokens)
         decision = promote_task(ctx, config, version, str(workspace / "promotion"), name=j.registered_model,
                                 min_delta=j.min_delta, policy_gates=False)
         log_metrics_task(ctx, ctx.parent_run_id, {"judge_loop/seed_accuracy": history[0][ACCURACY],

@@ -82,7 +82,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
                                             "eval_mean_length": final_metrics["eval/mean_length"],
                                             **({"eval_accuracy": final_metrics["eval/accuracy"]}
-                                               if "eval/accuracy" in final_metrics else {})})
+                                               if "eval/accuracy" in final_metrics else {})},
+                                step=len(history) - 1)
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
         log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_metric": history[0],
                                                   "pipeline/final_metric": history[-1],

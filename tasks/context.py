@@ -156,7 +156,8 @@ def _log_dataset(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
     label, artifact, context = dataset[0], dataset[1], dataset[2]
     schema, profile = (dataset[3], dataset[4]) if len(dataset) == 5 else (None, None)
     tracker.log_dataset(run_id, artifact.file, label, artifact.md5, context=context,
-                        extra_tags={"dvc_md5": artifact.md5}, schema=schema, profile=profile)
+                        extra_tags={"dvc_md5": artifact.md5, "dvc_path": artifact.ref()["path"]}, schema=schema,
+                        profile=profile)
 
 
 def tracked_step(ctx: TrackingContext, name: str, run: Callable[[StepHook], R], *, stage_module: str,

@@ -19,6 +19,7 @@ from alignflow.components.platform import registry
 from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
 from alignflow.components.platform.redaction import redact_json, redact_text
 from alignflow.components.platform.tracking import Tracker
+from alignflow.components.stages.register import write_model_card
 from alignflow.tasks.context import config_of
 
 REGISTRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -27,9 +28,10 @@ REGISTRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_se
 def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_dir: Path,
                         aliases_set: list[str] | None = None) -> dict[str, str]:
     """The one place a gate report goes out: ``gate_report.md`` / ``.json`` written under ``out_dir`` and
-    logged to ``run_id``'s ``promotion/`` artifacts, the verdict per gate as version tags, and a
-    Prefect markdown + table artifact. Every copy is redacted (a gate's detail may quote a judge URL
-    or a path with credentials). Returns the two files' paths."""
+    logged to ``run_id``'s ``promotion/`` artifacts, the verdict per gate as version tags, the version's
+    model card (README.md and description) regenerated with it, and a Prefect markdown + table artifact.
+    Every copy is redacted (a gate's detail may quote a judge URL or a path with credentials). Returns the
+    two files' paths."""
     summary = redact_json({**report.as_dict(), "aliases_set": aliases_set})
     markdown = redact_text(report.as_markdown())
     md = write_text_atomic(Path(out_dir) / "gate_report.md", markdown)
@@ -39,6 +41,7 @@ def publish_gate_report(tracker: Tracker, report: GateReport, run_id: str, out_d
     name, version = report.registered_model, report.candidate_version
     tracker.set_version_tags(name, version, {"gate_passed": str(report.passed),
                                              **{f"gate.{g.gate}": g.status for g in report.gates}})
+    write_model_card(tracker, name, version, summary)  # the version's card now carries this report
     key = f"gate-{name}-v{version}".lower().replace("_", "-")
     create_markdown_artifact(markdown, key=key, description=f"promotion gates of {name} v{version}")
     create_table_artifact(redact_json(report.table()), key=f"{key}-table", description="gate, status, value, limit")

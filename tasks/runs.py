@@ -21,6 +21,7 @@ from alignflow.components.platform.lineage import git_commit
 from alignflow.components.platform.recovery import Attempt, check_not_running, record_attempt
 from alignflow.components.platform.tracking import Tracker, flatten, resolve_tracking_uri
 from alignflow.components.platform.versioning import find_repo_root
+from alignflow.components.stages.register import Packaging, register_checkpoint
 from alignflow.components.stages.results import Checkpoint
 from alignflow.tasks.context import TrackingContext, config_of
 from alignflow.tasks.promotion import publish_gate_report
@@ -115,11 +116,14 @@ def tracked_run(ctx: TrackingContext, name: str, tags: dict[str, Any]) -> Iterat
 @task(name="register-model", **TRACKING)
 def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Checkpoint, metric: str, value: float,
                   eval_md5: str, base_model_id: str, baseline: float, name: str | None = None,
-                  extra_tags: dict[str, Any] | None = None) -> str:
+                  extra_tags: dict[str, Any] | None = None, step: int | None = None,
+                  max_tokens: int | None = None) -> str:
     """Register ``checkpoint`` under ``name`` (default: the policy's registered model; the judge loop
-    names its own), tagged with its eval ``metric`` (the promotion metric) and ``value``, and the
-    ``baseline``: that metric of the model the rounds started from, on the same eval set — what the
-    gate compares a first version with."""
+    names its own) as a self-contained MLflow model (``stages/register.py``), linked to the flow's run and
+    its metrics at ``step`` (the final round), tagged with its eval ``metric`` (the promotion metric) and
+    ``value``, and the ``baseline``: that metric of the model the rounds started from, on the same eval
+    set — what the gate compares a first version with. ``max_tokens``: the served default answer length
+    (default ``eval.max_new_tokens``, what was evaluated)."""
     cfg = config_of(config)
     tags = {"model_id": checkpoint.model_id, "eval_metric_name": metric, "eval_metric": value,
             "baseline_metric": baseline, "eval_dataset": eval_md5, "config_hash": cfg.content_hash(),
@@ -127,8 +131,9 @@ def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Chec
             "pipeline_run_id": ctx.parent_run_id, **(extra_tags or {})}
     if metric == "eval/accuracy":
         tags.update({"eval_accuracy": value, "baseline_accuracy": baseline})
-    return registry.register_checkpoint(ctx.tracker(), name or cfg.tracking.registered_model, ctx.parent_run_id,
-                                        checkpoint.dir, tags)
+    packaging = Packaging.of(cfg, max_tokens or cfg.eval.max_new_tokens)
+    return register_checkpoint(ctx.tracker(), name or cfg.tracking.registered_model, ctx.parent_run_id,
+                               checkpoint.dir, tags, packaging, step=step)
 
 
 @task(name="promote", **TRACKING)

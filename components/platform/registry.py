@@ -1,33 +1,31 @@
 """Registered models and their aliases.
 
-A version enters as ``candidate``; a passing gate (``evaluation/gates.py``) moves it on to ``staging``
-and, when the target and its ceiling allow, ``production``; the production version it replaces keeps
-``previous-production``, which ``rollback`` restores. MLflow stages are deprecated, so aliases carry
+A version (``stages/register.py`` makes one) enters as ``candidate``; a passing gate
+(``evaluation/gates.py``) moves it on to ``staging`` and, when the target and its ceiling allow,
+``production``; the production version it replaces keeps ``previous-production``, which ``rollback``
+restores. MLflow stages are deprecated, so aliases carry
 the state. Every call goes through the ``Tracker`` (redacted writes).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from alignflow.components.platform.atomic import atomic_directory
+from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
+from alignflow.components.platform.mlflow_models import download_logged_model, logged_model_id_of
 from alignflow.components.platform.tracking import Tracker
+from alignflow.components.platform.versioning import weights_sha256
 
 ALIASES = ("candidate", "staging", "production")
 FAMILY_DESCRIPTION = "Models produced by alignflow (a policy family or a judge family)."
-
-
-def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir: Path, tags: dict[str, Any]) -> str:
-    """Log the checkpoint under the run and register it as ``candidate``; returns the new version number."""
-    tracker.ensure_registered_model(name, FAMILY_DESCRIPTION)
-    tracker.log_artifacts(run_id, checkpoint_dir, "model")
-    version = tracker.create_model_version(name, f"{tracker.artifact_uri(run_id)}/model", run_id, tags)
-    tracker.set_alias(name, "candidate", version)
-    return version
+HF_DIR = "artifacts/hf_model"  # a logged-model version's Hugging Face directory, inside the version
+METADATA_FILE = "alignflow_model.json"  # modeling.checkpoints.METADATA_FILE
 
 
 def version_for_alias(tracker: Tracker, name: str, alias: str) -> Any | None:
+    """The version ``alias`` points at, or None."""
     return tracker.version_for_alias(name, alias)
 
 
@@ -55,12 +53,19 @@ def apply_promotion(tracker: Tracker, name: str, report: Any, target_alias: str)
 
 def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, version: Any | None = None
                      ) -> tuple[Path, str]:
-    """The checkpoint of ``name@alias`` (or of ``version``), downloaded once per version into
-    ``cache_root``; returns (directory, "name/vN"). Complete or absent: the download lands in a
-    temp dir first.
+    """The checkpoint of ``name@alias`` (or of ``version``) as a local directory ``load_checkpoint`` reads,
+    downloaded once per version into ``cache_root``; returns (directory, "name/vN"). Complete or absent:
+    the download lands in a temp dir first.
+
+    A logged-model version is downloaded whole (its Hugging Face directory is ``artifacts/hf_model``); an
+    adapter version's base is downloaded too — the registry version its metadata names by ``models:/``
+    URI, its weights checked against the recorded sha256 — and the local copy's metadata points at it
+    (``base_path``: this machine's cache, never the registry's). A version registered from run artifacts
+    (before logged models) is read as it was.
 
     Raises:
         LookupError: no version has that alias.
+        ValueError: an adapter's base in the registry is not the content it was trained on.
     """
     import mlflow.artifacts
 
@@ -70,11 +75,41 @@ def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, 
                           f"run `alignflow judge-loop` first (it registers and gates the judge), or point "
                           f"synthesis.judge at a checkpoint directory")
     target = Path(cache_root) / f"{name}-v{version.version}"
+    model_id = logged_model_id_of(version)
     if not target.exists():
         with atomic_directory(target) as tmp:
-            mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
-                                                tracking_uri=tracker.tracking_uri)
-    return target / "model", f"{name}/v{version.version}"
+            if model_id is None:
+                mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
+                                                    tracking_uri=tracker.tracking_uri)
+            else:
+                download_logged_model(tracker, model_id, tmp)
+                _resolve_base(tracker, tmp / HF_DIR, cache_root)
+    return (target / "model" if model_id is None else target / HF_DIR), f"{name}/v{version.version}"
+
+
+def _resolve_base(tracker: Tracker, hf_dir: Path, cache_root: Path) -> None:
+    """An adapter's base, downloaded by its models:/ URI and hash-checked; its local path recorded in the
+    downloaded copy's metadata (what ``load_checkpoint`` follows)."""
+    if not (hf_dir / "adapter_config.json").exists():
+        return
+    meta_file = hf_dir / METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    base = meta.get("base") or {}
+    named = parse_version_uri(base.get("uri", ""))
+    if named is None:
+        raise ValueError(f"{hf_dir}: an adapter whose {METADATA_FILE} names no base models:/<name>/<version>")
+    base_dir, _ = download_version(tracker, named[0], "", cache_root, tracker.get_model_version(*named))
+    got = weights_sha256(base_dir)
+    if base.get("sha256") and got != base["sha256"]:
+        raise ValueError(f"base {base['uri']}: its weights hash to {got}, the adapter was trained on {base['sha256']}")
+    write_json_atomic(meta_file, {**meta, "base_path": str(base_dir.resolve())})
+
+
+def parse_version_uri(uri: str) -> tuple[str, str] | None:
+    """``models:/name/N`` → (name, "N"); anything else → None."""
+    body = uri.removeprefix("models:/") if uri.startswith("models:/") else ""
+    name, _, number = body.rpartition("/")
+    return (name, number) if name and number.isdigit() else None
 
 
 def parse_model_uri(uri: str) -> tuple[str, str] | None:

@@ -34,7 +34,16 @@ from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import (
+    DatasetInput,
+    InputTag,
+    LoggedModel,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
@@ -209,14 +218,72 @@ class Tracker:
         except MlflowException:
             self._client.create_registered_model(name, description=redact_value(description))
 
-    def create_model_version(self, name: str, source: str, run_id: str, tags: Mapping[str, Any],
-                             description: str | None = None) -> str:
-        """Register ``source`` under ``name``; returns the new version number. Tags and the description
-        are redacted, tag keys sanitized (originals recorded as version tags)."""
-        version = self._client.create_model_version(name, source=source, run_id=run_id,
-                                                    tags=_version_tags(tags),
-                                                    description=redact_value(description) if description else None)
+    def create_model_version(self, name: str, source: str, run_id: str | None, tags: Mapping[str, Any],
+                             description: str | None = None, model_id: str | None = None) -> str:
+        """Register ``source`` under ``name`` (``model_id``: the MLflow 3 logged model it is); returns the
+        new version number. Tags and the description are redacted, tag keys sanitized (originals recorded
+        as version tags)."""
+        version = self._client.create_model_version(name, source=source, run_id=run_id, tags=_version_tags(tags),
+                                                    description=redact_value(description) if description else None,
+                                                    model_id=model_id)
         return str(version.version)
+
+    def set_version_description(self, name: str, version: str, description: str) -> None:
+        """Replace a version's description (redacted)."""
+        self._client.update_model_version(name, str(version), description=redact_value(description))
+
+    def search_model_versions(self, filter_string: str) -> list[Any]:
+        """Model versions matching an MLflow filter string (e.g. ``name = 'x' and tag.k = 'v'``)."""
+        return list(self._client.search_model_versions(filter_string))
+
+    # ---- logged models (MLflow 3) -----------------------------------------------------------------
+    @property
+    def is_server(self) -> bool:
+        """Whether the tracking URI is a tracking server (http[s]) rather than a direct database store."""
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def create_logged_model(self, name: str, source_run_id: str | None, model_type: str,
+                            tags: Mapping[str, Any], params: Mapping[str, Any]) -> LoggedModel:
+        """A PENDING logged model in this experiment, produced by ``source_run_id``."""
+        return self._client.create_logged_model(self.experiment_id, name=name, source_run_id=source_run_id,
+                                                tags=redact_mapping(tags), params=redact_mapping(params),
+                                                model_type=model_type)
+
+    def log_model_artifacts(self, model_id: str, directory: Path, artifact_path: str | None = None) -> None:
+        """Upload a directory's files into a logged model's artifacts (under ``artifact_path``)."""
+        self._client.log_model_artifacts(model_id, str(directory), artifact_path)
+
+    def log_model_artifact(self, model_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one file into a logged model's artifacts (under ``artifact_path``), replacing one of its name."""
+        self._client.log_model_artifact(model_id, str(path), artifact_path)
+
+    def finalize_logged_model(self, model_id: str, ready: bool) -> LoggedModel:
+        """Mark a logged model READY (its files are complete) or FAILED."""
+        return self._client.finalize_logged_model(model_id, LoggedModelStatus.READY if ready
+                                                  else LoggedModelStatus.FAILED)
+
+    def get_logged_model(self, model_id: str) -> LoggedModel:
+        """A logged model by id (artifact location, status, tags, linked metrics)."""
+        return self._client.get_logged_model(model_id)
+
+    def set_logged_model_tags(self, model_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a logged model (redacted)."""
+        self._client.set_logged_model_tags(model_id, redact_mapping(tags))
+
+    def link_model_to_run(self, run_id: str, model_id: str, step: int) -> None:
+        """What ``Model.log`` does when it knows the run: the model becomes an output of ``run_id`` at ``step``
+        (the runs table's Models column), and the run's metrics at that step are linked to it."""
+        self._client.log_outputs(run_id, [LoggedModelOutput(model_id, step=step)])
+        run = self._client.get_run(run_id)
+        linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id)
+                  for key in run.data.metrics for m in self._client.get_metric_history(run_id, key)
+                  if m.step == step and m.model_id is None]
+        for start in range(0, len(linked), 500):
+            self._client.log_batch(run_id, metrics=linked[start:start + 500])
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every logged value of one metric of a run, with its step."""
+        return list(self._client.get_metric_history(run_id, key))
 
     def get_model_version(self, name: str, version: str) -> Any:
         return self._client.get_model_version(name, version)

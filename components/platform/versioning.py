@@ -82,3 +82,15 @@ def content_md5(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(directory: Path) -> str:
+    """sha256 over a model directory's ``*.safetensors`` files, by name then content: the identity of its
+    weights, recorded for a registered base (``components/platform/pyfunc/chat_model.py`` checks it too)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()

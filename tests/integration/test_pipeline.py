@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +12,9 @@ import yaml
 from mlflow import MlflowClient
 
 from alignflow.components.config import load_config
-from tests.conftest import produced, tiny_overrides
+from tests.conftest import MODEL_CACHE, REPO, produced, tiny_overrides
 from tests.integration.mlflow_ui import check_mlflow_ui
+from tests.integration.portable import files_naming, pyfunc_predict, serve_and_ask, transformers_generate
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +87,7 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     assert float(version.tags["baseline_accuracy"]) == first.metric_history[0] and first.metric == "eval/accuracy"
     assert "pre-round baseline" in first.promotion["compared_with"]
     assert client.list_artifacts(parent.info.run_id, "promotion")
+    _production_leaves_the_platform(mlflow_server, overrides, first, dvc_project, tmp_path)
 
     # what a user sees: the rounds and their accuracy in the MLflow UI (headless Chromium)
     assert parent.info.run_name is not None
@@ -96,6 +101,7 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
     assert model.aliases["production"] == "1" and model.aliases["staging"] == "1"
     assert model.aliases["candidate"] == "2"
     assert "production v1" in second.promotion["compared_with"]
+    assert [v.version for v in client.search_model_versions("name = 'alignflow-base'")] == ["1"]  # once, by hash
     assert client.get_run(second.parent_run_id).data.tags["promotion.passed"] == "False"
     # the second run reused every computation (same config hash): rounds were re-reported, not redone
     timings = (Path(first.workspace) / "timings.jsonl").read_text().splitlines()
@@ -104,6 +110,72 @@ def test_pipeline_tracks_registers_promotes_and_gates(prefect_harness, mlflow_se
                                              f"tags.mlflow.parentRunId = '{second.parent_run_id}'")
                if r.data.tags.get("alignflow.kind") == "round"]
     assert len(resumed) == 2 and all(r.data.tags.get("resumed") == "true" for r in resumed)
+
+
+def _production_leaves_the_platform(mlflow_server: str, overrides: list[str], first, project: Path,
+                                    tmp_path: Path) -> None:
+    """Issue 18: the promoted version is an MLflow model of the pipeline run with a real card, and on a
+    machine that never ran the pipeline (another HOME, empty caches, the state directory gone, alignflow not
+    importable) pyfunc, `mlflow models serve` and the `alignflow export` directory with plain transformers
+    all answer the pipeline's own greedy evaluation of that checkpoint, word for word."""
+    from alignflow.components.data.formats import Example
+    from alignflow.components.data.io import read_rows
+    from alignflow.components.data.schemas import PredictionRow
+    from alignflow.components.platform.mlflow_models import download_logged_model, logged_model_id_of
+    from alignflow.components.platform.tracking import Tracker
+
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version("it-policy", "1")
+    model_id = logged_model_id_of(version)
+    assert model_id and version.source == f"models:/{model_id}"
+    logged = client.get_logged_model(model_id)
+    assert logged.source_run_id == first.parent_run_id and str(logged.status) == "READY"
+    assert {("eval/accuracy", 2), ("eval/mean_length", 2)} <= {(m.key, m.step) for m in logged.metrics or []}
+    outputs = client.get_run(first.parent_run_id).outputs
+    assert outputs is not None and [(o.model_id, o.step) for o in outputs.model_outputs] == [(model_id, 2)]
+    assert version.tags["model_format"] == "full" and version.tags["base_model_uri"] == "models:/alignflow-base/1"
+    description = version.description or ""  # the card, regenerated with the gate's report
+    assert "**PASSED**" in description and "## Known limits" in description
+
+    cfg = load_config(None, overrides)
+    example = read_rows(produced(first.workspace, "data/*/eval.jsonl"), Example)[0]
+    answer = next(p.completion for p in read_rows(produced(first.workspace, "round-2/eval/*/predictions.jsonl"),
+                                                  PredictionRow) if p.prompt_id == example.id)
+    messages = [{"role": "user", "content": str(example.prompt)}]  # the built-in rows' prompt holds the instruction
+    tokens = cfg.eval.max_new_tokens
+    exported = tmp_path / "exported"
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "export", "--alias", "production", "--out",
+                           str(exported), *[a for o in overrides for a in ("-s", o)]], cwd=project,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "README.md"} <= {
+        p.name for p in exported.iterdir()}
+
+    state = Path(cfg.state_dir).resolve()
+    hidden = state.with_name("state-elsewhere")
+    state.rename(hidden)  # the producing machine's checkpoints and base model are not there to be found
+    try:
+        files = download_logged_model(Tracker(mlflow_server, "it-pipeline"), model_id, tmp_path / "downloaded")
+        assert files_naming(files, [str(tmp_path), str(Path.home()), str(REPO), str(MODEL_CACHE)]) == []
+        card = (files / "README.md").read_text()  # the whole card, regenerated with the gate's report
+        assert card == (files / "artifacts" / "hf_model" / "README.md").read_text()
+        for fact in ("| 2 | on_policy |", "**PASSED**", "pairs-r1", "round-1/", version.tags["weights_sha256"],
+                     version.tags["eval_dataset"], "## Known limits", "preference.loss_type"):
+            assert fact in card, fact
+        other = tmp_path / "other-machine"
+        got = pyfunc_predict("models:/it-policy@production", [{"input": {"messages": messages},
+                                                               "params": {"max_tokens": tokens, "temperature": 0.0}}],
+                             other / "pyfunc", mlflow_server)
+        assert got["alignflow_importable"] is False and got["model_id"] == model_id
+        assert got["outputs"][0]["choices"][0]["message"]["content"] == answer
+        plain = transformers_generate(exported, messages, tokens, other / "transformers")
+        assert plain["alignflow_importable"] is False and plain["text"] == answer
+        status, body = serve_and_ask("models:/it-policy@production", {"messages": messages, "max_tokens": tokens,
+                                                                      "temperature": 0.0}, other / "serve",
+                                     mlflow_server)
+        assert status == 200 and body["choices"][0]["message"]["content"] == answer, body
+    finally:
+        hidden.rename(state)
 
 
 def test_reward_ensemble_curates_the_round_pairs_before_training(prefect_harness, mlflow_server, dvc_project):

@@ -18,6 +18,7 @@ import requests
 
 from alignflow.components.platform.services import start_mlflow, stop_process
 from tests.conftest import tiny_overrides
+from tests.integration.portable import files_naming, pyfunc_predict
 from tests.support.services import start_postgres, start_seaweedfs
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,9 @@ def test_basic_auth_rejects_anonymous_writes_and_an_authenticated_pipeline_keeps
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
+    from alignflow.components.platform.mlflow_models import download_logged_model, logged_model_id_of
+    from alignflow.components.platform.tracking import Tracker
+
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
     try:
         client = MlflowClient(url)
@@ -117,6 +121,21 @@ def test_basic_auth_rejects_anonymous_writes_and_an_authenticated_pipeline_keeps
             if client.list_artifacts(r.info.run_id):
                 download_artifacts(run_id=r.info.run_id, dst_path=str(downloaded / r.info.run_id),
                                    tracking_uri=url)
+        # the registered version: an MLflow model in the bucket, loadable on a machine that only has the
+        # MLflow user's credentials (no S3 key, no alignflow, another HOME, empty caches)
+        registered = client.get_model_version("it-prod-policy", version)
+        model_id = logged_model_id_of(registered)
+        assert model_id and registered.source == f"models:/{model_id}"
+        assert any(f"models/{model_id}/artifacts/artifacts/hf_model/model.safetensors" in key for key in keys)
+        model_files = download_logged_model(Tracker(url, "it-prod-backends"), model_id, downloaded / "model")
+        assert files_naming(model_files, [str(dvc_project.parent), str(Path.home())]) == []
+        got = pyfunc_predict("models:/it-prod-policy@candidate",
+                             [{"input": {"messages": [{"role": "user", "content": "What is 2 + 3?"}]},
+                               "params": {"max_tokens": 4}}], dvc_project.parent / "other-machine", url,
+                             {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password})
+        assert got["alignflow_importable"] is False and got["model_id"] == model_id
+        assert got["outputs"][0]["object"] == "chat.completion"
+
         files = [p for p in downloaded.rglob("*") if p.is_file()]
         assert files, "no artifact came back through the server"
         for path in files:

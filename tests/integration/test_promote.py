@@ -18,12 +18,12 @@ pytestmark = pytest.mark.integration
 
 
 def _register(uri: str, checkpoint: Path, accuracy: float, length: float) -> str:
-    from alignflow.components.platform import registry
     from alignflow.components.platform.tracking import Tracker
+    from alignflow.components.stages.register import register_checkpoint
 
     tracker = Tracker(uri, "it-promote")
     run = tracker.start_run("pipeline")
-    version = registry.register_checkpoint(tracker, "it-promoted", run, checkpoint, {
+    version = register_checkpoint(tracker, "it-promoted", run, checkpoint, {
         "eval_accuracy": accuracy, "eval_dataset": "md5-eval", "eval_kl": 0.1, "eval_mean_length": length})
     tracker.end_run(run)
     return version

@@ -24,12 +24,12 @@ ASPECTS = '{truthfulness: "5: the final answer is right. 1: it is wrong.", helpf
 
 
 def _register(client: MlflowClient, tracking_uri: str, name: str, checkpoint: Path) -> str:
-    from alignflow.components.platform import registry
     from alignflow.components.platform.tracking import Tracker
+    from alignflow.components.stages.register import register_checkpoint
 
     tracker = Tracker(tracking_uri, "it-synth-judges")
     run = tracker.start_run("judge")
-    version = registry.register_checkpoint(tracker, name, run, checkpoint, {"role": "judge"})
+    version = register_checkpoint(tracker, name, run, checkpoint, {"role": "judge"})
     tracker.end_run(run)
     client.set_registered_model_alias(name, "production", version)
     return version
@@ -85,6 +85,10 @@ def test_synthesized_round_rates_binarizes_and_trains_on_rationale_rows(prefect_
 
     fitted = _fitted_judge(cfg, base_dir, ratings, Path(cfg.state_dir) / "fitted-judge")
     assert _register(client, mlflow_server, "it-synth-judge", fitted) == "2"
+    judge_version = client.get_model_version("it-synth-judge", "2")  # a judge is a chat model like a policy
+    card = judge_version.description or ""
+    assert (judge_version.source or "").startswith("models:/m-") and judge_version.tags["family"] == "judge"
+    assert "(judge)" in card and "Rating responses" in card
     result = alignment_pipeline(cfg.model_dump(mode="json"))
 
     second = [json.loads(line) for line in ratings.read_text().splitlines()]

@@ -173,3 +173,18 @@ def test_the_shipped_configs_load_cleanly(tmp_path):
             cfg = PipelineConfig.model_validate(deployment["parameters"]["config"])
             if deployment["entrypoint"].startswith("flows/pipeline.py"):
                 assert unused_settings(cfg) == [], deployment["name"]
+
+
+def test_setting_one_key_of_a_configured_sub_section_keeps_its_other_defaults(tmp_path):
+    """judge.sft defaults to SFTConfig(lr=2e-4, max_length=512): overriding epochs (on the command
+    line or in params.yaml) must not reset max_length to SFTConfig's own 256 — that dropped most
+    judge rows as too long."""
+    default = load_config(None, [])
+    assert (default.judge.sft.max_length, default.judge.sft.lr) == (512, 2e-4)
+    overridden = load_config(None, ["judge.sft.epochs=40", "judge.preference.lr=1e-5"])
+    assert (overridden.judge.sft.epochs, overridden.judge.sft.max_length, overridden.judge.sft.lr) == (40, 512, 2e-4)
+    assert (overridden.judge.preference.lr, overridden.judge.preference.max_length) == (1e-5, 512)
+    path = tmp_path / "params.yaml"
+    path.write_text("judge:\n  sft:\n    epochs: 3\n")
+    assert load_config(path).judge.sft.max_length == 512
+    assert load_config(None, ["judge.sft.max_length=128"]).judge.sft.max_length == 128

@@ -92,19 +92,23 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
     assert judge.passed and [g.gate for g in judge.gates] == ["metric_delta"] and judge.ceiling == "production"
 
 
+def _bare_version(tracker, run: str, tags: dict[str, str]) -> str:
+    """A registry version as `candidate`, with no model behind it: the alias rules never read its files."""
+    tracker.ensure_registered_model("policy", "alias rules")
+    version = tracker.create_model_version("policy", f"{tracker.artifact_uri(run)}/model", run, tags)
+    tracker.set_alias("policy", "candidate", version)
+    return version
+
+
 def test_a_staging_ceiling_moves_staging_but_not_production(tmp_path):
     from alignflow.components.platform import registry
     from alignflow.components.platform.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "ceiling")
-    checkpoint = tmp_path / "ckpt"
-    checkpoint.mkdir()
-    (checkpoint / "weights.txt").write_text("w")
     versions = []
     for accuracy in ("0.5", "0.6"):
         run = tracker.start_run("pipeline")
-        versions.append(registry.register_checkpoint(tracker, "policy", run, checkpoint,
-                                                     {"eval_accuracy": accuracy, "eval_dataset": "md5a"}))
+        versions.append(_bare_version(tracker, run, {"eval_accuracy": accuracy, "eval_dataset": "md5a"}))
         tracker.end_run(run)
     first = decide_promotion(versions[0], {"eval_accuracy": "0.5", "eval_dataset": "md5a",
                                                     "baseline_accuracy": "0.4"}, None, PromotionConfig())
@@ -125,12 +129,9 @@ def test_one_alias_rule_for_the_pipeline_gate_and_alignflow_promote(tmp_path):
     from alignflow.components.platform.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "aliases")
-    checkpoint = tmp_path / "ckpt"
-    checkpoint.mkdir()
-    (checkpoint / "weights.txt").write_text("w")
     run = tracker.start_run("pipeline")
-    v1 = registry.register_checkpoint(tracker, "policy", run, checkpoint, {"eval_accuracy": "0.5"})
-    v2 = registry.register_checkpoint(tracker, "policy", run, checkpoint, {"eval_accuracy": "0.6"})
+    v1 = _bare_version(tracker, run, {"eval_accuracy": "0.5"})
+    v2 = _bare_version(tracker, run, {"eval_accuracy": "0.6"})
     passed = GateReport("policy", v1, None, ceiling="production")
     assert registry.apply_promotion(tracker, "policy", passed, "production") == ["staging", "production"]
     # promoting the production version again (a re-run, or `alignflow promote` after the pipeline's own gate)
