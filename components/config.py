@@ -138,6 +138,19 @@ class ArithmeticTaskConfig(_Section):
         return value
 
 
+class ConstraintsTaskConfig(_Section):
+    """``builtin:constraints``'s parameters: seeded writing instructions with 1–3 machine-checkable
+    constraints and reference responses (components/data/constraints.py). Eval uses held-out kind
+    combinations only. A source entry's ``params`` override them for that source."""
+
+    n_sft: int = Field(default=128, ge=1)
+    n_train_prompts: int = Field(default=256, ge=1)
+    n_eval: int = Field(default=200, ge=1)
+    # the share of the kind combinations of each size >= 2 that only eval uses (at least one per size)
+    heldout_combinations: float = Field(default=0.2, gt=0, lt=1)
+    max_constraints: int = Field(default=3, ge=2, le=3)
+
+
 def _builtin(name: str) -> list[SourceSpec]:
     return [SourceSpec(source=f"builtin:{name}")]
 
@@ -159,6 +172,7 @@ class DataConfig(_Section):
     seed: int = 1234
     sources: DataSources = DataSources()
     arithmetic: ArithmeticTaskConfig = ArithmeticTaskConfig()
+    constraints: ConstraintsTaskConfig = ConstraintsTaskConfig()
     # standard (string) prompts are filled into this, then wrapped in the model's chat template as a
     # user turn; any column of the row may be named ({prompt}, {question}, …). Conversational
     # prompts go to the chat template as they are.
@@ -197,7 +211,7 @@ class SamplingConfig(_Section):
 # (typing.get_args), so a new loss or strategy is added here and nowhere else.
 PairStrategy = Literal["best_vs_worst", "best_vs_random", "all_pairs", "min_margin", "correct_vs_incorrect"]
 ScorerType = Literal["arithmetic", "gsm8k", "math", "exact_match", "regex", "numeric", "python", "reward_model",
-                     "judge"]
+                     "judge", "constraints"]
 LossType = Literal["sigmoid", "ipo", "cdpo", "rdpo"]
 Divergence = Literal["reverse_kl", "forward_kl", "js", "alpha"]
 RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]

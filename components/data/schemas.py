@@ -90,3 +90,5 @@ class PredictionRow(_Row):
     scores: dict[str, float | None] = Field(default_factory=dict)
     passed: bool | None = None
     groups: dict[str, Any] = Field(default_factory=dict)  # the eval.group_by columns of the row
+    # scorers' finer verdicts ("<scorer id>/<name>" → value, Scorer.details): e.g. "constraints/kind/title" → 1.0
+    details: dict[str, float] = Field(default_factory=dict)

@@ -82,6 +82,12 @@ class Scorer(ABC):
             ScorerError: the scorer could not score (names the scorer, and the row for user code).
         """
 
+    def details(self, items: Sequence[ScoringItem]) -> list[dict[str, float]]:
+        """Finer verdicts than the score, per item (``{name: value}``; none by default): eval reports
+        each name's mean over the rows that have it as ``eval/<id>/<name>`` (the ``constraints``
+        verifier's per-kind pass rates). Not cached: only cheap scorers give any."""
+        return [{} for _ in items]
+
     def lineage(self) -> dict[str, str]:
         return {"id": self.id, "version": self.version}
 
