@@ -626,11 +626,24 @@ class PromotionConfig(_Section):
     # `alignflow promote` waits for a human (Prefect UI or `alignflow approve`) before moving aliases
     require_approval: bool = False
     approval_timeout_s: int = Field(default=3600, ge=1)
+    # reward hacking (gate proxy_gap): a candidate whose proxy metric (what the rounds optimized, e.g.
+    # eval/reward_model/mean) rose while its truth metric (a verifier's, e.g. eval/constraints/pass_rate) fell
+    # by more than max_proxy_gap, both against production (or its pre-round baseline), is blocked
+    proxy_metric: str | None = None
+    truth_metric: str | None = None
+    max_proxy_gap: float = Field(default=0.0, ge=0, description="largest allowed drop of the truth metric")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PromotionConfig:
         no_gate, no_approval = self.min_judge_win_rate is None, not self.require_approval
+        one_of_two = (self.proxy_metric is None) != (self.truth_metric is None)
         _raise_problems([
+            "proxy_metric and truth_metric go together (the proxy_gap gate compares one with the other): set both, "
+            "or neither" if one_of_two else None,
+            "proxy_metric and truth_metric are the same metric: the truth is a verifier's metric the rounds do not "
+            "optimize" if self.proxy_metric is not None and self.proxy_metric == self.truth_metric else None,
+            _ignored(self, ["max_proxy_gap"], "without proxy_metric and truth_metric",
+                     "set both, or remove {it}") if self.proxy_metric is None else None,
             _ignored(self, ["judge", "judge_prompts"], "without min_judge_win_rate (only the win-rate gate asks the "
                      "judge)", "set min_judge_win_rate, or remove {it}") if no_gate else None,
             _ignored(self, ["approval_timeout_s"], "with require_approval false",
