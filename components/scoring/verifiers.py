@@ -130,8 +130,8 @@ class ConstraintsVerifier(Scorer):
         if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
             raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': expected a list of "
                               f"{{'kind': ..., **params}} objects, got {type(value).__name__}")
-        try:
-            return [constraint_from_dict(c) for c in value]
+        try:  # a JSON file read through `datasets` gives every object every key seen in the column: None = absent
+            return [constraint_from_dict({k: v for k, v in c.items() if v is not None}) for c in value]
         except (TypeError, ValueError) as exc:
             raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': {exc}") from None
 

@@ -128,3 +128,19 @@ def test_reference_responses_of_the_source_rows_are_the_module_s_own():
     problem = ConstraintProblem(id=row["problem_id"], prompt=row["prompt"], constraints=row["constraints"],
                                 topic=row["topic"], form=row["form"])
     assert row["completion"] == reference_response(problem) and row["n_constraints"] == len(row["constraints"])
+
+
+def test_a_constraints_column_read_from_the_user_s_parquet_scores_like_the_builtin(tmp_path):
+    """Parquet (Arrow) stores a column of objects as one struct — every key on every object, None where a
+    row had none: the scorer reads None as absent."""
+    from alignflow.components.data.sources import load_role
+    from tests.support.datafiles import write_parquet
+
+    rows = constraints_source("eval", 5, 1, 1, 6)
+    write_parquet(tmp_path / "eval.parquet", [{"prompt": r["prompt"], "constraints": r["constraints"]} for r in rows])
+    loaded = load_role([{"source": str(tmp_path / "eval.parquet")}], "eval", 0, cache_dir=tmp_path / "hf")
+    assert any(None in c.values() for e in loaded for c in e.columns["constraints"])  # what datasets did
+    scorer = VERIFIERS["constraints"](ScorerSpec(type="constraints"))
+    references = [r["completion"] for r in rows]
+    assert scorer.score([ScoringItem(e.id, e.prompt, ref, e.columns) for e, ref in zip(loaded, references,
+                                                                                        strict=True)]) == [1.0] * 6
