@@ -65,6 +65,8 @@ class PairRow(_Row):
     # Why chosen beats rejected (ALGORITHMS.md §4): with it, the trainer adds the rationale term.
     rationale: str | None = None
     rationale_prompt: str | None = None  # x_rat the rationale was written for (the trainer scores it there)
+    # what the pair's prompt is about, for per-category reward-model accuracy (a constraints row: its constraint kinds)
+    categories: list[str] = Field(default_factory=list)
 
 
 class JudgeRow(_Row):
