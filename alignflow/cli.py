@@ -180,6 +180,8 @@ def _print_summary(result: Any) -> None:
                else f"v{result.version} stays candidate")
     table.add_row("model", f"models:/{result.registered_model}@candidate ({verdict})")
     table.add_row("gate", promo["reason"])
+    if getattr(result, "reward_model", None):
+        table.add_row("reward model (scored the rounds)", result.reward_model)
     table.add_row("policy checkpoint", result.policy.path)
     table.add_row("artifacts (DVC-tracked)", result.workspace)
     console.print(table)
