@@ -233,3 +233,31 @@ def test_a_registered_reward_model_needs_no_labeller_and_regression_one_attribut
     cfg = load_config(None, ["reward.enabled=true", "reward.labeller={type: constraints}", "reward.loss=regression",
                              "reward.n_attributes=1"])
     assert cfg.reward.head == "multi_attribute"
+
+
+def test_regression_fits_the_labeller_s_scores_and_scores_completions(tmp_path):
+    """reward.loss regression: one attribute regressed onto the labeller's score of every training sample;
+    the saved model ranks held-out pairs by it and the reward_model scorer reads that attribute."""
+    from alignflow.components.scoring.base import ScoringItem
+    from alignflow.components.scoring.build import build_scorers
+    from alignflow.components.stages.data import prepare_data
+    from alignflow.components.stages.reward_model import bind_reward_model, reward_pairs, train_reward_model
+
+    (tmp_path / "rewards.py").write_text("def short(prompts, completions, **columns):\n"
+                                         "    return [-float(len(c)) for c in completions]\n")
+    sources = [f"data.sources.{role}=[{{source: 'builtin:constraints'}}]" for role in ("sft", "prompts", "eval")]
+    cfg = _cfg(tmp_path, *sources, "data.constraints.n_sft=4", "data.constraints.n_train_prompts=24",
+               "data.constraints.n_eval=4", "reward.prompts=24", "reward.samples_per_prompt=3",
+               "sampling.max_new_tokens=16", "sampling.temperature=1.0", "reward.loss=regression",
+               "reward.n_attributes=1", "reward.epochs=6",
+               f"reward.labeller={{type: python, name: short, function: '{tmp_path / 'rewards.py'}:short'}}")
+    data = prepare_data(cfg, tmp_path / "data")
+    base = _base(cfg)
+    pairs = reward_pairs(cfg, base, data.role("prompts"), None, tmp_path / "pairs")
+    result = train_reward_model(cfg, base, pairs, tmp_path / "rm")
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"] and "train/mae" in result.history[0]
+    assert 0.0 <= result.metrics["reward/accuracy"] <= 1.0 and result.metrics["reward/n_pairs"] == pairs.n_heldout
+    [scorer, _] = build_scorers(bind_reward_model(cfg, result.checkpoint.path))
+    rows = constraints_source("eval", 2, 1, 1, 2)
+    scores = scorer.score([ScoringItem(f"p{i}", r["prompt"], "ok", {}) for i, r in enumerate(rows)])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
