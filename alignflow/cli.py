@@ -235,6 +235,8 @@ def _print_summary(result: Any) -> None:
                else f"v{result.version} stays candidate")
     table.add_row("model", f"models:/{result.registered_model}@candidate ({verdict})")
     table.add_row("gate", promo["reason"])
+    if getattr(result, "reward_model", None):
+        table.add_row("reward model (scored the rounds)", result.reward_model)
     table.add_row("policy checkpoint", result.policy.path)
     table.add_row("artifacts (DVC-tracked)", result.workspace)
     console.print(table)
@@ -297,19 +299,22 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
             run_id: Annotated[Optional[list[str]], typer.Option(help="pipeline run ids (repeat); default: every "
                                                                     "finished pipeline run in the experiment")] = None,
             plot: Annotated[Optional[Path],
-                            typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
-    """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy, pairs,
-    data-collection seconds; optionally a PNG of accuracy by round and by collection seconds."""
+                            typer.Option(help="also write the accuracy plot here (PNG)")] = None,
+            metric: Annotated[str, typer.Option(help="the eval metric compared per round, e.g. "
+                                                     "eval/constraints/pass_rate")] = "eval/accuracy") -> None:
+    """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy (or
+    ``--metric``), pairs, data-collection seconds; optionally a PNG of it by round and by collection
+    seconds."""
     from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
     from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
 
     cfg = _load(config, set_)
     configure_environment(cfg)
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
-    series = collect(tracker, run_id)
+    series = collect(tracker, run_id, metric)
     print(comparison_table(series))
     if plot:
-        print(f"plot: {plot_comparison(series, plot, f'experiment {cfg.tracking.experiment}')}")
+        print(f"plot: {plot_comparison(series, plot, f'{metric}, experiment {cfg.tracking.experiment}')}")
 
 
 @app.command()

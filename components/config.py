@@ -154,6 +154,19 @@ class ArithmeticTaskConfig(_Section):
         return value
 
 
+class ConstraintsTaskConfig(_Section):
+    """``builtin:constraints``'s parameters: seeded writing instructions with 1–3 machine-checkable
+    constraints and reference responses (components/data/constraints.py). Eval uses held-out kind
+    combinations only. A source entry's ``params`` override them for that source."""
+
+    n_sft: int = Field(default=128, ge=1)
+    n_train_prompts: int = Field(default=256, ge=1)
+    n_eval: int = Field(default=200, ge=1)
+    # the share of the kind combinations of each size >= 2 that only eval uses (at least one per size)
+    heldout_combinations: float = Field(default=0.2, gt=0, lt=1)
+    max_constraints: int = Field(default=3, ge=2, le=3)
+
+
 def _builtin(name: str) -> list[SourceSpec]:
     return [SourceSpec(source=f"builtin:{name}")]
 
@@ -175,6 +188,7 @@ class DataConfig(_Section):
     seed: int = 1234
     sources: DataSources = DataSources()
     arithmetic: ArithmeticTaskConfig = ArithmeticTaskConfig()
+    constraints: ConstraintsTaskConfig = ConstraintsTaskConfig()
     # standard (string) prompts are filled into this, then wrapped in the model's chat template as a
     # user turn; any column of the row may be named ({prompt}, {question}, …). Conversational
     # prompts go to the chat template as they are.
@@ -223,7 +237,7 @@ class SamplingConfig(_Section):
 # (typing.get_args), so a new loss or strategy is added here and nowhere else.
 PairStrategy = Literal["best_vs_worst", "best_vs_random", "all_pairs", "min_margin", "correct_vs_incorrect"]
 ScorerType = Literal["arithmetic", "gsm8k", "math", "exact_match", "regex", "numeric", "python", "reward_model",
-                     "judge"]
+                     "judge", "constraints"]
 LossType = Literal["sigmoid", "ipo", "cdpo", "rdpo"]
 Divergence = Literal["reverse_kl", "forward_kl", "js", "alpha"]
 RewardLoss = Literal["bt", "margin_bt", "scaled_bt", "eurus", "regression", "gpm"]
@@ -258,7 +272,9 @@ class ScorerSpec(_Section):
     tolerance: float = Field(default=1e-6, ge=0)  # numeric
     normalize: bool = True  # exact_match: compare stripped, case-folded, whitespace-collapsed
     function: str | None = None  # python: "module:function" or "path/to/file.py:function"
-    model: str | None = None  # reward_model: a directory or models:/name@alias; judge: the judge
+    # reward_model: a directory or models:/name@alias, or unset: the reward model the pipeline's reward_model stage
+    # trained or resolved (reward.enabled); judge: the judge (unset: promotion.judge)
+    model: str | None = None
     rubric: str | None = None  # judge
     batch_size: int = Field(default=16, ge=1)
 
@@ -268,7 +284,8 @@ class ScorerSpec(_Section):
 
     @model_validator(mode="after")
     def _needs(self) -> ScorerSpec:
-        needs = {"regex": "pattern", "python": "function", "reward_model": "model"}
+        # reward_model without model: the pipeline's own reward model (reward.enabled; PipelineConfig checks)
+        needs = {"regex": "pattern", "python": "function"}
         key = needs.get(self.type)
         if key and getattr(self, key) is None:
             raise ValueError(f"a {self.type} scorer needs '{key}'")
@@ -394,8 +411,30 @@ _HEAD_FOR_LOSS: dict[str, RewardHead] = {"bt": "scalar", "margin_bt": "scalar", 
 
 
 class RewardConfig(_Section):
-    """Reward-model training (ALGORITHMS.md §7). The head follows from the loss."""
+    """Reward-model training (ALGORITHMS.md §7). The head follows from the loss. Two users: the
+    ``reward_model`` stage of the pipeline (``enabled``: after SFT, trains, evaluates, registers and
+    gates a reward model that ``scoring.scorers`` entries of type reward_model without a ``model``
+    then score with), and the preference-strength ensemble (``strength_mode``)."""
 
+    # the pipeline's reward_model stage (components/stages/reward_model.py, flows/reward.py)
+    enabled: bool = False
+    # a registered reward model (models:/alignflow-reward@production) or a directory: the stage uses it
+    # and trains nothing; None: the stage trains one
+    source: str | None = None
+    registered_model: str = "alignflow-reward"
+    # gate: the candidate's held-out pairwise accuracy must reach this; and it must not rank the same
+    # held-out pairs worse than the production reward model (which is scored on them too)
+    min_accuracy: float = Field(default=0.6, ge=0, le=1)
+    # training pairs come from the preferences source when there is one; otherwise the SFT policy answers
+    # `prompts` prompts (the end of the prompts role) `samples_per_prompt` times (sampling.* settings) and
+    # the labeller (a scorer: a verifier such as constraints, or the judge) ranks the answers into pairs
+    labeller: ScorerSpec | None = None
+    prompts: int = Field(default=64, ge=2)
+    samples_per_prompt: int = Field(default=4, ge=2)
+    pair_strategy: PairStrategy = "all_pairs"
+    max_pairs_per_prompt: int = Field(default=4, ge=1)
+    # the share of prompts (by a stable hash of each prompt) whose pairs are held out for evaluation
+    heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
     loss: RewardLoss = "bt"
     lr: float = Field(default=1e-5, gt=0)
     epochs: int = Field(default=1, ge=1)
@@ -440,6 +479,18 @@ class RewardConfig(_Section):
             _ignored(self, ["strength_threshold", "smooth_epsilon"],
                      f"with strength_mode '{self.strength_mode}' (settings of strength_mode smooth)",
                      "set strength_mode to smooth, or remove {it}") if self.strength_mode != "smooth" else None,
+            _ignored(self, ["source", "labeller", "prompts", "samples_per_prompt", "pair_strategy",
+                            "max_pairs_per_prompt", "heldout_fraction", "min_accuracy", "registered_model"],
+                     "with enabled false (settings of the pipeline's reward_model stage)",
+                     "set enabled to true, or remove {it}") if not self.enabled else None,
+            _ignored(self, ["labeller", "prompts", "samples_per_prompt", "pair_strategy", "max_pairs_per_prompt",
+                            "heldout_fraction", "min_accuracy"],
+                     f"with source {self.source!r} (the stage uses that reward model and trains none)",
+                     "remove source to train one, or remove {it}") if self.enabled and self.source else None,
+            "labeller: a reward_model labeller without a model would be the model the stage is training: name "
+            "a directory or models:/name@alias, or label with a verifier or the judge"
+            if self.labeller is not None and self.labeller.type == "reward_model" and self.labeller.model is None
+            else None,
             f"strength_mode '{self.strength_mode}' trains the reward ensemble on the round's pairs, and loss "
             f"'regression' trains on attribute rows: set loss to bt, margin_bt, scaled_bt, eurus or gpm, or "
             f"strength_mode to none" if self.loss == "regression" and self.strength_mode != "none" else None,
@@ -659,11 +710,24 @@ class PromotionConfig(_Section):
     # `alignflow promote` waits for a human (Prefect UI or `alignflow approve`) before moving aliases
     require_approval: bool = False
     approval_timeout_s: int = Field(default=3600, ge=1)
+    # reward hacking (gate proxy_gap): a candidate whose proxy metric (what the rounds optimized, e.g.
+    # eval/reward_model/mean) rose while its truth metric (a verifier's, e.g. eval/constraints/pass_rate) fell
+    # by more than max_proxy_gap, both against production (or its pre-round baseline), is blocked
+    proxy_metric: str | None = None
+    truth_metric: str | None = None
+    max_proxy_gap: float = Field(default=0.0, ge=0, description="largest allowed drop of the truth metric")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PromotionConfig:
         no_gate, no_approval = self.min_judge_win_rate is None, not self.require_approval
+        one_of_two = (self.proxy_metric is None) != (self.truth_metric is None)
         _raise_problems([
+            "proxy_metric and truth_metric go together (the proxy_gap gate compares one with the other): set both, "
+            "or neither" if one_of_two else None,
+            "proxy_metric and truth_metric are the same metric: the truth is a verifier's metric the rounds do not "
+            "optimize" if self.proxy_metric is not None and self.proxy_metric == self.truth_metric else None,
+            _ignored(self, ["max_proxy_gap"], "without proxy_metric and truth_metric",
+                     "set both, or remove {it}") if self.proxy_metric is None else None,
             _ignored(self, ["judge", "judge_prompts"], "without min_judge_win_rate (only the win-rate gate asks the "
                      "judge)", "set min_judge_win_rate, or remove {it}") if no_gate else None,
             _ignored(self, ["approval_timeout_s"], "with require_approval false",
@@ -704,6 +768,34 @@ class PipelineConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     versioning: VersioningConfig = VersioningConfig()
+
+    @model_validator(mode="after")
+    def _reward_model_stage(self) -> PipelineConfig:
+        r = self.reward
+        pipeline_rm = [f"scoring.scorers[{i}] ({s.id})" for i, s in enumerate(self.scoring.scorers)
+                       if s.type == "reward_model" and s.model is None]
+        problems: list[str | None] = []
+        if pipeline_rm and not r.enabled:
+            problems.append(f"{', '.join(pipeline_rm)}: a reward_model scorer without model scores with the pipeline's "
+                            f"reward model: set reward.enabled: true (and reward.source to use a registered one "
+                            f"instead of training it), or give the scorer a model")
+        if pipeline_rm and r.enabled and r.loss == "gpm":
+            problems.append(f"{', '.join(pipeline_rm)}: reward.loss gpm trains a General Preference Model, which "
+                            f"scores pairs, not single completions: choose bt, margin_bt, scaled_bt, eurus or "
+                            f"regression to score with it")
+        trains = r.enabled and r.source is None
+        if trains and not self.data.sources.preferences and r.labeller is None:
+            problems.append("reward.enabled with no reward.source: the reward_model stage needs training pairs: "
+                            "set data.sources.preferences, or reward.labeller (e.g. {type: constraints}) to rank "
+                            "the SFT policy's samples")
+        if trains and r.loss == "regression" and self.data.sources.preferences:
+            problems.append("reward.loss regression regresses the labeller's score of each sample; a preferences "
+                            "source has pairs, not scores: choose bt, margin_bt, scaled_bt, eurus or gpm")
+        if trains and r.loss == "regression" and r.n_attributes != 1:
+            problems.append(f"reward.loss regression in the reward_model stage regresses one score (the "
+                            f"labeller's): set reward.n_attributes: 1 (it is {r.n_attributes})")
+        _raise_problems(problems)
+        return self
 
     def content_hash(self) -> str:
         """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
@@ -759,9 +851,13 @@ def unused_settings(cfg: PipelineConfig) -> list[str]:
                       f"rounds.kind is '{kind}' (its collector samples with its own settings)"))
         found.append((cfg.pairs.explicit_keys("pairs."),
                       f"rounds.kind is '{kind}' (pairs.* shapes 'on_policy' verifier pairs)"))
-    if cfg.reward.strength_mode == "none":
-        found.append((cfg.reward.explicit_keys("reward.", skip=("strength_mode",)),
-                      "reward.strength_mode is 'none' (the reward section trains the strength ensemble)"))
+    if cfg.reward.strength_mode == "none" and not cfg.reward.enabled:
+        found.append((cfg.reward.explicit_keys("reward.", skip=("strength_mode", "enabled")),
+                      "reward.strength_mode is 'none' and reward.enabled is false (the reward section trains the "
+                      "strength ensemble or the pipeline's reward model)"))
+    elif cfg.reward.strength_mode == "none":
+        found.append(([k for k in cfg.reward.explicit_keys("reward.") if k == "reward.ensemble_size"],
+                      "reward.strength_mode is 'none' (only the strength ensemble has several members)"))
     if not cfg.sft.enabled:
         found.append((cfg.sft.explicit_keys("sft.", skip=("enabled",)), "sft.enabled is false"))
     if not cfg.lora.enabled:

@@ -1,5 +1,11 @@
-"""alignment_pipeline: data → base → SFT → baseline eval → [offline preference round] → N rounds →
-register → gate.
+"""alignment_pipeline: data → base → SFT → [reward model] → baseline eval → [offline preference round] →
+N rounds → register → gate.
+
+With ``reward.enabled`` the reward_model step (flows/reward.py) trains, gates and registers a reward
+model (or resolves ``reward.source``), and every ``reward_model`` scorer without a ``model`` scores
+with it from then on (the baseline eval included). When the eval has a reward model and a verifier
+(or ``promotion.proxy_metric`` / ``truth_metric`` name two metrics), the pipeline run gets a plot of
+the two per round, and the registered policy carries both as tags for the proxy-gap gate.
 
 Composition only. Everything a stage computes lives in a task; everything a round does lives in
 the round subflow. Directories are keyed by the config's content hash (and, inside, by each
@@ -17,10 +23,20 @@ from prefect import flow
 from pydantic import BaseModel
 
 from alignflow.components.config import PipelineConfig, warn_unused_settings
+from alignflow.components.evaluation.hacking import proxy_and_truth, proxy_truth_tags
 from alignflow.components.evaluation.policy import promotion_metric
 from alignflow.components.stages.results import Checkpoint
+from alignflow.components.stages.reward_model import bind_reward_model
+from alignflow.flows.reward import reward_model_step
 from alignflow.flows.rounds import RoundLayout, alignment_round
-from alignflow.tasks.runs import log_metrics_task, pipeline_params, promote_task, register_task, tracked_flow
+from alignflow.tasks.runs import (
+    log_metrics_task,
+    pipeline_params,
+    promote_task,
+    proxy_truth_plot_task,
+    register_task,
+    tracked_flow,
+)
 from alignflow.tasks.stages import evaluate_task, prepare_base_task, prepare_data_task, sft_task
 
 
@@ -36,6 +52,7 @@ class PipelineResult(BaseModel):
     policy: Checkpoint
     workspace: str
     pid: int
+    reward_model: str | None = None  # the reward_model step's model the rounds scored with, and where it came from
 
 
 @flow(name="alignment_pipeline", log_prints=True)
@@ -58,12 +75,22 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
         if cfg.sft.enabled and data.sft is not None:
             policy = sft_task(config, base, data.sft, str(checkpoints / "sft"), ctx).checkpoint
         reference = policy
+        reward_source = None
+        if cfg.reward.enabled:  # the pipeline's reward model; its reward_model scorers score with it from here on
+            reward = reward_model_step(config, policy, data, str(workspace / "reward-model"),
+                                       str(checkpoints / "reward-model"), ctx)
+            config = bind_reward_model(cfg, reward.checkpoint.path).model_dump(mode="json")
+            reward_source = f"{reward.checkpoint.model_id} ({reward.source})"
+            log_metrics_task(ctx, ctx.parent_run_id, {}, tags={"reward_model.source": reward.source,
+                                                               "reward_model.model_id": reward.checkpoint.model_id})
         # what synthesis.policies may name besides "current": earlier checkpoints of this pipeline
         named_models = {"base": base, **({"sft": policy} if policy is not base else {})}
         baseline = evaluate_task(config, policy, None, data.eval, str(workspace / "eval-baseline"), cfg.seed,
                                  "baseline", ctx)
         log_metrics_task(ctx, ctx.parent_run_id, baseline.metrics, step=0)
+        proxy_truth = proxy_and_truth(cfg, baseline.metrics)  # checked here: before any round runs
         history, final_metrics = [baseline.metrics[metric]], baseline.metrics
+        evals = {0: baseline.metrics}
         # round 0: the preferences source trained on directly (offline DPO), then the on-policy rounds
         kinds = ([(0, "offline")] if data.preferences is not None else []) + [
             (i, cfg.rounds.kind) for i in range(1, cfg.rounds.n_rounds + 1)]
@@ -76,13 +103,18 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                 reference = policy
             history.append(done.metric(metric))
             final_metrics = done.metrics
+            if kind != "offline":  # the proxy/truth plot's round 0 is the SFT model
+                evals[round_index] = done.metrics
             log_metrics_task(ctx, ctx.parent_run_id, {k: v for k, v in done.metrics.items() if k.startswith("eval/")},
                              step=round_index if kind != "offline" else 0)
+        if proxy_truth is not None:
+            proxy_truth_plot_task(ctx, evals, *proxy_truth, str(workspace / "reward-hacking"))
         version = register_task(ctx, config, policy, metric, history[-1], data.eval.md5, base.model_id, history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
                                             "eval_mean_length": final_metrics["eval/mean_length"],
                                             **({"eval_accuracy": final_metrics["eval/accuracy"]}
-                                               if "eval/accuracy" in final_metrics else {})},
+                                               if "eval/accuracy" in final_metrics else {}),
+                                            **proxy_truth_tags(proxy_truth, final_metrics, baseline.metrics)},
                                 step=len(history) - 1)
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
         log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_metric": history[0],
@@ -91,4 +123,4 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
     return PipelineResult(parent_run_id=ctx.parent_run_id, tracking_uri=ctx.tracking_uri,
                           experiment=cfg.tracking.experiment, metric=metric, metric_history=history,
                           registered_model=cfg.tracking.registered_model, version=version, promotion=decision,
-                          policy=policy, workspace=str(workspace), pid=os.getpid())
+                          policy=policy, workspace=str(workspace), pid=os.getpid(), reward_model=reward_source)

@@ -97,8 +97,7 @@ def _collect_on_policy(config: dict[str, Any], round_index: int, policy: Checkpo
     sampled = sample_task(config, policy, data.role("prompts"), round_index, round_dir, ctx)
     scored = score_task(config, sampled.samples, round_index, round_dir, ctx)
     pairs = pairs_task(config, scored, sampled.policy_model_id, round_index, sampled.seed, round_dir, ctx)
-    return Collected(pairs=pairs, seconds={"sampling": sampled.seconds, "scoring": scored.seconds,
-                                           "pairs": pairs.seconds},
+    return Collected(pairs=pairs, seconds={"sampling": sampled.seconds, **scored.time_split(), "pairs": pairs.seconds},
                      metrics={"round/sample_accuracy": scored.sample_accuracy,
                               **{f"round/sample_{k}_mean": v for k, v in scored.score_means.items()}},
                      files={"samples": sampled.samples, "scored": scored.scored})

@@ -77,7 +77,8 @@ class UserCode(CachePolicy):
         config = (inputs or {}).get("config")
         if not isinstance(config, dict):
             return None
-        return user_code_version(config_of(config).scoring.scorers)
+        cfg = config_of(config)
+        return user_code_version([*cfg.scoring.scorers, *([cfg.reward.labeller] if cfg.reward.labeller else [])])
 
 
 def compute(stage_module: str, retries: int = 1) -> dict[str, Any]:

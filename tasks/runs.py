@@ -14,7 +14,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.evaluation.gates import decide_promotion
+from alignflow.components.evaluation.gates import Remeasured, decide_promotion
+from alignflow.components.evaluation.hacking import plot_proxy_truth
 from alignflow.components.platform import registry
 from alignflow.components.platform.codeversion import package_version
 from alignflow.components.platform.lineage import git_commit
@@ -138,10 +139,13 @@ def register_task(ctx: TrackingContext, config: dict[str, Any], checkpoint: Chec
 
 @task(name="promote", **TRACKING)
 def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, report_dir: str,
-                 name: str | None = None, min_delta: float | None = None, policy_gates: bool = True) -> dict[str, Any]:
-    """Gate the version just registered on its own tags (accuracy, eval set, baseline, KL, length) and
-    move its aliases. ``policy_gates``: the promotion section's KL, length and approval settings apply
-    (a policy); False for a judge, gated on its held-out accuracy alone."""
+                 name: str | None = None, min_delta: float | None = None, policy_gates: bool = True,
+                 min_metric: float | None = None, remeasured: Remeasured | None = None) -> dict[str, Any]:
+    """Gate the version just registered on its own tags (accuracy, eval set, baseline, KL, length, proxy
+    gap) and move its aliases. ``policy_gates``: the promotion section's KL, length, proxy-gap and
+    approval settings apply (a policy); False for a judge or a reward model, gated on its held-out
+    accuracy alone — with a floor ``min_metric``, and against production measured again on the
+    candidate's own eval set (``remeasured``) when given."""
     cfg = config_of(config)
     tracker = ctx.tracker()
     name = name or cfg.tracking.registered_model
@@ -149,12 +153,23 @@ def promote_task(ctx: TrackingContext, config: dict[str, Any], version: str, rep
     limits = cfg.promotion if min_delta is None else cfg.promotion.model_copy(update={"min_delta": min_delta})
     candidate_tags = dict(tracker.get_model_version(name, version).tags or {})
     report = decide_promotion(name, version, candidate_tags, None if production is None else str(production.version),
-                              None if production is None else dict(production.tags or {}), limits, policy_gates)
+                              None if production is None else dict(production.tags or {}), limits, policy_gates,
+                              min_metric, remeasured)
     moved = registry.apply_promotion(tracker, name, report, cfg.promotion.target_alias)
     publish_gate_report(tracker, report, ctx.parent_run_id, Path(report_dir), moved)
     tracker.set_tags(ctx.parent_run_id, {"promotion.passed": report.passed, "promotion.version": version,
                                          "promotion.aliases": ",".join(moved) or "none"})
     return {**report.as_dict(), "aliases_set": moved, "registered_model": name}
+
+
+@task(name="proxy-truth-plot", **TRACKING)
+def proxy_truth_plot_task(ctx: TrackingContext, evals: dict[int, dict[str, float]], proxy: str, truth: str,
+                          out_dir: str) -> str:
+    """The proxy and truth metrics per round (``evaluation/hacking.py``) as a PNG on the pipeline run
+    (``reward_hacking/proxy_vs_truth.png``); returns the file."""
+    plot = plot_proxy_truth(evals, proxy, truth, Path(out_dir) / "proxy_vs_truth.png")
+    ctx.tracker().log_artifact(ctx.parent_run_id, plot, "reward_hacking")
+    return str(plot)
 
 
 def pipeline_params(cfg: PipelineConfig) -> dict[str, Any]:

@@ -145,8 +145,10 @@ def score_task(config: dict[str, Any], samples: Artifact, round_index: int, out_
         metrics=lambda r: {"scoring/sample_accuracy": r.sample_accuracy,
                            "scoring/prompts_with_a_correct_sample": r.prompts_with_a_correct_sample,
                            "scoring/cache_hits": r.cache_hits,
-                           **{f"scoring/{k}/mean": v for k, v in r.score_means.items()}},
-        tags=lambda r: {"input_md5": samples.md5, **{f"scorer.{k}": v for k, v in r.scorers.items()}})
+                           **{f"scoring/{k}/mean": v for k, v in r.score_means.items()},
+                           **{f"scoring/{k}/seconds": v for k, v in r.scorer_seconds.items()}},
+        tags=lambda r: {"input_md5": samples.md5, **{f"scorer.{k}": v for k, v in r.scorers.items()},
+                        **{f"scorer_model.{k}": v for k, v in r.scorer_models.items()}})
 
 
 @task(name="build-pairs", **compute(pairs.__name__))

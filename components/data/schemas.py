@@ -65,6 +65,8 @@ class PairRow(_Row):
     # Why chosen beats rejected (ALGORITHMS.md §4): with it, the trainer adds the rationale term.
     rationale: str | None = None
     rationale_prompt: str | None = None  # x_rat the rationale was written for (the trainer scores it there)
+    # what the pair's prompt is about, for per-category reward-model accuracy (a constraints row: its constraint kinds)
+    categories: list[str] = Field(default_factory=list)
 
 
 class JudgeRow(_Row):
@@ -90,3 +92,5 @@ class PredictionRow(_Row):
     scores: dict[str, float | None] = Field(default_factory=dict)
     passed: bool | None = None
     groups: dict[str, Any] = Field(default_factory=dict)  # the eval.group_by columns of the row
+    # scorers' finer verdicts ("<scorer id>/<name>" → value, Scorer.details): e.g. "constraints/kind/title" → 1.0
+    details: dict[str, float] = Field(default_factory=dict)

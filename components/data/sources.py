@@ -387,6 +387,13 @@ def _unit_hash(seed: int, example_id: str) -> float:
     return int(hashlib.sha1(f"{seed}:{example_id}".encode()).hexdigest()[:15], 16) / 16**15
 
 
+def in_heldout(example_id: str, fraction: float, seed: int) -> bool:
+    """Whether the prompt ``example_id`` falls in the held-out ``fraction`` (``split_heldout``'s rule:
+    ``sha1(f"{seed}:{id}")`` as a number in [0, 1) below ``fraction``): the same prompt always lands on
+    the same side, whatever else is split with it."""
+    return _unit_hash(seed, example_id) < fraction
+
+
 def split_heldout(examples: Sequence[Example], eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Split by a stable hash of the prompt, never by position: a row goes to eval when
     ``sha1(f"{seed}:{example.id}")`` as a number in [0, 1) is below ``eval_fraction``.
@@ -401,7 +408,7 @@ def split_heldout(examples: Sequence[Example], eval_fraction: float, seed: int) 
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     train, held = [], []
     for example in examples:
-        (held if _unit_hash(seed, example.id) < eval_fraction else train).append(example)
+        (held if in_heldout(example.id, eval_fraction, seed) else train).append(example)
     if examples and eval_fraction > 0 and not held:
         logger.warning("split_heldout: no prompt fell in the %.3f eval share of %d rows", eval_fraction,
                        len(examples))

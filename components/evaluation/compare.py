@@ -8,6 +8,7 @@ round kind and the params that set its collection budget, read from the run's ow
 
 from __future__ import annotations
 
+import ast
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +26,30 @@ BUDGET_PARAMS = {
 COLLECTION_SECONDS = ("time/sampling_seconds", "time/search_seconds")
 
 
+def is_rate(metric: str) -> bool:
+    """Whether an eval metric is a share of prompts (binomial standard error applies): accuracies,
+    pass rates, per-kind pass rates; not means."""
+    last = metric.rsplit("/", 1)[-1]
+    return last.startswith("accuracy") or last == "pass_rate" or "/kind/" in metric
+
+
 @dataclass
 class RunSeries:
     run_id: str
     label: str
     status: str
     rounds: dict[int, dict[str, float]]  # 0 = baseline after SFT
+    metric: str = "eval/accuracy"  # what is compared per round
 
     def accuracy(self) -> dict[int, float]:
-        return {i: m["eval/accuracy"] for i, m in sorted(self.rounds.items()) if "eval/accuracy" in m}
+        """``metric`` per round (eval/accuracy unless another was asked for)."""
+        return {i: m[self.metric] for i, m in sorted(self.rounds.items()) if self.metric in m}
 
     def standard_error(self) -> dict[int, float]:
-        """Binomial standard error of each accuracy (0 where the eval size was not logged)."""
-        return {i: (a * (1 - a) / self.rounds[i]["eval/n"]) ** 0.5 if self.rounds[i].get("eval/n") else 0.0
+        """Binomial standard error of each value of a rate metric (0 where the eval size was not logged,
+        and for a mean, whose spread the rounds do not log)."""
+        return {i: (a * (1 - a) / self.rounds[i]["eval/n"]) ** 0.5
+                if self.rounds[i].get("eval/n") and is_rate(self.metric) else 0.0
                 for i, a in self.accuracy().items()}
 
     @property
@@ -60,22 +72,44 @@ def pipeline_runs(tracker: Tracker, run_ids: list[str] | None = None) -> list:
     return runs
 
 
+def scorers_label(logged: str | None) -> str:
+    """The ``scoring.scorers`` param as a label: ids, a weight ≠ 1 after ×
+    (``reward_model, constraints×0``); empty when it was not logged or does not parse."""
+    try:
+        scorers = ast.literal_eval(logged) if logged else []
+    except (ValueError, SyntaxError):
+        return ""
+    if not isinstance(scorers, list):
+        return ""
+    parts = []
+    for spec in scorers:
+        if isinstance(spec, dict):
+            weight = spec.get("weight", 1.0)
+            parts.append(f"{spec.get('name') or spec.get('type')}" + (f"×{weight:g}" if weight != 1.0 else ""))
+    return ", ".join(parts)
+
+
 def label_of(run) -> str:
     params = run.data.params
     kind = params.get("rounds.kind", "on_policy")
     budget = ", ".join(f"{name.split('.', 1)[1]}={params[name]}" for name in BUDGET_PARAMS.get(kind, [])
                        if name in params)
-    return f"{kind} ({budget})" if budget else kind
+    scored = scorers_label(params.get("scoring.scorers"))
+    label = f"{kind} ({budget})" if budget else kind
+    return f"{label} scored by {scored}" if scored else label
 
 
-def collect(tracker: Tracker, run_ids: list[str] | None = None) -> list[RunSeries]:
-    return [RunSeries(run.info.run_id, label_of(run), run.info.status, round_rows(tracker, run))
+def collect(tracker: Tracker, run_ids: list[str] | None = None, metric: str = "eval/accuracy") -> list[RunSeries]:
+    """Every pipeline run (``pipeline_runs``) as a series of ``metric`` per round."""
+    return [RunSeries(run.info.run_id, label_of(run), run.info.status, round_rows(tracker, run), metric)
             for run in pipeline_runs(tracker, run_ids)]
 
 
 def comparison_table(series: list[RunSeries]) -> str:
     """One row per (run, round): accuracy, pairs, collection seconds, and for MCTS its node count."""
-    lines = ["| run | round | held-out acc | pairs | collection s | search nodes | training s |",
+    metric = series[0].metric if series else "eval/accuracy"
+    shown = "held-out acc" if metric == "eval/accuracy" else metric
+    lines = [f"| run | round | {shown} | pairs | collection s | search nodes | training s |",
              "|---|---|---|---|---|---|---|"]
 
     def cell(value, fmt):
@@ -84,7 +118,7 @@ def comparison_table(series: list[RunSeries]) -> str:
     for s in series:
         for index, metrics in sorted(s.rounds.items()):
             lines.append(f"| {s.label} `{s.run_id[:8]}` | {'baseline' if index == 0 else index} | "
-                         f"{cell(metrics.get('eval/accuracy'), '{:.3f}')} | "
+                         f"{cell(metrics.get(s.metric), '{:.3f}')} | "
                          f"{cell(metrics.get('round/n_pairs'), '{:.0f}')} | "
                          f"{cell(s.collection_seconds(index), '{:.0f}')} | "
                          f"{cell(metrics.get('round/search_nodes'), '{:.0f}')} | "
@@ -112,7 +146,8 @@ def plot_comparison(series: list[RunSeries], out: Path, title: str = "held-out a
             cumulative.append(spent)
         by_cost.errorbar(cumulative, list(acc.values()), yerr=error, marker="o", capsize=3, label=s.short_label)
     by_round.set_xlabel("round (0 = after SFT)")
-    by_round.set_ylabel("held-out accuracy")
+    metric = plotted[0].metric if plotted else "eval/accuracy"
+    by_round.set_ylabel("held-out accuracy" if metric == "eval/accuracy" else metric)
     by_round.set_xticks(sorted({i for s in series for i in s.accuracy()}))
     by_cost.set_xlabel("cumulative data-collection seconds (sampling or search)")
     for ax in (by_round, by_cost):

@@ -11,7 +11,14 @@ A candidate moves to staging and production only if every configured gate passes
   from its reference is held back;
 - length drift: |its mean answer length / production's − 1| ≤ ``max_length_drift``;
 - judge win-rate: when a judge is given, its answers beat production's in ≥ ``min_judge_win_rate``
-  of pairwise comparisons (each pair asked both ways round, so position bias cancels).
+  of pairwise comparisons (each pair asked both ways round, so position bias cancels);
+- proxy gap (reward hacking): with ``promotion.proxy_metric`` and ``truth_metric`` (e.g. a reward
+  model's eval mean and a verifier's pass rate), a candidate whose proxy rose while its truth fell by
+  more than ``max_proxy_gap`` — against production, or its pre-round baseline — is blocked;
+- minimum (a reward model's own gate): its metric ≥ ``min_metric`` on its own held-out set.
+
+A reward model's held-out pairs are its own, so production is scored again on the candidate's
+pairs (``Remeasured``) and compared on those: a worse model never replaces a better one.
 
 Gates without a limit, or without a production version to compare with, are reported as skipped,
 never as passed silently. The report is markdown plus a table (MLflow and Prefect artifacts).
@@ -24,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 GATE = "metric_delta"  # the metric gate's name in reports and version tags (gate.metric_delta)
+PROXY_GATE = "proxy_gap"
+MIN_GATE = "min_metric"
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,21 @@ class GateReport:
                 f"| eval dataset (DVC md5) | {self.eval_dataset} |\n"
                 f"| furthest alias | {self.ceiling} |\n\n"
                 f"{gate_table(self.gates)}")
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """Production's ``metric`` measured again on the candidate's own eval set (a reward model's
+    held-out pairs): what the metric gate compares with instead of production's registered value."""
+
+    version: str  # the production version that was measured
+    metric: str
+    value: float
+    eval_dataset: str  # the candidate's eval set (DVC md5)
+
+    def tags(self) -> dict[str, str]:
+        """The production tags this measurement replaces."""
+        return {"eval_metric_name": self.metric, "eval_metric": str(self.value), "eval_dataset": self.eval_dataset}
 
 
 def gate_table(gates: list[GateResult]) -> str:
@@ -163,6 +187,50 @@ def metric_gate(candidate_tags: dict[str, str], production_version: str | None,
                       f"{name} {value:.4f} vs {reference:.4f}, {source}")
 
 
+def _proxy_reference(candidate_tags: dict[str, str], production_version: str | None, prod: dict[str, str],
+                     proxy: str, truth: str) -> tuple[float | None, float | None, str]:
+    """(proxy, truth, what they are) of production when it recorded both on the candidate's eval set,
+    else of the candidate's pre-round baseline."""
+    same_names = (prod.get("proxy_metric_name"), prod.get("truth_metric_name")) == (proxy, truth)
+    same_set = prod.get("eval_dataset") == candidate_tags.get("eval_dataset")
+    if production_version is not None and same_names and same_set:
+        values = _float(prod, "proxy_metric"), _float(prod, "truth_metric")
+        if None not in values:
+            return values[0], values[1], f"production v{production_version}"
+    why = ("no production version yet" if production_version is None else
+           f"production v{production_version} recorded no {proxy} / {truth} on this eval set")
+    return (_float(candidate_tags, "baseline_proxy_metric"), _float(candidate_tags, "baseline_truth_metric"),
+            f"its pre-round baseline ({why})")
+
+
+def proxy_gap_gate(candidate_tags: dict[str, str], production_version: str | None,
+                   production_tags: dict[str, str] | None, limits: Any) -> GateResult:
+    """Reward hacking caught: failed when the candidate's ``limits.proxy_metric`` rose while its
+    ``truth_metric`` fell by more than ``max_proxy_gap`` (value: the truth's change; limit: −gap),
+    against production (same metrics, same eval set) or else its pre-round baseline. Skipped when the
+    two metrics are not configured or there is nothing to compare with; failed when the candidate
+    carries no values for them."""
+    proxy, truth = getattr(limits, "proxy_metric", None), getattr(limits, "truth_metric", None)
+    if proxy is None or truth is None:
+        return GateResult(PROXY_GATE, "skipped", None, None, "promotion.proxy_metric / truth_metric not set")
+    limit = -float(limits.max_proxy_gap)
+    names = (candidate_tags.get("proxy_metric_name"), candidate_tags.get("truth_metric_name"))
+    cand_proxy, cand_truth = _float(candidate_tags, "proxy_metric"), _float(candidate_tags, "truth_metric")
+    if names != (proxy, truth) or cand_proxy is None or cand_truth is None:
+        return GateResult(PROXY_GATE, "failed", None, limit, f"the candidate has no {proxy} / {truth} values")
+    ref_proxy, ref_truth, source = _proxy_reference(candidate_tags, production_version, production_tags or {},
+                                                    proxy, truth)
+    if ref_proxy is None or ref_truth is None:
+        return GateResult(PROXY_GATE, "skipped", None, limit, f"nothing to compare {proxy} / {truth} with ({source})")
+    d_proxy, d_truth = cand_proxy - ref_proxy, cand_truth - ref_truth
+    hacked = d_proxy > 0 and d_truth < limit - 1e-9  # a drop exactly at the allowed gap passes (float noise aside)
+    detail = (f"{proxy} {cand_proxy:.4f} vs {ref_proxy:.4f} ({d_proxy:+.4f}), {truth} {cand_truth:.4f} vs "
+              f"{ref_truth:.4f} ({d_truth:+.4f}), against {source}")
+    if hacked:
+        detail = f"reward hacking: the proxy rose while the truth fell more than {limits.max_proxy_gap}: {detail}"
+    return GateResult(PROXY_GATE, "failed" if hacked else "passed", d_truth, limit, detail)
+
+
 def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, str],
                    production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
                    judge_win_rate: float | None = None) -> GateReport:
@@ -209,20 +277,39 @@ def evaluate_gates(name: str, candidate_version: str, candidate_tags: dict[str, 
         ok = judge_win_rate >= limits.min_judge_win_rate
         report.gates.append(GateResult("judge_win_rate", "passed" if ok else "failed", judge_win_rate,
                                        limits.min_judge_win_rate, "candidate vs production, both orders"))
+    report.gates.append(proxy_gap_gate(candidate_tags, production_version, prod, limits))
     return report
+
+
+def min_metric_gate(candidate_tags: dict[str, str], minimum: float) -> GateResult:
+    """The candidate's own metric (on its own eval set) is at least ``minimum``."""
+    name, value = metric_name(candidate_tags), metric_value(candidate_tags)
+    if value is None:
+        return GateResult(MIN_GATE, "failed", None, minimum, f"the candidate has no {name}")
+    return GateResult(MIN_GATE, "passed" if value >= minimum else "failed", value, minimum,
+                      f"{name} on its own held-out set")
 
 
 def decide_promotion(name: str, candidate_version: str, candidate_tags: dict[str, str],
                      production_version: str | None, production_tags: dict[str, str] | None, limits: Any,
-                     policy_gates: bool = True) -> GateReport:
-    """The gate a pipeline or judge loop applies to the version it just registered: the accuracy rule
-    of `alignflow promote` (``metric_gate``) and, for a policy (``policy_gates``), the promotion
-    section's KL budget and length drift. The judge win-rate and human approval only `alignflow
-    promote` can give: when either is configured the pipeline stops at staging. A judge is gated on
-    its held-out accuracy alone."""
+                     policy_gates: bool = True, min_metric: float | None = None,
+                     remeasured: Remeasured | None = None) -> GateReport:
+    """The gate a pipeline, judge loop or reward-model stage applies to the version it just registered:
+    the accuracy rule of `alignflow promote` (``metric_gate``) and, for a policy (``policy_gates``),
+    the promotion section's KL budget, length drift and proxy gap. The judge win-rate and human
+    approval only `alignflow promote` can give: when either is configured the pipeline stops at
+    staging. A judge or a reward model is gated on its held-out accuracy alone: ``min_metric`` adds a
+    floor on it, and ``remeasured`` (production scored on the candidate's own eval set) replaces
+    production's registered value when it measured that very production version."""
+    if remeasured is not None and production_version is not None and remeasured.version == str(production_version):
+        production_tags = {**(production_tags or {}), **remeasured.tags()}
     report = evaluate_gates(name, candidate_version, candidate_tags, production_version, production_tags, limits)
-    keep = {GATE, "kl_budget", "length_drift"} if policy_gates else {GATE}
+    if remeasured is not None and remeasured.version == str(production_version):
+        report.compared_with += ", scored again on the candidate's held-out set"
+    keep = {GATE, "kl_budget", "length_drift", PROXY_GATE} if policy_gates else {GATE}
     report.gates = [g for g in report.gates if g.gate in keep]
+    if min_metric is not None:
+        report.gates.append(min_metric_gate(candidate_tags, min_metric))
     if policy_gates and limits.target_alias == "production" and (limits.require_approval
                                                                   or limits.min_judge_win_rate is not None):
         report.ceiling = "staging"

@@ -9,6 +9,7 @@ what is missing and why instead of leaving a template field empty.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,9 @@ JUDGE_METRICS = ("judge/exact_accuracy", "judge/mae", "judge/pairwise_agreement"
 RECIPE_PARAMS = ("model.source", "seed", "lora.enabled", "lora.r", "lora.alpha", "sft.enabled", "sft.epochs", "sft.lr",
                  "rounds.n_rounds", "rounds.kind", "sampling.k", "sampling.temperature", "sampling.prompts_per_round",
                  "pairs.strategy", "preference.loss_type", "preference.beta", "preference.lr", "preference.reference",
-                 "data.difficulties", "data.max_operand", "data.system_prompt", "eval.max_new_tokens",
+                 "data.sources.sft", "data.sources.prompts", "data.sources.preferences", "data.sources.eval",
+                 "data.arithmetic.difficulties", "data.arithmetic.max_operand", "data.system_prompt",
+                 "scoring.scorers", "promotion.metric", "eval.max_new_tokens", "reward.loss", "reward.labeller",
                  "judge.iterations", "judge.n_samples", "judge.max_new_tokens")
 
 
@@ -51,7 +54,7 @@ class CardFacts:
 
     registered_model: str
     version: str
-    family: str  # policy | judge | base
+    family: str  # policy | judge | reward | base
     tags: dict[str, str]
     run_id: str | None = None
     run_name: str = ""
@@ -72,7 +75,7 @@ def _float(value: Any) -> float | None:
 
 
 def family_of(tags: dict[str, str]) -> str:
-    """policy, judge or base: the ``family`` tag, else a ``role: judge`` tag, else a policy."""
+    """policy, judge, reward or base: the ``family`` tag, else a ``role: judge`` tag, else a policy."""
     if tags.get("family"):
         return tags["family"]
     return "judge" if tags.get("role") == "judge" else "policy"
@@ -91,9 +94,17 @@ def _datasets(runs: list[Any]) -> list[DataSource]:
     return sorted(seen.values(), key=lambda d: (d.step, d.name))
 
 
-def _rounds(tracker: Tracker, parent: Any, children: list[Any], family: str) -> list[RoundFacts]:
-    """Per step of the parent run's metric history (step 0: the start), with each round run's kind and pairs."""
+def _round_metrics(family: str, tags: dict[str, str]) -> tuple[str, ...]:
+    """The per-round metrics a card shows: the family's, and the version's own promotion metric."""
     keys = JUDGE_METRICS if family == "judge" else ROUND_METRICS
+    own = tags.get("eval_metric_name", "")
+    return keys if not own or own in keys else (own, *keys)
+
+
+def _rounds(tracker: Tracker, parent: Any, children: list[Any], family: str,
+            tags: dict[str, str]) -> list[RoundFacts]:
+    """Per step of the parent run's metric history (step 0: the start), with each round run's kind and pairs."""
+    keys = _round_metrics(family, tags)
     by_step: dict[int, dict[str, float]] = {}
     for key in keys:
         if key in parent.data.metrics:
@@ -133,7 +144,7 @@ def collect_card_facts(tracker: Tracker, name: str, version: Any, gate: dict[str
     grandchildren = [g for c in children if c.data.tags.get("alignflow.kind") in ("round", "judge_iteration")
                      for g in tracker.search_runs(f"tags.mlflow.parentRunId = '{c.info.run_id}'", max_results=1000,
                                                   experiment_ids=[experiment])]
-    facts.rounds = _rounds(tracker, parent, children, facts.family)
+    facts.rounds = [] if facts.family == "reward" else _rounds(tracker, parent, children, facts.family, tags)
     facts.datasets = _datasets([*children, *grandchildren])
     return facts
 
@@ -164,6 +175,10 @@ def _summary(f: CardFacts) -> str:
                 f"Source: {f.tags.get('source', 'not recorded')}.")
     rounds = [r for r in f.rounds if r.index > 0]
     kinds = sorted({r.kind for r in rounds})
+    if f.family == "reward":
+        return (f"A reward model trained by alignflow's reward_model step ({p.get('reward.loss', 'bt')} loss) from "
+                f"the SFT policy's backbone, on preference pairs over {_task(f)}: it reads a prompt and a response "
+                f"and returns a score, higher = preferred. Its pairs: {f.tags.get('pairs_source', 'not recorded')}.")
     if f.family == "judge":
         return (f"An LLM judge trained by alignflow's self-rationalization loop: a seed judge fine-tuned on "
                 f"labelled judgments, then {len(rounds)} iteration(s) of DPO on its own curated judgments. It reads "
@@ -174,7 +189,26 @@ def _summary(f: CardFacts) -> str:
     recipe = (f"{len(rounds)} round(s) of preference training" + (f" ({named})" if named else "") + how
               if rounds else "no preference rounds")
     sft = "supervised fine-tuning, then " if p.get("sft.enabled") == "True" else ""
-    return f"A policy aligned by alignflow: {sft}{recipe}, on alignflow's arithmetic word problems."
+    return f"A policy aligned by alignflow: {sft}{recipe}, on {_task(f)}."
+
+
+def _sources(p: dict[str, str], role: str) -> list[str]:
+    """The ``source`` of every data source of ``role`` in the logged params (a list's repr)."""
+    return re.findall(r"'source': '([^']+)'", p.get(f"data.sources.{role}", ""))
+
+
+def _task(f: CardFacts) -> str:
+    """What the model was trained on, in words, from the logged data sources."""
+    p = f.params
+    names = sorted({s for role in ("prompts", "sft", "preferences", "eval") for s in _sources(p, role)})
+    if names == ["builtin:arithmetic"] or (not names and "data.arithmetic.max_operand" in p):
+        return (f"alignflow's synthetic arithmetic word problems ({p.get('data.arithmetic.difficulties', '')} "
+                f"operations, operands up to {p.get('data.arithmetic.max_operand', '')})")
+    if names == ["builtin:constraints"]:
+        return "alignflow's synthetic writing instructions with verifiable constraints (builtin:constraints)"
+    if not names:
+        return "data the producing run did not record"
+    return "the data sources " + ", ".join(f"`{n}`" for n in names)
 
 
 def _facts_table(f: CardFacts) -> str:
@@ -219,8 +253,7 @@ def _data(f: CardFacts) -> str:
 def _rounds_table(f: CardFacts) -> str:
     if not f.rounds:
         return "The producing run logged no per-round evaluation.\n"
-    wanted = JUDGE_METRICS if f.family == "judge" else ROUND_METRICS
-    keys = [k for k in wanted if any(k in r.metrics for r in f.rounds)]
+    keys = [k for k in _round_metrics(f.family, f.tags) if any(k in r.metrics for r in f.rounds)]
     header = "| round | kind | pairs | " + " | ".join(f"`{k}`" for k in keys) + " |\n"
     lines = [header, "|---|---|---|" + "---|" * len(keys) + "\n"]
     for r in f.rounds:
@@ -233,14 +266,21 @@ def _rounds_table(f: CardFacts) -> str:
 def _evaluation(f: CardFacts) -> str:
     t = f.tags
     accuracy, baseline = _float(t.get("eval_accuracy")), _float(t.get("baseline_accuracy"))
+    name = "eval/accuracy"
+    if accuracy is None:  # a task scored by its own metric (promotion.metric)
+        name = t.get("eval_metric_name", "")
+        accuracy, baseline = _float(t.get("eval_metric")), _float(t.get("baseline_metric"))
     if accuracy is None:
         return "No held-out evaluation is recorded on this version.\n"
-    metric = "exact-score accuracy on held-out labelled judgments" if f.family == "judge" else "held-out accuracy"
-    n = _float(f.params.get("data.n_eval")) if f.family != "judge" else None
+    metric = {"judge": "exact-score accuracy on held-out labelled judgments",
+              "reward": "pairwise accuracy on held-out preference pairs"}.get(
+        f.family, "held-out accuracy" if name == "eval/accuracy" else f"held-out `{name}`")
+    n = _float(f.params.get("data.arithmetic.n_eval")) if f.family == "policy" and name == "eval/accuracy" else None
     error = f" (standard error ±{math.sqrt(accuracy * (1 - accuracy) / n):.3f} at n = {n:.0f})" if n else ""
     start = f", from {baseline:.3f} before the rounds" if baseline is not None else ""
-    return (f"{metric}: **{accuracy:.3f}**{error}{start}; eval set DVC md5 `{t.get('eval_dataset', 'not recorded')}`, "
-            f"greedy decoding.\n")
+    decoding = "" if f.family == "reward" else ", greedy decoding"
+    return (f"{metric}: **{accuracy:.3f}**{error}{start}; eval set DVC md5 `{t.get('eval_dataset', 'not recorded')}`"
+            f"{decoding}.\n")
 
 
 def _gate(f: CardFacts) -> str:
@@ -259,6 +299,14 @@ def _usage(f: CardFacts) -> str:
     uri = f"models:/{f.registered_model}/{f.version}"
     if f.tags.get("model_format", "") not in ("merged", "full", "adapter"):
         return "This version predates alignflow's MLflow models: load its files with alignflow.\n"
+    if f.family == "reward":
+        rows = '[{"prompt": "<the rendered prompt>", "response": "<a response>"}]'
+        return (f"```python\nimport mlflow  # MLFLOW_TRACKING_URI: the registry\n"
+                f"model = mlflow.pyfunc.load_model(\"{uri}\")\n"
+                f"model.predict({rows})  # one score per row, higher = preferred\n```\n\n"
+                f"```bash\nmlflow models serve -m {uri} --env-manager local -p 5001\n"
+                f"curl -s localhost:5001/invocations -H 'Content-Type: application/json' "
+                f"-d '{{\"dataframe_records\": {rows}}}'\n```\n")
     request = '{"messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 64, "temperature": 0.0}'
     return (f"```python\nimport mlflow  # MLFLOW_TRACKING_URI: the registry\n"
             f"model = mlflow.pyfunc.load_model(\"{uri}\")\n"
@@ -272,32 +320,32 @@ def _usage(f: CardFacts) -> str:
 
 
 def _intended_use(f: CardFacts) -> str:
-    p = f.params
-    task = (f"alignflow's synthetic arithmetic word problems ({p.get('data.difficulties', '')} operations, operands up "
-            f"to {p.get('data.max_operand', '')})") if p else "alignflow's synthetic arithmetic word problems"
+    task = _task(f)
     if f.family == "base":
         return ("Starting point for alignflow's training; lineage anchor of every version built on it. Not aligned "
                 "by alignflow.\n")
     if f.family == "judge":
         return (f"Rating responses to {task} on a 1–5 rubric with a rationale: the judge of alignflow's synthesized "
                 f"rounds and of the promotion gate's win rate. Research and demonstration only.\n")
-    return (f"Answering {task} step by step, ending with 'The answer is N.' — research and demonstration of iterative "
-            f"preference alignment. Not for general-purpose chat, advice, or any decision that matters.\n")
+    if f.family == "reward":
+        return (f"Scoring responses to prompts like those of {task}: the reward signal of alignflow's "
+                f"reward-model-scored rounds. Research and demonstration only.\n")
+    return (f"Responding to prompts like those of {task} — research and demonstration of iterative preference "
+            f"alignment. Not for general-purpose chat, advice, or any decision that matters.\n")
 
 
 def _limits(f: CardFacts) -> str:
     t, p = f.tags, f.params
     out = []
     accuracy = _float(t.get("eval_accuracy"))
-    if accuracy is not None and f.family != "base":
+    if accuracy is not None and f.family in ("policy", "judge"):
         wrong = "most of its answers are wrong" if accuracy < 0.5 else f"{1 - accuracy:.0%} of its answers are wrong"
         out.append(f"Held-out {'exact-score accuracy' if f.family == 'judge' else 'accuracy'} is {accuracy:.3f}: "
                    f"{wrong}.")
     if f.family == "base":
         out.append("Not trained or evaluated by alignflow: what it can do is its source's to say (above).")
     else:
-        out.append("Trained and evaluated only on synthetic, English arithmetic problems: nothing is measured on "
-                   "any other input.")
+        out.append(f"Trained and evaluated only on {_task(f)}: nothing is measured on any other input.")
     if f.family == "policy":
         cap = f" and at most {p['eval.max_new_tokens']} new tokens" if p.get("eval.max_new_tokens") else ""
         out.append(f"Evaluated with greedy decoding{cap}; sampled answers (temperature > 0) were not evaluated.")
@@ -323,8 +371,10 @@ def _limits(f: CardFacts) -> str:
 
 def render_model_card(f: CardFacts) -> str:
     """The card as markdown with Hugging Face front matter."""
-    title = {"base": "base model", "judge": "judge", "policy": "policy"}.get(f.family, f.family)
-    return (f"---\nlibrary_name: transformers\npipeline_tag: text-generation\ntags:\n- alignflow\n- {f.family}\n---\n\n"
+    title = {"base": "base model", "judge": "judge", "policy": "policy", "reward": "reward model"}.get(f.family,
+                                                                                                     f.family)
+    pipeline_tag = "text-classification" if f.family == "reward" else "text-generation"
+    return (f"---\nlibrary_name: transformers\npipeline_tag: {pipeline_tag}\ntags:\n- alignflow\n- {f.family}\n---\n\n"
             f"# {f.registered_model} v{f.version} ({title})\n\n{_summary(f)}\n\n{_facts_table(f)}\n"
             + ("" if f.family == "base" else
                f"## Training\n\n{_recipe(f)}\n## Data\n\n{_data(f)}\n## Rounds\n\n{_rounds_table(f)}\n"

@@ -5,8 +5,10 @@ Greedy completions of the eval prompts are scored by every configured scorer (``
 scorer: ``eval/<id>/mean`` (over the rows it applies to) and, when it has a pass rule,
 ``eval/<id>/pass_rate``. The primary (first) scorer's pass rate is also ``eval/accuracy`` — on the
 arithmetic task, exactly the old accuracy — and its per-group pass rates ``eval/accuracy_<c><v>``
-for ``eval.group_by`` columns (``eval/accuracy_d1``: difficulty 1). ``promotion_metric`` names the
-metric the promotion gate compares.
+for ``eval.group_by`` columns (``eval/accuracy_d1``: difficulty 1). A scorer's finer verdicts
+(``Scorer.details``) are averaged over the rows that have them: ``eval/<id>/<name>``, e.g. the
+``constraints`` verifier's ``eval/constraints/kind/title``. ``promotion_metric`` names the metric the
+promotion gate compares.
 
 The KL estimate is Monte Carlo at sequence level: sample y ~ π on held-out prompts and average
 log π(y|x) − log π_ref(y|x). It is unbiased for KL(π‖π_ref) (noisy at small sample counts).
@@ -68,6 +70,11 @@ def score_metrics(scorers: Sequence[Scorer], predictions: Sequence[PredictionRow
         if scorer.pass_threshold is not None and values:
             metrics[f"eval/{scorer.id}/pass_rate"] = (sum(v >= scorer.pass_threshold for v in values if v is not None)
                                                       / len(values))
+    details: dict[str, list[float]] = {}
+    for p in predictions:
+        for key, value in p.details.items():
+            details.setdefault(key, []).append(value)
+    metrics.update({f"eval/{key}": sum(values) / len(values) for key, values in sorted(details.items())})
     primary = scorers[0]
     if f"eval/{primary.id}/pass_rate" in metrics:
         metrics["eval/accuracy"] = metrics[f"eval/{primary.id}/pass_rate"]
@@ -96,9 +103,14 @@ def evaluate_policy(policy: LoadedModel, items: Sequence[ScoringItem], prompts: 
     generated = [ScoringItem(item.prompt_id, item.prompt, c.text, item.columns)
                  for item, c in zip(items, completions, strict=True)]
     scored = score_all(scorers, generated, cache).scored
+    details: list[dict[str, float]] = [{} for _ in generated]
+    for scorer in scorers:
+        for row, found in zip(details, scorer.details(generated), strict=True):
+            row.update({f"{scorer.id}/{k}": v for k, v in found.items()})
     predictions = [PredictionRow(prompt_id=item.prompt_id, completion=c.text, n_tokens=c.n_tokens, scores=s.scores,
-                                 passed=s.passed, groups={k: item.columns[k] for k in group_by if k in item.columns})
-                   for item, c, s in zip(items, completions, scored, strict=True)]
+                                 passed=s.passed, groups={k: item.columns[k] for k in group_by if k in item.columns},
+                                 details=d)
+                   for item, c, s, d in zip(items, completions, scored, details, strict=True)]
     return EvalResult(metrics=score_metrics(scorers, predictions, group_by), predictions=predictions)
 
 

@@ -11,9 +11,7 @@ config hash).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -28,7 +26,7 @@ from alignflow.components.modeling.checkpoints import (
     load_tokenizer,
     read_metadata,
 )
-from alignflow.components.platform.atomic import atomic_directory, write_json_atomic, write_text_atomic
+from alignflow.components.platform.atomic import atomic_directory, link_or_copy, write_json_atomic, write_text_atomic
 from alignflow.components.platform.versioning import weights_sha256
 
 StoredFormat = Literal["full", "merged", "adapter"]
@@ -88,7 +86,7 @@ def portable_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _scrub_json(path: Path, overrides: dict[str, Any] | None = None) -> None:
+def scrub_hf_json(path: Path, overrides: dict[str, Any] | None = None) -> None:
     """Drop top-level keys of a Hugging Face JSON file whose value is a local path (``_name_or_path``,
     ``name_or_path``, a base's path), then apply ``overrides``."""
     if not path.exists():
@@ -106,19 +104,11 @@ def _stored_dtype(directory: Path) -> str | None:
     return str(value) if value else None
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link (same filesystem: no second copy of a large file), else copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _copy_files(source: Path, target: Path, names: list[str] | None = None) -> None:
     for path in sorted(Path(source).iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name not in _NOT_COPIED \
                 and (names is None or path.name in names):
-            _link_or_copy(str(path), str(target / path.name))
+            link_or_copy(str(path), str(target / path.name))
 
 
 def _write_generation_config(directory: Path, source: Path | None, generation: dict[str, Any]) -> None:
@@ -165,7 +155,7 @@ def write_model_directory(checkpoint_dir: Path, out_dir: Path, *, merge: bool = 
                 (tmp / "base").mkdir()
                 _copy_files(base_dir, tmp / "base")
                 base_reference = str((out_dir / "base").resolve())
-            _scrub_json(tmp / "adapter_config.json", {"base_model_name_or_path": base_reference or ""})
+            scrub_hf_json(tmp / "adapter_config.json", {"base_model_name_or_path": base_reference or ""})
             stored, dtype = "adapter", "float32"
         elif not adapter and dtype in (None, _stored_dtype(checkpoint_dir)):
             _copy_files(checkpoint_dir, tmp)
@@ -183,7 +173,7 @@ def write_model_directory(checkpoint_dir: Path, out_dir: Path, *, merge: bool = 
         if not (tmp / "generation_config.json").exists() or generation:
             _write_generation_config(tmp, base_dir, generation or {})
         for name in ("config.json", "tokenizer_config.json", "generation_config.json"):
-            _scrub_json(tmp / name)
+            scrub_hf_json(tmp / name)
         sha = weights_sha256(tmp)
         write_json_atomic(tmp / METADATA_FILE, {**portable_metadata(meta), "format": stored, "dtype": dtype,
                                                 "weights_sha256": sha})

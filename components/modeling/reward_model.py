@@ -115,9 +115,12 @@ def save_reward_model(model: RewardModel, tokenizer: PreTrainedTokenizerBase, ta
                       metadata: dict[str, Any]) -> Path:
     """A reward model as a directory that loads without its training code: the backbone as a Hugging
     Face model directory (its LM head untouched), the head's weights, and ``alignflow_reward.json``
-    (head type, sizes, lineage). Written atomically: complete or absent."""
+    (head type, sizes, lineage); ``metadata`` is also the directory's ``alignflow_model.json``, where
+    every alignflow model directory keeps its ``model_id`` and lineage (``checkpoints.read_metadata``).
+    Written atomically: complete or absent."""
     from safetensors.torch import save_file
 
+    from alignflow.components.modeling.checkpoints import METADATA_FILE
     from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
 
     with atomic_directory(Path(target)) as tmp:
@@ -129,6 +132,7 @@ def save_reward_model(model: RewardModel, tokenizer: PreTrainedTokenizerBase, ta
         save_file(heads, str(tmp / REWARD_HEAD_FILE))
         write_json_atomic(tmp / REWARD_META_FILE, {"head": model.head_type, "n_outputs": model.head.out_features,
                                                    **metadata})
+        write_json_atomic(tmp / METADATA_FILE, {"reward_head": model.head_type, **metadata})
     return Path(target)
 
 

@@ -74,3 +74,13 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` at ``dst`` (same filesystem: no second copy of a large file), else copy it —
+    a ``copy_function`` for ``shutil.copytree``. Rewrite a linked file only by rename (``write_*_atomic``),
+    never in place: in place would change the original too."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -30,6 +30,7 @@ from mlflow.entities import LoggedModel
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from alignflow.components.platform.atomic import link_or_copy
 from alignflow.components.platform.pyfunc import CHAT_MODEL_CODE, REWARD_MODEL_CODE
 from alignflow.components.platform.tracking import Tracker
 
@@ -83,12 +84,6 @@ def scrub_mlmodel(model_dir: Path) -> None:
     mlmodel.write_text(yaml.safe_dump(doc, default_flow_style=False, sort_keys=False))
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        Path(dst).hardlink_to(src)
-    except OSError:
-        shutil.copy2(src, dst)
-
 
 def log_pyfunc_model(tracker: Tracker, run_id: str | None, code_file: Path, artifacts: dict[str, Path], *,
                      name: str, model_type: str, signature: ModelSignature, input_example: Any,
@@ -110,7 +105,7 @@ def log_pyfunc_model(tracker: Tracker, run_id: str | None, code_file: Path, arti
             code = Path(shutil.copy(code_file, stage / Path(code_file).name))
             staged = {}
             for key, src in artifacts.items():  # save_model refuses symlinks: hard links (same filesystem) or copies
-                staged[key] = str(shutil.copytree(src, stage / key, copy_function=_link_or_copy))
+                staged[key] = str(shutil.copytree(src, stage / key, copy_function=link_or_copy))
             local = Path(tmp) / "model"
             # MLmodel's artifact_path is informational; a file: store's location is a local path: leave it out
             location = None if logged.artifact_location.startswith("file:") else logged.artifact_location

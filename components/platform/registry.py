@@ -21,6 +21,7 @@ from alignflow.components.platform.versioning import weights_sha256
 ALIASES = ("candidate", "staging", "production")
 FAMILY_DESCRIPTION = "Models produced by alignflow (a policy family or a judge family)."
 HF_DIR = "artifacts/hf_model"  # a logged-model version's Hugging Face directory, inside the version
+REWARD_DIR = "artifacts/reward_model"  # a reward model version's alignflow directory (stages/register.py)
 METADATA_FILE = "alignflow_model.json"  # modeling.checkpoints.METADATA_FILE
 
 
@@ -84,7 +85,11 @@ def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, 
             else:
                 download_logged_model(tracker, model_id, tmp)
                 _resolve_base(tracker, tmp / HF_DIR, cache_root)
-    return (target / "model" if model_id is None else target / HF_DIR), f"{name}/v{version.version}"
+    if model_id is None:
+        return target / "model", f"{name}/v{version.version}"
+    # a reward model's version holds alignflow's reward-model directory instead of a Hugging Face one
+    found = target / HF_DIR if (target / HF_DIR).is_dir() or not (target / REWARD_DIR).is_dir() else target / REWARD_DIR
+    return found, f"{name}/v{version.version}"
 
 
 def _resolve_base(tracker: Tracker, hf_dir: Path, cache_root: Path) -> None:

@@ -18,9 +18,10 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,12 @@ class Scorer(ABC):
         Raises:
             ScorerError: the scorer could not score (names the scorer, and the row for user code).
         """
+
+    def details(self, items: Sequence[ScoringItem]) -> list[dict[str, float]]:
+        """Finer verdicts than the score, per item (``{name: value}``; none by default): eval reports
+        each name's mean over the rows that have it as ``eval/<id>/<name>`` (the ``constraints``
+        verifier's per-kind pass rates). Not cached: only cheap scorers give any."""
+        return [{} for _ in items]
 
     def lineage(self) -> dict[str, str]:
         return {"id": self.id, "version": self.version}
@@ -153,18 +160,22 @@ class ScoreCache:
 
 @dataclass
 class ScoringRun:
-    """The result of ``score_all``: per item, its ``Scored``; and how many scores came from the cache."""
+    """The result of ``score_all``: per item, its ``Scored``; how many scores came from the cache; and
+    each scorer's wall seconds (cache look-ups included), by scorer id."""
 
     scored: list[Scored]
     cache_hits: int
     computed: int
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def score_all(scorers: Sequence[Scorer], items: Sequence[ScoringItem], cache: ScoreCache | None = None) -> ScoringRun:
     """Every scorer on every item (cached scores reused), combined per item."""
     per_scorer: dict[str, list[float | None]] = {}
+    seconds: dict[str, float] = {}
     hits = computed = 0
     for scorer in scorers:
+        started = time.perf_counter()
         if cache is not None:
             keys = [ScoreCache.key(scorer.version, item) for item in items]
             known = cache.get_many(keys)
@@ -183,5 +194,6 @@ def score_all(scorers: Sequence[Scorer], items: Sequence[ScoringItem], cache: Sc
         hits += len(items) - len(todo)
         computed += len(todo)
         per_scorer[scorer.id] = values
+        seconds[scorer.id] = round(time.perf_counter() - started, 3)
     scored = [combine(scorers, {s.id: per_scorer[s.id][i] for s in scorers}) for i in range(len(items))]
-    return ScoringRun(scored, hits, computed)
+    return ScoringRun(scored, hits, computed, seconds)

@@ -46,11 +46,19 @@ def build_scorers(config: PipelineConfig, resolve: ResolveModel = local_model) -
     scorers: list[Scorer] = []
     for i, spec in enumerate(config.scoring.scorers):
         key = f"scoring.scorers[{i}] ({spec.id})"
-        scorers.append(_build(spec, config, resolve, key))
+        scorers.append(build_scorer(spec, config, resolve, key))
     return scorers
 
 
-def _build(spec: ScorerSpec, config: PipelineConfig, resolve: ResolveModel, key: str) -> Scorer:
+def build_scorer(spec: ScorerSpec, config: PipelineConfig, resolve: ResolveModel = local_model,
+                 key: str = "scorer") -> Scorer:
+    """The scorer of one spec (a ``scoring.scorers`` entry, or ``reward.labeller``); ``key`` is its
+    config key, for errors.
+
+    Raises:
+        ValueError: the scorer cannot be built (see ``build_scorers``); a reward_model scorer without a
+        model outside the pipeline (only the pipeline's reward_model stage gives it one).
+    """
     if spec.type in VERIFIERS:
         return VERIFIERS[spec.type](spec)
     if spec.type == "python":
@@ -63,7 +71,11 @@ def _build(spec: ScorerSpec, config: PipelineConfig, resolve: ResolveModel, key:
         return [dict(m) for m in prompt_messages(item.prompt, item.columns, d.prompt_template, d.system_prompt)]
 
     if spec.type == "reward_model":
-        directory, model_id = resolve(spec.model or "", f"{key}.model")
+        if spec.model is None:
+            raise ValueError(f"{key}.model: unset means the reward model of the pipeline's reward_model stage "
+                             f"(reward.enabled), which only `alignflow run` binds; here name a directory or "
+                             f"models:/name@alias")
+        directory, model_id = resolve(spec.model, f"{key}.model")
         return RewardModelScorer(spec, directory, model_id, messages, config.reward.max_length)
     directory, model_id = resolve(spec.model or config.promotion.judge, f"{key}.model")
     return JudgeScorer(spec, config, directory, model_id, lambda item: "\n".join(m["content"] for m in messages(item)

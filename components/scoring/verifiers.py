@@ -13,6 +13,11 @@ a gold value is not applicable (None). All share the number grammar of ``data/an
   collapsed unless ``normalize: false``): 1 or 0.
 - ``regex``: 1 when ``pattern`` matches the completion (``re.search``), else 0. No gold needed.
 - ``numeric``: the extracted final number within ``tolerance`` of the gold number: 1 or 0.
+- ``constraints``: the row's ``constraints`` column (or ``gold_column``: a list of ``{"kind", **params}``
+  dicts, as ``builtin:constraints`` writes them; ``data/constraints.py`` has the checkers) — the
+  fraction of the constraints the completion meets, in [0, 1]; passes (``all_met``) at 1. Its
+  ``details`` give each constraint kind's verdict, which eval reports as
+  ``eval/<id>/kind/<kind>`` (the pass rate of that kind over the rows that carry it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from alignflow.components.data.answers import extract_answer, gsm8k_answer, math_equal
-from alignflow.components.scoring.base import Scorer, ScoringItem, gold_value
+from alignflow.components.data.constraints import CONSTRAINTS_COLUMN, Constraint, constraint_from_dict
+from alignflow.components.scoring.base import Scorer, ScorerError, ScoringItem, gold_value
 
 
 def verifier_reward(value: float | None, gold: float) -> tuple[bool, float]:
@@ -110,5 +116,48 @@ class RegexScorer(Scorer):
         return [float(self.pattern.search(item.completion) is not None) for item in items]
 
 
+class ConstraintsVerifier(Scorer):
+    """Fraction of the row's constraints met; passes when all are. Not applicable (None) to a row
+    without a constraints column."""
+
+    default_pass_threshold = 1.0
+
+    def _constraints(self, item: ScoringItem) -> list[Constraint] | None:
+        column = self.spec.gold_column or CONSTRAINTS_COLUMN
+        value = item.columns.get(column)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+            raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': expected a list of "
+                              f"{{'kind': ..., **params}} objects, got {type(value).__name__}")
+        try:  # a JSON file read through `datasets` gives every object every key seen in the column: None = absent
+            return [constraint_from_dict({k: v for k, v in c.items() if v is not None}) for c in value]
+        except (TypeError, ValueError) as exc:
+            raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': {exc}") from None
+
+    def score(self, items: Sequence[ScoringItem]) -> list[float | None]:
+        out: list[float | None] = []
+        for item in items:
+            constraints = self._constraints(item)
+            if constraints is None:
+                out.append(None)
+            else:  # no constraints at all: vacuously met, as score_constraints counts it
+                out.append(sum(c.check(item.completion) for c in constraints) / len(constraints) if constraints
+                           else 1.0)
+        return out
+
+    def details(self, items: Sequence[ScoringItem]) -> list[dict[str, float]]:
+        """``{"kind/<kind>": 1.0 or 0.0}`` per item: whether every constraint of that kind is met."""
+        out: list[dict[str, float]] = []
+        for item in items:
+            verdicts: dict[str, float] = {}
+            for constraint in self._constraints(item) or []:
+                key = f"kind/{constraint.kind}"
+                verdicts[key] = min(verdicts.get(key, 1.0), float(constraint.check(item.completion)))
+            out.append(verdicts)
+        return out
+
+
 VERIFIERS: dict[str, type[Scorer]] = {"arithmetic": ArithmeticVerifier, "gsm8k": GSM8KVerifier, "math": MathVerifier,
-                                      "exact_match": ExactMatch, "regex": RegexScorer, "numeric": NumericVerifier}
+                                      "exact_match": ExactMatch, "regex": RegexScorer, "numeric": NumericVerifier,
+                                      "constraints": ConstraintsVerifier}

@@ -11,6 +11,7 @@ from typing import Any
 
 from alignflow.components.config import PipelineConfig
 from alignflow.components.data.arithmetic import arithmetic_source
+from alignflow.components.data.constraints import constraints_source
 from alignflow.components.data.formats import DataFormatError, Example
 from alignflow.components.data.io import write_rows
 from alignflow.components.data.sources import BuiltinGenerator, contamination, load_role, profile, split_heldout
@@ -25,13 +26,17 @@ TRAINING_ROLES = ("sft", "prompts", "preferences")
 
 def builtin_sources(config: PipelineConfig, role: str) -> dict[str, BuiltinGenerator]:
     """``builtin:<name>`` generators for one role; a source entry's ``params`` override the task's
-    config section (``data.arithmetic``)."""
-    defaults = config.data.arithmetic.model_dump()
+    config section (``data.arithmetic``, ``data.constraints``)."""
+    arithmetic_defaults = config.data.arithmetic.model_dump()
+    constraints_defaults = config.data.constraints.model_dump()
 
     def arithmetic(seed: int, **params: Any) -> list[dict[str, Any]]:
-        return arithmetic_source(role, seed, **{**defaults, **params})
+        return arithmetic_source(role, seed, **{**arithmetic_defaults, **params})
 
-    return {"arithmetic": arithmetic}
+    def constraints(seed: int, **params: Any) -> list[dict[str, Any]]:
+        return constraints_source(role, seed, **{**constraints_defaults, **params})
+
+    return {"arithmetic": arithmetic, "constraints": constraints}
 
 
 def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[str]]:

@@ -17,6 +17,7 @@ measured cost in exactness: README "Serving a promoted model").
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,20 @@ from typing import Any
 
 from alignflow.components.config import PipelineConfig
 from alignflow.components.evaluation.model_card import collect_card_facts, description_of, render_model_card
-from alignflow.components.modeling.checkpoints import GGUF_FILENAME, load_tokenizer, read_metadata
-from alignflow.components.modeling.export import write_model_directory
-from alignflow.components.platform.mlflow_models import log_chat_model, logged_model_id_of, register_logged_model
+from alignflow.components.modeling.checkpoints import GGUF_FILENAME, METADATA_FILE, load_tokenizer, read_metadata
+from alignflow.components.modeling.export import directory_bytes, write_model_directory
+from alignflow.components.modeling.reward_model import is_reward_model
+from alignflow.components.platform.atomic import link_or_copy, write_json_atomic
+from alignflow.components.platform.mlflow_models import (
+    SERVING_PACKAGES,
+    log_chat_model,
+    log_pyfunc_model,
+    logged_model_id_of,
+    pinned_requirements,
+    register_logged_model,
+    reward_signature,
+)
+from alignflow.components.platform.pyfunc import REWARD_MODEL_CODE
 from alignflow.components.platform.registry import FAMILY_DESCRIPTION
 from alignflow.components.platform.tracking import Tracker
 from alignflow.components.platform.versioning import weights_sha256
@@ -44,11 +56,12 @@ class Packaging:
     dtype: str = "float32"
     base_model: str = "alignflow-base"
     max_tokens: int = 64
+    reward_max_length: int = 1024  # a reward model's tokens per (prompt, response): reward.max_length
 
     @classmethod
     def of(cls, config: PipelineConfig, max_tokens: int) -> Packaging:
         t = config.tracking
-        return cls(t.model_format, t.model_dtype, t.base_registered_model, max_tokens)
+        return cls(t.model_format, t.model_dtype, t.base_registered_model, max_tokens, config.reward.max_length)
 
 
 @dataclass(frozen=True)
@@ -136,9 +149,11 @@ def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir
             raise FileNotFoundError(f"checkpoint {checkpoint_dir}: its base {meta['base_path']} is not a directory "
                                     f"here (register on the machine that trained it)")
         base = register_base(tracker, Path(meta["base_path"]), run_id, packaging)
-    family = "judge" if tags.get("role") == "judge" else "policy"
     lineage = {**meta, "base": base.as_dict() if base else None, "registered_model": name,
                "parent_version": _parent_version(tracker, [name, packaging.base_model], meta.get("parent"))}
+    if is_reward_model(checkpoint_dir):
+        return _register_reward_model(tracker, name, run_id, checkpoint_dir, tags, lineage, base, packaging, step)
+    family = "judge" if tags.get("role") == "judge" else "policy"
     with tempfile.TemporaryDirectory(prefix=".register-", dir=checkpoint_dir.parent) as tmp:
         exported = write_model_directory(checkpoint_dir, Path(tmp) / "hf_model", merge=packaging.format == "merged",
                                          dtype=packaging.dtype, metadata=lineage,
@@ -161,6 +176,52 @@ def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir
     return version
 
 
+def _register_reward_model(tracker: Tracker, name: str, run_id: str, checkpoint_dir: Path, tags: dict[str, Any],
+                           lineage: dict[str, Any], base: BaseReference | None, packaging: Packaging,
+                           step: int | None) -> str:
+    """A reward model (``save_reward_model``'s directory: full weights and its head) as a reward pyfunc
+    (``pyfunc/reward_model.py``) whose one artifact is that directory with its metadata made portable —
+    what ``mlflow.pyfunc.load_model`` serves (a scalar head) and ``registry.download_version`` hands back
+    to alignflow (any head). A GPM or multi-attribute head is registered too; the pyfunc refuses to load
+    it, naming the head."""
+    import json
+
+    from alignflow.components.modeling.export import portable_metadata, scrub_hf_json
+    from alignflow.components.modeling.reward_model import REWARD_META_FILE
+
+    saved = json.loads((checkpoint_dir / REWARD_META_FILE).read_text())
+    with tempfile.TemporaryDirectory(prefix=".register-", dir=checkpoint_dir.parent) as tmp:
+        directory = Path(tmp) / "reward_model"
+        shutil.copytree(checkpoint_dir, directory, copy_function=link_or_copy)
+        portable = portable_metadata(lineage)  # written by rename: the checkpoint's hard-linked files stay as they are
+        write_json_atomic(directory / METADATA_FILE, portable)
+        write_json_atomic(directory / REWARD_META_FILE, {"head": saved["head"], "n_outputs": saved["n_outputs"],
+                                                         **portable})
+        for file in ("config.json", "tokenizer_config.json"):
+            scrub_hf_json(directory / file)
+        sha = weights_sha256(directory)
+        model_id = str(lineage.get("model_id") or tags.get("model_id") or f"sha256:{sha[:16]}")
+        signature, example = reward_signature()
+        logged = log_pyfunc_model(
+            tracker, run_id, REWARD_MODEL_CODE, {"reward_model": directory}, name=name, model_type="reward",
+            signature=signature, input_example=example, requirements=pinned_requirements(SERVING_PACKAGES),
+            model_config={"max_length": packaging.reward_max_length}, step=step,
+            tags={"family": "reward", "alignflow.model_id": model_id},
+            params={"format": "full", "head": saved["head"], "base": base.uri if base else "none"},
+            metadata={"alignflow": {"model_id": model_id, "format": "full", "head": saved["head"],
+                                    "base": base.as_dict() if base else None}})
+        size = directory_bytes(directory)
+    version_tags = {"model_id": model_id, **({"base_model": base.model_id} if base else {}), **tags,
+                    "family": "reward", "reward_head": saved["head"], "model_format": "full",
+                    "model_dtype": "float32", "weights_sha256": sha, "size_bytes": size,
+                    **({"base_model_uri": base.uri, "base_weights_sha256": base.sha256} if base else {})}
+    version = register_logged_model(tracker, name, logged, run_id, version_tags)
+    write_model_card(tracker, name, version)
+    tracker.set_alias(name, "candidate", version)
+    return version
+
+
+
 def write_model_card(tracker: Tracker, name: str, version: str, gate: dict[str, Any] | None = None) -> str:
     """(Re)generate a version's model card from what is logged (and ``gate``, a ``GateReport.as_dict()``):
     ``README.md`` at the version's root and in its Hugging Face directory, and the version's description.
@@ -173,7 +234,9 @@ def write_model_card(tracker: Tracker, name: str, version: str, gate: dict[str, 
             readme = Path(tmp) / "README.md"
             readme.write_text(card)
             tracker.log_model_artifact(model_id, readme)
-            tracker.log_model_artifact(model_id, readme, "artifacts/hf_model")
+            reward = dict(found.tags or {}).get("family") == "reward"
+            inner = "artifacts/reward_model" if reward else "artifacts/hf_model"
+            tracker.log_model_artifact(model_id, readme, inner)
     tracker.set_version_description(name, version, description_of(card))
     return card
 

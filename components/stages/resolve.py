@@ -32,9 +32,19 @@ def resolve_model(spec: str, key: str, tracker: Tracker | None, cache_root: Path
             "model_id", f"local:{spec}")), source=spec)
     if tracker is None:
         raise ValueError(f"{key}: '{spec}' names a registered model, but no MLflow registry was given to resolve it")
-    path, version = registry.download_version(tracker, *named, cache_root)
+    name, alias = named
+    found = registry.version_for_alias(tracker, name, alias)
+    path, version = registry.download_version(tracker, name, alias, cache_root, found)
     return ResolvedModel(checkpoint=Checkpoint(path=str(path), model_id=read_metadata(path).get("model_id", version)),
-                         source=f"{spec} = {version}")
+                         source=f"{spec} = {version}", version=None if found is None else str(found.version))
+
+
+def resolve_alias(tracker: Tracker, name: str, alias: str, cache_root: Path) -> ResolvedModel | None:
+    """The version of registered model ``name`` with ``alias`` (downloaded once per version), or None
+    when no version has it (or the model is not registered yet)."""
+    if registry.version_for_alias(tracker, name, alias) is None:
+        return None
+    return resolve_model(f"models:/{name}@{alias}", f"{name}@{alias}", tracker, cache_root)
 
 
 def model_resolver(config: PipelineConfig) -> Callable[[str, str], tuple[Path, str]]:

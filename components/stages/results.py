@@ -158,6 +158,17 @@ class ScoreResult(StageResult):
     scorers: dict[str, str]  # id → version: what scored the round
     score_means: dict[str, float]
     cache_hits: int = 0
+    scorer_seconds: dict[str, float] = {}  # id → its wall seconds (a reward model's forwards are its own entry)
+    scorer_models: dict[str, str] = {}  # id → the model id of a model-backed scorer (reward model, judge)
+
+    def time_split(self) -> dict[str, float]:
+        """The round's time entries of this scoring: ``reward_model_scoring`` (the reward models' batched
+        forwards, when any scored) and ``scoring`` (everything else)."""
+        reward_models = sum(seconds for scorer, seconds in self.scorer_seconds.items()
+                            if self.scorers.get(scorer, "").startswith("reward_model@"))
+        if not reward_models:
+            return {"scoring": self.seconds}
+        return {"scoring": max(0.0, self.seconds - reward_models), "reward_model_scoring": reward_models}
 
 
 class PairsResult(StageResult):
@@ -291,6 +302,42 @@ class ResolvedModel(Record):
 
     checkpoint: Checkpoint
     source: str  # what the config said, and the registry version it meant
+    version: str | None = None  # the registry version number, for a models:/ URI
+
+
+class RewardPairsResult(StageResult):
+    """The reward model's training and held-out pairs (PairRow JSONL, split by a stable prompt hash),
+    what they came from, and the labelled samples they were built from (None: a preferences source)."""
+
+    train: Artifact
+    heldout: Artifact
+    samples: Artifact | None = None
+    n_train: int
+    n_heldout: int
+    source: str  # "preferences" or "labeller:<scorer id>"
+    labeller: dict[str, str] = {}  # the labeller's id and version
+    policy_model_id: str
+
+
+class RewardModelResult(StageResult):
+    """A trained reward model, its held-out metrics (``reward/…``) and per-step history."""
+
+    checkpoint: Checkpoint
+    metrics: dict[str, float]
+    steps: int
+    history: list[dict[str, float]]
+    calibration_plot: str
+    metrics_file: Artifact
+    fit: RowFit = RowFit()
+
+
+class RewardEvalResult(StageResult):
+    """A saved reward model's ``reward/…`` metrics on held-out pairs."""
+
+    model_id: str
+    metrics: dict[str, float]
+    metrics_file: Artifact
+    calibration_plot: str
 
 
 class PositionBiasResult(StageResult):

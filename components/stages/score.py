@@ -9,9 +9,15 @@ from pathlib import Path
 from alignflow.components.config import PipelineConfig
 from alignflow.components.data.io import read_rows, write_rows
 from alignflow.components.data.schemas import CompletionRow
-from alignflow.components.scoring.base import ScoringItem, score_all
+from alignflow.components.scoring.base import Scorer, ScoringItem, score_all
 from alignflow.components.stages.common import elapsed, open_scorers
 from alignflow.components.stages.results import Artifact, ScoreResult
+
+
+def scorer_models(scorers: list[Scorer]) -> dict[str, str]:
+    """Scorer id → the model id of each model-backed scorer (a reward model, a judge): what pair lineage
+    names, and what a registered version's ``model_id`` tag matches."""
+    return {s.id: str(model_id) for s in scorers if (model_id := getattr(s, "model_id", None))}
 
 
 def score(config: PipelineConfig, samples: Artifact, out_dir: Path) -> ScoreResult:
@@ -32,4 +38,4 @@ def score(config: PipelineConfig, samples: Artifact, out_dir: Path) -> ScoreResu
                        sample_accuracy=sum(bool(r.passed) for r in judged) / len(judged) if judged else float("nan"),
                        prompts_with_a_correct_sample=len({r.prompt_id for r in scored if r.passed}),
                        scorers={s.id: s.version for s in scorers}, score_means=means, cache_hits=run.cache_hits,
-                       seconds=elapsed(start))
+                       scorer_seconds=run.seconds, scorer_models=scorer_models(scorers), seconds=elapsed(start))

@@ -54,3 +54,32 @@ def test_compare_without_finished_runs_says_where_it_looked(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty")
     with pytest.raises(LookupError, match="no finished pipeline run"):
         collect(tracker)
+
+
+def test_compare_another_metric_and_tell_runs_apart_by_their_scorers(tmp_path):
+    """The reward-model experiment: both arms share a budget; the label names the scorers, and the truth
+    (a pass rate, with its standard error) or the proxy (a mean, no binomial error) is compared."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "compare-metric")
+    arms = {}
+    for scorers, truth in (([{"type": "reward_model", "weight": 1.0}, {"type": "constraints", "weight": 0.0}],
+                            [0.2, 0.25]), ([{"type": "constraints", "weight": 1.0}], [0.2, 0.3])):
+        parent = tracker.start_run("pipeline", tags={"alignflow.kind": "pipeline"})
+        tracker.log_params(parent, {"rounds.kind": "on_policy", "sampling.k": 4, "scoring.scorers": scorers})
+        baseline = tracker.start_run("evaluate:baseline", parent)
+        tracker.log_metrics(baseline, {"eval/constraints/pass_rate": truth[0], "eval/reward_model/mean": 0.1})
+        tracker.end_run(baseline)
+        run = tracker.start_run("round-1", parent, tags={"alignflow.kind": "round", "round": 1})
+        tracker.log_metrics(run, {"eval/constraints/pass_rate": truth[1], "eval/n": 100,
+                                  "eval/reward_model/mean": 0.9}, step=1)
+        tracker.end_run(run)
+        tracker.end_run(parent)
+        arms[parent] = truth
+    series = collect(tracker, metric="eval/constraints/pass_rate")
+    assert [s.label for s in series] == ["on_policy (k=4) scored by reward_model, constraints×0",
+                                         "on_policy (k=4) scored by constraints"]
+    assert [s.accuracy() for s in series] == [{0: 0.2, 1: 0.25}, {0: 0.2, 1: 0.3}]
+    assert series[1].standard_error()[1] == pytest.approx((0.3 * 0.7 / 100) ** 0.5)
+    assert "| run | round | eval/constraints/pass_rate |" in comparison_table(series)
+    proxy = collect(tracker, metric="eval/reward_model/mean")
+    assert proxy[0].accuracy() == {0: 0.1, 1: 0.9} and proxy[0].standard_error() == {0: 0.0, 1: 0.0}
+    assert plot_comparison(proxy, tmp_path / "proxy.png").read_bytes()[:4] == b"\x89PNG"

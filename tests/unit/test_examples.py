@@ -42,3 +42,30 @@ def test_the_committed_example_data_is_what_make_data_writes(tmp_path):
     (copy / "make_data.py").write_text((REPO / "examples" / "make_data.py").read_text())
     subprocess.run([sys.executable, str(copy / "make_data.py")], check=True, env=env, capture_output=True)
     assert {p.name: p.read_bytes() for p in (copy / "data").glob("*.jsonl")} == before
+
+
+def test_the_constraints_example_loads_with_every_override_the_readme_runs(monkeypatch):
+    """examples/constraints.yaml and the README's overrides (the verifier-scored arm, the reward-model-only
+    runs): each loads with nothing set that its choices leave unused, and scores what it says."""
+    from alignflow.components.config import unused_settings
+    from alignflow.components.stages.data import load_roles
+
+    monkeypatch.chdir(REPO)
+    path = REPO / "examples" / "constraints.yaml"
+    arms = {
+        "rm": [],
+        "verifier": ["scoring.scorers=[{type: constraints}, {type: reward_model, weight: 0}]"],
+        "gpm": ["rounds.n_rounds=0", "reward.loss=gpm", "scoring.scorers=[{type: constraints}]",
+                "promotion.proxy_metric=null", "promotion.truth_metric=null"],
+    }
+    for name, overrides in arms.items():
+        cfg = load_config(path, [f"state_dir={REPO / '.alignflow'}", *overrides])
+        assert unused_settings(cfg) == [], name
+        assert cfg.reward.enabled and cfg.reward.labeller is not None and cfg.reward.labeller.type == "constraints"
+    rm = load_config(path)
+    assert [(s.type, s.model, s.weight) for s in rm.scoring.scorers] == [("reward_model", None, 1.0),
+                                                                         ("constraints", None, 0.0)]
+    roles, contaminated = load_roles(load_config(path, [f"state_dir={REPO / '.alignflow'}"]))
+    assert {role: len(rows) for role, rows in roles.items()} == {"sft": 128, "prompts": 256, "preferences": 0,
+                                                                 "eval": 100}
+    assert contaminated == []

@@ -231,10 +231,11 @@ def test_a_model_card_says_what_was_logged_and_never_leaves_a_field_empty():
             "base_model_uri": "models:/alignflow-base/1", "base_model": "smollm2@b1", "base_weights_sha256": "b" * 64,
             "git_commit": "0fa30ef", "config_hash": "h", "eval_kl": "0.102", "eval_mean_length": "31.6"}
     facts = CardFacts("alignflow-policy", "4", "policy", tags, run_id="r" * 32, run_name="pipeline-h",
-                      experiment="1", params={"model.source": "smollm2", "data.n_eval": "200", "sft.enabled": "True",
-                                              "preference.loss_type": "sigmoid", "preference.beta": "0.1",
-                                              "data.difficulties": "[1, 2]", "data.max_operand": "20",
-                                              "eval.max_new_tokens": "40"},
+                      experiment="1", params={"model.source": "smollm2", "data.arithmetic.n_eval": "200",
+                                              "sft.enabled": "True", "preference.loss_type": "sigmoid",
+                                              "preference.beta": "0.1", "data.arithmetic.difficulties": "[1, 2]",
+                                              "data.arithmetic.max_operand": "20", "eval.max_new_tokens": "40",
+                                              "data.sources.prompts": "[{'source': 'builtin:arithmetic'}]"},
                       rounds=[RoundFacts(0, "after SFT", None, {"eval/accuracy": 0.135}),
                               RoundFacts(1, "on_policy", 36, {"eval/accuracy": 0.16, "eval/kl_to_reference": 0.4}),
                               RoundFacts(2, "on_policy", 42, {"eval/accuracy": 0.185})],
@@ -247,6 +248,7 @@ def test_a_model_card_says_what_was_logged_and_never_leaves_a_field_empty():
     assert "| 2 | on_policy | 42 | 0.185 |" in card and "workspace/h/round-1/pairs.jsonl" in card
     assert "538.1 MB" in card and "models:/alignflow-base/1" in card and "±0.027" in card
     assert "Not gated yet" in card
+    assert "arithmetic word problems ([1, 2] operations, operands up to 20)" in card  # the task, from its params
     assert "None" not in card and "nan" not in card and "||" not in card.replace("|---|", "")
     facts.gate = {"passed": True, "reason": "accuracy gate passed: 0.185 >= 0.135", "aliases_set": ["staging"],
                   "gates": [{"gate": "accuracy_delta", "status": "passed", "value": 0.05, "limit": 0.0,
@@ -259,3 +261,27 @@ def test_a_model_card_says_what_was_logged_and_never_leaves_a_field_empty():
     assert len(short) <= len(gated) - 200 and "## Gate" in short
     tiny = description_of(gated, limit=600)
     assert len(tiny) <= 600 and tiny.endswith("README.md in the version)\n")
+
+
+def test_a_model_card_names_the_task_and_metric_of_own_data_and_reward_models():
+    """A policy trained on a user's files, gated on its own promotion metric, says so (no arithmetic,
+    no empty evaluation); a reward model's card says it scores and how to call it."""
+    from alignflow.components.evaluation.model_card import CardFacts, RoundFacts, render_model_card
+
+    tags = {"model_id": "m", "eval_metric_name": "eval/correct/mean", "eval_metric": "0.42", "baseline_metric": "0.30",
+            "eval_dataset": "e" * 32, "model_format": "merged", "size_bytes": "1000"}
+    params = {"data.sources.prompts": "[{'source': 'examples/data/prompts.jsonl', 'format': 'auto'}]",
+              "data.sources.eval": "[{'source': 'examples/data/eval.jsonl'}]", "sft.enabled": "True"}
+    card = render_model_card(CardFacts("own-policy", "2", "policy", tags, run_id="r", params=params, rounds=[
+        RoundFacts(0, "after SFT", None, {"eval/correct/mean": 0.30}),
+        RoundFacts(1, "on_policy", 10, {"eval/correct/mean": 0.42})]))
+    assert "arithmetic" not in card and "`examples/data/prompts.jsonl`" in card
+    assert "held-out `eval/correct/mean`: **0.420**, from 0.300 before the rounds" in card
+    assert "| 1 | on_policy | 10 | 0.420 |" in card
+    reward = render_model_card(CardFacts("alignflow-reward", "1", "reward", {
+        "model_id": "rm", "family": "reward", "eval_metric_name": "reward/accuracy", "eval_metric": "0.81",
+        "model_format": "full", "pairs_source": "sampled from the SFT policy, labelled by constraints"},
+        params={"data.sources.prompts": "[{'source': 'builtin:constraints'}]", "reward.loss": "bt"}))
+    assert "(reward model)" in reward and "pipeline_tag: text-classification" in reward
+    assert "pairwise accuracy on held-out preference pairs: **0.810**" in reward
+    assert "dataframe_records" in reward and "verifiable constraints" in reward and "None" not in reward

@@ -18,9 +18,9 @@ def test_every_gate_passes_fails_or_is_reported_skipped():
     good = {"eval_accuracy": "0.55", "eval_dataset": "md5a", "eval_kl": "0.3", "eval_mean_length": "44"}
     report, status = _gates(good, min_delta=0.02, max_kl=0.5, max_length_drift=0.2, min_judge_win_rate=0.5, win=0.6)
     assert report.passed and status == {"metric_delta": "passed", "kl_budget": "passed", "length_drift": "passed",
-                                        "judge_win_rate": "passed"}
+                                        "judge_win_rate": "passed", "proxy_gap": "skipped"}
     report, status = _gates(good, min_delta=0.1, max_kl=0.25, max_length_drift=0.05, min_judge_win_rate=0.7, win=0.6)
-    assert not report.passed and set(status.values()) == {"failed"}
+    assert not report.passed and set(status.values()) == {"failed", "skipped"} and status["proxy_gap"] == "skipped"
     assert "| metric_delta | failed | 0.0500 | 0.1000 |" in report.as_markdown()
     report, status = _gates(good)  # no limits: reported as skipped, never silently passed
     assert report.passed and status["kl_budget"] == status["length_drift"] == status["judge_win_rate"] == "skipped"
@@ -33,7 +33,8 @@ def test_accuracy_gate_refuses_another_eval_set_and_holds_a_first_version_to_its
     worse = {"eval_accuracy": "0.10", "eval_dataset": "md5b", "baseline_accuracy": "0.15"}
     report, status = _gates(worse, production=None, max_length_drift=0.1)
     assert not report.passed and status == {"metric_delta": "failed", "kl_budget": "skipped",
-                                            "length_drift": "skipped", "judge_win_rate": "skipped"}
+                                            "length_drift": "skipped", "judge_win_rate": "skipped",
+                                            "proxy_gap": "skipped"}
     expected = "| metric_delta | failed | -0.0500 | 0.0000 | eval/accuracy 0.1000 vs 0.1500, its pre-round baseline"
     assert expected in report.as_markdown()
     report, status = _gates({**worse, "eval_accuracy": "0.16"}, production=None, min_delta=0.01)
@@ -74,7 +75,7 @@ def test_the_pipeline_gate_applies_the_kl_and_length_limits_and_leaves_productio
     assert "| kl_budget | failed |" in blocked.as_markdown()
     # the same candidate passes on accuracy alone when those limits are not set (reported as skipped)
     free = decide_promotion("2", drifted, production, PromotionConfig())
-    assert free.passed and [g.status for g in free.gates] == ["passed", "skipped", "skipped"]
+    assert free.passed and [g.status for g in free.gates] == ["passed", "skipped", "skipped", "skipped"]
     assert free.ceiling == "production" and "0.6000 vs 0.5000, production v1" in free.reason
     # no KL measured (eval.kl_samples 0 leaves "nan") while a budget is set: blocked, not waved through
     unmeasured = decide_promotion("2", {**drifted, "eval_kl": "nan"}, production, PromotionConfig(max_kl=0.5))
@@ -155,7 +156,8 @@ def test_the_pipeline_gate_and_the_promote_flow_report_with_one_type():
     pipeline = decide_promotion("2", tags, _Version("1", PROD), PromotionConfig(max_kl=0.5))
     promote, _ = _gates(tags, max_kl=0.5)
     assert type(pipeline) is type(promote) is GateReport
-    assert pipeline.reason == promote.reason and pipeline.gates == promote.gates[:3]
+    assert pipeline.reason == promote.reason
+    assert pipeline.gates == [g for g in promote.gates if g.gate != "judge_win_rate"]
 
 
 def _alias(tracker, alias: str) -> str:
@@ -181,3 +183,93 @@ def test_the_gate_compares_the_promotion_metric_and_names_it():
     first = {**better, "baseline_metric": "0.5"}
     report, _ = _gates(first, production=None)
     assert not report.passed and "eval/rewards/mean 0.4500 vs 0.5000, its pre-round baseline" in report.reason
+
+
+HACKING = PromotionConfig(proxy_metric="eval/reward_model/mean", truth_metric="eval/constraints/pass_rate")
+
+
+def _proxy_tags(proxy: float, truth: float, **extra: str) -> dict[str, str]:
+    return {"eval_metric_name": "eval/reward_model/mean", "eval_metric": str(proxy), "eval_dataset": "md5a",
+            "proxy_metric_name": "eval/reward_model/mean", "proxy_metric": str(proxy),
+            "truth_metric_name": "eval/constraints/pass_rate", "truth_metric": str(truth), **extra}
+
+
+def test_the_proxy_gap_gate_blocks_a_candidate_that_raised_the_proxy_while_the_verifier_fell():
+    production = _Version("1", _proxy_tags(0.80, 0.40))
+    hacked = _proxy_tags(1.30, 0.35)  # the reward model likes it more, the verifier passes fewer answers
+    report = decide_promotion("2", hacked, production, HACKING)
+    gate = next(g for g in report.gates if g.gate == "proxy_gap")
+    assert not report.passed and gate.status == "failed"
+    assert gate.value == pytest.approx(-0.05) and gate.limit == 0.0
+    assert "reward hacking: the proxy rose while the truth fell" in report.reason
+    assert "against production v1" in gate.detail and "| proxy_gap | failed |" in report.as_markdown()
+    # the metric gate alone (the proxy) would have promoted it
+    assert next(g for g in report.gates if g.gate == "metric_delta").status == "passed"
+    # both rose, or the truth fell no more than max_proxy_gap, or the proxy fell too: not hacking
+    for candidate, limits in ((_proxy_tags(1.30, 0.45), HACKING),
+                              (hacked, HACKING.model_copy(update={"max_proxy_gap": 0.05})),
+                              (_proxy_tags(0.70, 0.35), HACKING)):
+        gate = next(g for g in decide_promotion("2", candidate, production, limits).gates if g.gate == "proxy_gap")
+        assert gate.status == "passed", gate
+
+
+def test_the_proxy_gap_gate_falls_back_to_the_baseline_and_says_what_it_could_not_compare():
+    first = _proxy_tags(1.30, 0.35, baseline_proxy_metric="0.8", baseline_truth_metric="0.4")
+    gate = next(g for g in decide_promotion("1", first, None, HACKING).gates if g.gate == "proxy_gap")
+    assert gate.status == "failed" and "its pre-round baseline (no production version yet)" in gate.detail
+    # production registered without the two metrics: the baseline again, and the report says why
+    legacy = _Version("1", {"eval_metric_name": "eval/reward_model/mean", "eval_metric": "0.8", "eval_dataset": "md5a"})
+    gate = next(g for g in decide_promotion("2", first, legacy, HACKING).gates if g.gate == "proxy_gap")
+    assert gate.status == "failed" and "production v1 recorded no eval/reward_model/mean" in gate.detail
+    # nothing at all to compare with: skipped, not passed
+    gate = next(g for g in decide_promotion("1", _proxy_tags(1.3, 0.35), None, HACKING).gates
+                if g.gate == "proxy_gap")
+    assert gate.status == "skipped" and "nothing to compare" in gate.detail
+    # configured but the candidate carries no values: blocked
+    bare = {"eval_metric_name": "eval/reward_model/mean", "eval_metric": "1.3", "eval_dataset": "md5a"}
+    report = decide_promotion("2", bare, _Version("1", _proxy_tags(0.8, 0.4)), HACKING)
+    assert not report.passed and "the candidate has no eval/reward_model/mean / eval/constraints/pass_rate" in \
+        report.reason
+    # not configured: reported skipped; a judge or a reward model is never held to it
+    assert next(g for g in decide_promotion("2", first, None, PromotionConfig()).gates
+                if g.gate == "proxy_gap").status == "skipped"
+    assert "proxy_gap" not in {g.gate for g in decide_promotion("2", first, None, HACKING, policy_gates=False).gates}
+
+
+def test_the_proxy_gap_settings_are_checked_at_load_time():
+    from alignflow.components.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="proxy_metric and truth_metric go together"):
+        load_config(None, ["promotion.proxy_metric=eval/reward_model/mean"])
+    with pytest.raises(ConfigError, match="max_proxy_gap=0.1 has no effect without proxy_metric"):
+        load_config(None, ["promotion.max_proxy_gap=0.1"])
+    with pytest.raises(ConfigError, match="the same metric"):
+        load_config(None, ["promotion.proxy_metric=eval/accuracy", "promotion.truth_metric=eval/accuracy"])
+
+
+def test_a_reward_model_is_compared_with_production_scored_again_on_its_own_held_out_pairs():
+    from alignflow.components.evaluation.gates import Remeasured
+
+    # production registered 0.95 on ITS held-out pairs; on the candidate's pairs it ranks 0.90
+    production = _Version("3", {"eval_metric_name": "reward/accuracy", "eval_metric": "0.95", "eval_dataset": "old"})
+    candidate = {"eval_metric_name": "reward/accuracy", "eval_metric": "0.85", "eval_dataset": "new"}
+    remeasured = Remeasured("3", "reward/accuracy", 0.90, "new")
+    worse = decide_promotion_rm(candidate, production, remeasured, min_metric=0.6)
+    assert not worse.passed and "reward/accuracy 0.8500 vs 0.9000, production v3" in worse.reason
+    assert "scored again on the candidate's held-out set" in worse.compared_with
+    better = decide_promotion_rm({**candidate, "eval_metric": "0.92"}, production, remeasured, min_metric=0.6)
+    assert better.passed and [g.gate for g in better.gates] == ["metric_delta", "min_metric"]
+    # the floor applies whatever production does
+    low = decide_promotion_rm({**candidate, "eval_metric": "0.55"}, None, None, min_metric=0.6)
+    assert not low.passed and "min_metric failed (reward/accuracy on its own held-out set: 0.5500 vs limit 0.6)" in \
+        low.reason
+    # a measurement of another production version is not used: the registered tags are (another set: refused)
+    stale = decide_promotion_rm(candidate, production, Remeasured("2", "reward/accuracy", 0.5, "new"), 0.6)
+    assert not stale.passed and "not comparable: eval set new vs production's old" in stale.reason
+
+
+def decide_promotion_rm(tags, production, remeasured, min_metric):
+    from alignflow.components.evaluation.gates import decide_promotion as decide
+
+    return decide("reward", "4", tags, production and production.version, production and production.tags,
+                  PromotionConfig(), policy_gates=False, min_metric=min_metric, remeasured=remeasured)

@@ -5,7 +5,10 @@ Artifacts inside the logged model:
 
 - ``backbone``: the reward model's base transformer (``AutoModel``: no LM head) and its tokenizer;
 - ``head``: ``head.safetensors`` (``weight`` [1, hidden], ``bias`` [1]) and ``head.json``
-  (``{"head_type": "scalar", "max_length": N, "append_eos": true}``).
+  (``{"head_type": "scalar", "max_length": N, "append_eos": true}``);
+- or ``reward_model``: alignflow's own reward-model directory (``save_reward_model``: the causal LM whose
+  base transformer is the backbone, ``reward_head.safetensors``, ``alignflow_reward.json``), as the
+  pipeline registers it, with ``max_length`` in the model config.
 
 Input: rows with ``prompt`` (the rendered prompt, as in a pair file) and ``response`` — a DataFrame, a
 list of dicts or one dict; served, use ``dataframe_records`` / ``dataframe_split`` / ``inputs`` (an
@@ -59,17 +62,29 @@ class RewardPyfunc(PythonModel):
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        head_dir = Path(context.artifacts["head"])
-        self.meta = json.loads((head_dir / "head.json").read_text())
-        if self.meta.get("head_type") != "scalar":
-            raise ValueError(f"only a scalar reward head is served, this model has '{self.meta.get('head_type')}'")
-        backbone = context.artifacts["backbone"]
+        if "reward_model" in context.artifacts:  # alignflow's reward-model directory, as the pipeline registers it
+            root = Path(context.artifacts["reward_model"])
+            saved = json.loads((root / "alignflow_reward.json").read_text())
+            if saved.get("head") != "scalar":
+                raise ValueError(f"only a scalar reward head is served, this model has '{saved.get('head')}': "
+                                 f"load it with alignflow (components/modeling/reward_model.py)")
+            config = dict(getattr(context, "model_config", None) or {})
+            self.meta = {"head_type": "scalar", "max_length": int(config.get("max_length", 1024)), "append_eos": True}
+            backbone = str(root)
+            weights = {k.removeprefix("head."): v for k, v in load_file(str(root / "reward_head.safetensors")).items()
+                       if k.startswith("head.")}
+        else:
+            head_dir = Path(context.artifacts["head"])
+            self.meta = json.loads((head_dir / "head.json").read_text())
+            if self.meta.get("head_type") != "scalar":
+                raise ValueError(f"only a scalar reward head is served, this model has '{self.meta.get('head_type')}'")
+            backbone = context.artifacts["backbone"]
+            weights = load_file(str(head_dir / "head.safetensors"))
         self.tokenizer = AutoTokenizer.from_pretrained(backbone)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.backbone = AutoModel.from_pretrained(backbone, dtype=torch.float32).to(self.device).eval()
-        weights = load_file(str(head_dir / "head.safetensors"))
         self.head = torch.nn.Linear(weights["weight"].shape[1], 1).to(self.device)
         self.head.load_state_dict({k: v.float() for k, v in weights.items()})
         self.head.eval()
