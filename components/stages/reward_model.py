@@ -42,7 +42,7 @@ from alignflow.components.data.io import read_rows, write_rows
 from alignflow.components.data.schemas import CompletionRow, PairRow
 from alignflow.components.data.sources import in_heldout
 from alignflow.components.evaluation.reward import plot_calibration, reward_model_metrics
-from alignflow.components.modeling.checkpoints import load_checkpoint
+from alignflow.components.modeling.checkpoints import load_checkpoint, read_metadata
 from alignflow.components.modeling.reward_model import RewardModel, load_reward_model, save_reward_model
 from alignflow.components.platform.atomic import write_json_atomic
 from alignflow.components.platform.progress import progress_bar
@@ -219,7 +219,10 @@ def train_reward_model(config: PipelineConfig, policy: Checkpoint, pairs: Reward
     # directory, so everything keyed by the scorer's model (score caches, the rounds' task caches) recomputes
     model_id = stage_model_id(f"reward-model-{pairs.train.md5[:8]}", config.content_hash(), __name__)
     model_dir = out_dir / f"model-{pairs.train.md5[:12]}"
-    metadata = checkpoint_metadata(config.content_hash(), model_id, policy.model_id, "reward_model", str(model_dir),
+    # its base is the policy's (the model the SFT started from; the policy itself when it names none): the
+    # registry names that base, never this directory
+    base_path = str(read_metadata(policy.dir).get("base_path") or policy.dir)
+    metadata = checkpoint_metadata(config.content_hash(), model_id, policy.model_id, "reward_model", base_path,
                                    {"train_pairs": pairs.train.ref(), "heldout_pairs": pairs.heldout.ref()},
                                    config.seed, reward_loss=r.loss, rank_attribute=r.rank_attribute,
                                    pairs_source=pairs.source, labeller=pairs.labeller, heldout_metrics=metrics)

@@ -170,6 +170,9 @@ def test_a_worse_reward_model_does_not_replace_production(toy, tmp_path):
 
     version_tags = tracker.get_model_version("reward", v1).tags
     assert version_tags["family"] == "reward" and version_tags["reward_head"] == "scalar"
+    from alignflow.components.platform.versioning import weights_sha256
+
+    assert version_tags["base_weights_sha256"] == weights_sha256(base.dir)  # the base it started from, not itself
     assert str(tmp_path) not in (production_dir / "alignflow_model.json").read_text()  # nothing names this machine
     served = mlflow.pyfunc.load_model(str(production_dir.parent.parent))  # the version's root: MLmodel
     heldout = read_rows(pairs.heldout.file, PairRow)
