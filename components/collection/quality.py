@@ -25,7 +25,7 @@ from typing import Any
 
 from alignflow.components.data.io import read_jsonl
 from alignflow.components.data.schemas import PairRow
-from alignflow.components.platform.atomic import write_bytes_atomic
+from alignflow.components.platform.figures import write_png_atomic
 
 
 def _norm(text: str) -> str:
@@ -173,7 +173,6 @@ def thresholds_from(config: Any) -> QualityThresholds:
 def plot_pair_quality(pairs: list[PairRow], out, title: str):
     """Two panels for the MLflow artifact: the margin histogram, and chosen vs rejected length
     (points above the diagonal: chosen longer — length bias at a glance). Written atomically."""
-    import io
 
     import matplotlib
 
@@ -192,7 +191,4 @@ def plot_pair_quality(pairs: list[PairRow], out, title: str):
     lengths.set_ylabel("chosen length (characters)")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(out, buffer.getvalue())
+    return write_png_atomic(fig, out)

@@ -9,12 +9,11 @@ round kind and the params that set its collection budget, read from the run's ow
 from __future__ import annotations
 
 import ast
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from alignflow.components.evaluation.report import round_rows
-from alignflow.components.platform.atomic import write_bytes_atomic
+from alignflow.components.platform.figures import write_png_atomic
 from alignflow.components.platform.tracking import Tracker
 
 # per round kind: the params that size its data collection, shown in the label
@@ -158,7 +157,4 @@ def plot_comparison(series: list[RunSeries], out: Path, title: str = "held-out a
                loc="lower center", fontsize=7, ncol=1, frameon=False)
     fig.suptitle(f"{title} (bars: ±1 standard error)")
     fig.tight_layout(rect=(0, 0.06 * len(plotted) + 0.02, 1, 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return write_bytes_atomic(out, buffer.getvalue())
+    return write_png_atomic(fig, out, dpi=120)

@@ -10,13 +10,12 @@ reward model and ``eval/<id>/pass_rate`` of the verifier — for the plot (the g
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from alignflow.components.config import PipelineConfig
-from alignflow.components.platform.atomic import write_bytes_atomic
+from alignflow.components.platform.figures import write_png_atomic
 
 
 def proxy_and_truth(config: PipelineConfig, eval_metrics: Mapping[str, float] | None = None) -> tuple[str, str] | None:
@@ -86,7 +85,4 @@ def plot_proxy_truth(evals: Mapping[int, Mapping[str, float]], proxy: str, truth
     left.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(out, buffer.getvalue())
+    return write_png_atomic(fig, out)

@@ -7,14 +7,13 @@ prediction is the side with p > 0.5 and whose confidence is max(p, 1 − p).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from alignflow.components.platform.atomic import write_bytes_atomic
+from alignflow.components.platform.figures import write_png_atomic
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,4 @@ def plot_calibration(logits: torch.Tensor, out: Path, title: str, n_bins: int = 
     histogram.set_ylabel("pairs")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(out, buffer.getvalue())
+    return write_png_atomic(fig, out)
