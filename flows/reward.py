@@ -65,7 +65,7 @@ def reward_model_step(config: dict[str, Any], policy: Checkpoint, data: DataResu
         pairs = reward_pairs_task(config, policy, None if preferences else data.role("prompts"), preferences,
                                   str(Path(workspace) / "pairs"), run_ctx)
         quality = quality_task(config, pairs.train, data.eval, "reward", str(Path(workspace) / "quality"), run_ctx)
-        trained = reward_train_task(config, policy, pairs, checkpoint_dir, run_ctx)
+        trained = reward_train_task(config, policy, pairs, str(Path(workspace) / "train"), checkpoint_dir, run_ctx)
         production = production_reward_task(config, run_ctx)
         remeasured = None
         if production is not None and production.version is not None:

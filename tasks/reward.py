@@ -45,11 +45,12 @@ def reward_pairs_task(config: dict[str, Any], policy: Checkpoint, prompts: Artif
 
 @task(name="reward-train", **compute(STAGE))
 def reward_train_task(config: dict[str, Any], policy: Checkpoint, pairs: RewardPairsResult, out_dir: str,
-                      ctx: TrackingContext) -> RewardModelResult:
+                      checkpoint_dir: str, ctx: TrackingContext) -> RewardModelResult:
+    """``out_dir``: the workspace's (metrics, plot: DVC-tracked); ``checkpoint_dir``: where the model goes."""
     return tracked_step(
         ctx, "reward-train",
         lambda on_step: stage.train_reward_model(config_of(config), policy, pairs, versioned_dir(out_dir, STAGE),
-                                                 on_step),
+                                                 on_step, versioned_dir(checkpoint_dir, STAGE)),
         stage_module=STAGE, inputs=[("reward-train-pairs", pairs.train, "training"),
                                     ("reward-heldout-pairs", pairs.heldout, "evaluation")],
         params=section_params("reward", config["reward"]),

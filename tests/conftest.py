@@ -67,6 +67,9 @@ def dvc_project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    # git ignores the state directory (tiny_overrides' state/), as this repository ignores .alignflow/: DVC
+    # refuses to track a git-ignored file, so a stage that versions what it wrote there fails here as for a user
+    (project / ".gitignore").write_text("state/\n")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")],
                    cwd=project, check=True)

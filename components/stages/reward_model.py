@@ -181,9 +181,11 @@ def heldout_metrics(model: RewardModel, tokenizer: Any, heldout: Sequence[PairRo
 
 
 def train_reward_model(config: PipelineConfig, policy: Checkpoint, pairs: RewardPairsResult, out_dir: Path,
-                       on_step: StepHook | None = None) -> RewardModelResult:
+                       on_step: StepHook | None = None, model_root: Path | None = None) -> RewardModelResult:
     """Train, evaluate on the held-out pairs, plot the calibration and save the reward model to
-    ``<out_dir>/model-<md5 of the training pairs>``.
+    ``<model_root>/model-<md5 of the training pairs>`` (``model_root`` default: ``out_dir``; the pipeline
+    keeps models in its checkpoint directory, which DVC does not track). The metrics file and the plot go
+    to ``out_dir`` (the workspace, DVC-tracked).
 
     Raises:
         ValueError: no training row fits ``reward.max_length`` (``train_reward``), or no held-out pair does.
@@ -218,7 +220,7 @@ def train_reward_model(config: PipelineConfig, policy: Checkpoint, pairs: Reward
     # named by its training pairs too: other pairs (a labeller's edited code) make another model, in another
     # directory, so everything keyed by the scorer's model (score caches, the rounds' task caches) recomputes
     model_id = stage_model_id(f"reward-model-{pairs.train.md5[:8]}", config.content_hash(), __name__)
-    model_dir = out_dir / f"model-{pairs.train.md5[:12]}"
+    model_dir = Path(model_root or out_dir) / f"model-{pairs.train.md5[:12]}"
     # its base is the policy's (the model the SFT started from; the policy itself when it names none): the
     # registry names that base, never this directory
     base_path = str(read_metadata(policy.dir).get("base_path") or policy.dir)
