@@ -177,12 +177,15 @@ def export(
     """Write a registered version as a plain Hugging Face model directory (weights, tokenizer, chat template,
     generation config, model card) that `AutoModelForCausalLM.from_pretrained(DIR)` loads without alignflow.
     A full-weight version is copied as registered; an adapter version is folded into its registered base with
-    --merge, else written as the adapter with its base in DIR/base (loading it then needs peft)."""
+    --merge, else written as the adapter with its base in DIR/base (loading it then needs peft). A reward
+    model version is copied as registered (its score head needs alignflow or the registered pyfunc)."""
     import tempfile
 
     from alignflow.components.modeling.checkpoints import read_metadata
-    from alignflow.components.modeling.export import write_model_directory
+    from alignflow.components.modeling.export import directory_bytes, write_model_directory
+    from alignflow.components.modeling.reward_model import is_reward_model
     from alignflow.components.platform import registry
+    from alignflow.components.platform.atomic import atomic_directory, link_or_copy
     from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
 
     cfg = _load(config, set_)
@@ -205,6 +208,14 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         hf, label = registry.download_version(tracker, name, "", Path(tmp), found)
+        if is_reward_model(hf):  # weights plus a score head plain transformers does not know: copied as registered
+            with atomic_directory(out) as target:
+                shutil.copytree(hf, target, dirs_exist_ok=True, copy_function=link_or_copy)
+            console.print(f"{label} → {out}: an alignflow reward model ({directory_bytes(out) / 1e6:.1f} MB). Its "
+                          f"score head is reward_head.safetensors, which plain transformers does not load: load it "
+                          f"with alignflow.components.modeling.reward_model.load_reward_model, or serve the "
+                          f"registered version (mlflow models serve -m models:/{name}/{found.version})")
+            return
         card = hf / "README.md"
         generation = json.loads((hf / "generation_config.json").read_text())
         exported = write_model_directory(hf, out, merge=merge, dtype=None, metadata=read_metadata(hf),

@@ -257,13 +257,26 @@ class PairsConfig(_Section):
     min_margin: float = Field(default=0.0, ge=0)
 
 
+def check_model_uri(value: str | None) -> str | None:
+    """A ``models:/`` value must name ``<registered model>@<alias>`` or ``<registered model>/<version>``
+    (``platform/registry.parse_model_uri`` resolves both); a directory is checked when it is used."""
+    if value is not None and value.startswith("models:/"):
+        body = value.removeprefix("models:/")
+        pinned = body.rsplit("/", 1)
+        if not (("@" in body and all(body.split("@", 1)))
+                or (len(pinned) == 2 and pinned[0] and pinned[1].isdigit())):
+            raise ValueError(f"'{value}': expected models:/<registered model>@<alias> or "
+                             f"models:/<registered model>/<version number>")
+    return value
+
+
 class ScorerSpec(_Section):
     """One scorer of ``scoring.scorers`` (components/scoring/). ``name`` (default: the type) is its
     id in metrics and lineage; ``None`` from a scorer means "not applicable to this row"."""
 
     type: ScorerType
     name: str | None = None
-    weight: float = 1.0
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)  # 0: eval only, never in the combined score
     # the row column holding the gold value (verifiers); default: the first of ground_truth, answer
     gold_column: str | None = None
     # a score ≥ this passes (pass rates, correct_vs_incorrect); default per type: 1.0 for verifiers
@@ -276,6 +289,11 @@ class ScorerSpec(_Section):
     # trained or resolved (reward.enabled); judge: the judge (unset: promotion.judge)
     model: str | None = None
     rubric: str | None = None  # judge
+
+    @field_validator("model")
+    @classmethod
+    def _model_uri(cls, value: str | None) -> str | None:
+        return check_model_uri(value)
     batch_size: int = Field(default=16, ge=1)
 
     @property
@@ -309,6 +327,9 @@ class ScoringConfig(_Section):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"scorer ids must be unique (set name: on each): {duplicates}")
+        if not any(s.weight > 0 for s in value):
+            raise ValueError(f"every scorer has weight 0 ({ids}): samples would all score the same and no pair could "
+                             f"form; give at least one scorer a positive weight (weight 0 = eval only)")
         return value
 
 
@@ -422,6 +443,11 @@ class RewardConfig(_Section):
     # and trains nothing; None: the stage trains one
     source: str | None = None
     registered_model: str = "alignflow-reward"
+
+    @field_validator("source")
+    @classmethod
+    def _model_uri(cls, value: str | None) -> str | None:
+        return check_model_uri(value)
     # gate: the candidate's held-out pairwise accuracy must reach this; and it must not rank the same
     # held-out pairs worse than the production reward model (which is scored on them too)
     min_accuracy: float = Field(default=0.6, ge=0, le=1)

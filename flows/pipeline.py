@@ -23,6 +23,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from alignflow.components.config import PipelineConfig, warn_unused_settings
+from alignflow.components.evaluation.gates import scorer_models_tag
 from alignflow.components.evaluation.hacking import proxy_and_truth, proxy_truth_tags
 from alignflow.components.evaluation.policy import promotion_metric
 from alignflow.components.stages.results import Checkpoint
@@ -111,6 +112,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
             proxy_truth_plot_task(ctx, evals, *proxy_truth, str(workspace / "reward-hacking"))
         version = register_task(ctx, config, policy, metric, history[-1], data.eval.md5, base.model_id, history[0],
                                 extra_tags={"eval_kl": final_metrics.get("eval/kl_to_reference", float("nan")),
+                                            # which reward model / judge scored the metrics: gates compare like
+                                            **scorer_models_tag(baseline.scorer_models),
                                             "eval_mean_length": final_metrics["eval/mean_length"],
                                             **({"eval_accuracy": final_metrics["eval/accuracy"]}
                                                if "eval/accuracy" in final_metrics else {}),

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from alignflow.components.modeling.reward_model import is_reward_model
+from alignflow.components.modeling.reward_model import is_reward_model, is_sequence_classifier
 from alignflow.components.stages import reward_model as stage
 from alignflow.components.stages.resolve import resolve_alias, resolve_model
 from alignflow.components.stages.results import (
@@ -85,9 +85,10 @@ def resolve_reward_task(config: dict[str, Any], ctx: TrackingContext) -> Resolve
     spec = cfg.reward.source
     assert spec is not None  # the flow calls it only then
     resolved = resolve_model(spec, "reward.source", ctx.tracker(), Path(cfg.state_dir).resolve() / "registry")
-    if not is_reward_model(resolved.checkpoint.dir) and not (resolved.checkpoint.dir / "config.json").exists():
+    if not is_reward_model(resolved.checkpoint.dir) and not is_sequence_classifier(resolved.checkpoint.dir):
         raise ValueError(f"reward.source: '{spec}' ({resolved.checkpoint.path}) is neither an alignflow reward model "
-                         f"nor a Hugging Face sequence-classification directory")
+                         f"nor a Hugging Face sequence-classification directory (config.json's architectures must "
+                         f"name a …ForSequenceClassification head; a causal LM has no trained score head)")
     return resolved
 
 

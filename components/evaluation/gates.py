@@ -26,6 +26,7 @@ never as passed silently. The report is markdown plus a table (MLflow and Prefec
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -158,6 +159,35 @@ def metric_reference(candidate_tags: dict[str, str], production_version: str | N
     return baseline, "its pre-round baseline (no production version yet)"
 
 
+SCORER_MODELS_TAG = "eval_scorer_models"
+
+
+def scorer_models_tag(scorer_models: dict[str, str]) -> dict[str, str]:
+    """The version tag naming the model behind each model-backed scorer (``{id: model id}``, JSON), or
+    none when no scorer is model-backed."""
+    return {SCORER_MODELS_TAG: json.dumps(scorer_models, sort_keys=True)} if scorer_models else {}
+
+
+def scored_by(tags: dict[str, str], metric: str) -> str | None:
+    """The model id of the reward model or judge whose scores ``metric`` (``eval/<scorer id>/…``) is made
+    of, from the version's tags; None for a verifier's metric (or a version that recorded none)."""
+    try:
+        models = json.loads(tags.get(SCORER_MODELS_TAG) or "{}")
+    except ValueError:
+        return None
+    parts = metric.split("/")
+    return models.get(parts[1]) if len(parts) > 2 and isinstance(models, dict) else None
+
+
+def _scorer_mismatch(candidate_tags: dict[str, str], prod: dict[str, str], metric: str) -> str | None:
+    """Why the candidate's and production's ``metric`` are not on one scale: scored by different models."""
+    ours, theirs = scored_by(candidate_tags, metric), scored_by(prod, metric)
+    if ours == theirs:
+        return None
+    return (f"not comparable: {metric} was scored by model {ours or 'not recorded'}, production's by "
+            f"{theirs or 'not recorded'} (scores of different reward models or judges are not on one scale)")
+
+
 def metric_gate(candidate_tags: dict[str, str], production_version: str | None,
                 production_tags: dict[str, str] | None, min_delta: float) -> GateResult:
     """The one metric rule for the pipeline's gate and `alignflow promote`: candidate ≥ reference +
@@ -177,6 +207,8 @@ def metric_gate(candidate_tags: dict[str, str], production_version: str | None,
         return GateResult(GATE, "failed", None, min_delta,
                           f"not comparable: eval set {candidate_tags.get('eval_dataset')} vs "
                           f"production's {prod.get('eval_dataset')}")
+    if production_version is not None and (mismatch := _scorer_mismatch(candidate_tags, prod, name)):
+        return GateResult(GATE, "failed", None, min_delta, mismatch)
     if reference is None and production_version is not None:
         return GateResult(GATE, "failed", None, min_delta, f"{source} has no {name}")
     if reference is None:
@@ -193,12 +225,14 @@ def _proxy_reference(candidate_tags: dict[str, str], production_version: str | N
     else of the candidate's pre-round baseline."""
     same_names = (prod.get("proxy_metric_name"), prod.get("truth_metric_name")) == (proxy, truth)
     same_set = prod.get("eval_dataset") == candidate_tags.get("eval_dataset")
-    if production_version is not None and same_names and same_set:
+    same_scorer = _scorer_mismatch(candidate_tags, prod, proxy) is None
+    if production_version is not None and same_names and same_set and same_scorer:
         values = _float(prod, "proxy_metric"), _float(prod, "truth_metric")
         if None not in values:
             return values[0], values[1], f"production v{production_version}"
     why = ("no production version yet" if production_version is None else
-           f"production v{production_version} recorded no {proxy} / {truth} on this eval set")
+           f"production v{production_version}'s {proxy} was scored by another model" if not same_scorer
+           else f"production v{production_version} recorded no {proxy} / {truth} on this eval set")
     return (_float(candidate_tags, "baseline_proxy_metric"), _float(candidate_tags, "baseline_truth_metric"),
             f"its pre-round baseline ({why})")
 

@@ -104,7 +104,7 @@ def _round_metrics(family: str, tags: dict[str, str]) -> tuple[str, ...]:
 def _rounds(tracker: Tracker, parent: Any, children: list[Any], family: str,
             tags: dict[str, str]) -> list[RoundFacts]:
     """Per step of the parent run's metric history (step 0: the start), with each round run's kind and pairs."""
-    keys = _round_metrics(family, tags)
+    keys = (*_round_metrics(family, tags), "eval/n")  # n: for the standard error, not a column
     by_step: dict[int, dict[str, float]] = {}
     for key in keys:
         if key in parent.data.metrics:
@@ -125,6 +125,19 @@ def _rounds(tracker: Tracker, parent: Any, children: list[Any], family: str,
             for step, metrics in sorted(by_step.items())]
 
 
+def _inherited_params(tracker: Tracker, run: Any) -> dict[str, str]:
+    """The run's params over its ancestors' (a nested run, e.g. the reward-model step's, logs only its
+    own; the pipeline run above it holds the data sources and the rest of the config)."""
+    chain, seen = [run], {run.info.run_id}
+    while (parent_id := chain[-1].data.tags.get("mlflow.parentRunId")) and parent_id not in seen and len(chain) < 8:
+        seen.add(parent_id)
+        chain.append(tracker.get_run(parent_id))
+    params: dict[str, str] = {}
+    for ancestor in reversed(chain):
+        params.update(dict(ancestor.data.params))
+    return params
+
+
 def collect_card_facts(tracker: Tracker, name: str, version: Any, gate: dict[str, Any] | None = None) -> CardFacts:
     """A version's facts: its tags, and — when it names the run that produced it — that run's params,
     tags, per-round metrics, round kinds and pair counts, and every dataset its steps logged."""
@@ -136,11 +149,14 @@ def collect_card_facts(tracker: Tracker, name: str, version: Any, gate: dict[str
         return facts
     parent = tracker.get_run(run_id)
     facts.run_id, facts.run_name = run_id, str(parent.info.run_name)
-    facts.params, facts.run_tags = dict(parent.data.params), dict(parent.data.tags)
+    facts.params, facts.run_tags = _inherited_params(tracker, parent), dict(parent.data.tags)
     experiment = parent.info.experiment_id
     facts.experiment = str(experiment)
     children = tracker.search_runs(f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000,
                                    experiment_ids=[experiment])
+    if facts.family == "reward":  # its step's params (reward.*) are logged on the training run under it
+        for child in children:
+            facts.params.update({k: v for k, v in child.data.params.items() if k not in facts.params})
     grandchildren = [g for c in children if c.data.tags.get("alignflow.kind") in ("round", "judge_iteration")
                      for g in tracker.search_runs(f"tags.mlflow.parentRunId = '{c.info.run_id}'", max_results=1000,
                                                   experiment_ids=[experiment])]
@@ -275,7 +291,8 @@ def _evaluation(f: CardFacts) -> str:
     metric = {"judge": "exact-score accuracy on held-out labelled judgments",
               "reward": "pairwise accuracy on held-out preference pairs"}.get(
         f.family, "held-out accuracy" if name == "eval/accuracy" else f"held-out `{name}`")
-    n = _float(f.params.get("data.arithmetic.n_eval")) if f.family == "policy" and name == "eval/accuracy" else None
+    counted = [r.metrics["eval/n"] for r in f.rounds if "eval/n" in r.metrics]  # the eval set's size
+    n = counted[-1] if counted and f.family == "policy" and name == "eval/accuracy" else None
     error = f" (standard error ±{math.sqrt(accuracy * (1 - accuracy) / n):.3f} at n = {n:.0f})" if n else ""
     start = f", from {baseline:.3f} before the rounds" if baseline is not None else ""
     decoding = "" if f.family == "reward" else ", greedy decoding"

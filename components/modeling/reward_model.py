@@ -140,6 +140,20 @@ def is_reward_model(path: Path) -> bool:
     return (Path(path) / REWARD_META_FILE).exists()
 
 
+def is_sequence_classifier(path: Path) -> bool:
+    """Whether ``path`` is a Hugging Face directory whose ``config.json`` names a
+    ``…ForSequenceClassification`` architecture (a trained score head): a causal LM directory is not —
+    loaded as a classifier, its score head would be freshly random."""
+    config = Path(path) / "config.json"
+    if not config.exists():
+        return False
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
 def load_reward_model(path: Path) -> tuple[RewardModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """The reward model ``save_reward_model`` wrote: (model in eval mode, its tokenizer, its metadata).
 

@@ -72,9 +72,10 @@ def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, 
 
     version = version or version_for_alias(tracker, name, alias)
     if version is None:
-        raise LookupError(f"no version of registered model '{name}' has alias '{alias}' at {tracker.tracking_uri}: "
-                          f"run `alignflow judge-loop` first (it registers and gates the judge), or point "
-                          f"synthesis.judge at a checkpoint directory")
+        what = f"no version {alias}" if alias.isdigit() else f"no version with alias '{alias}'"
+        raise LookupError(f"registered model '{name}' has {what} at {tracker.tracking_uri}: register one first (the "
+                          f"pipeline registers policies and reward models, `alignflow judge-loop` judges), or name "
+                          f"a checkpoint directory instead")
     target = Path(cache_root) / f"{name}-v{version.version}"
     model_id = logged_model_id_of(version)
     if not target.exists():
@@ -118,16 +119,21 @@ def parse_version_uri(uri: str) -> tuple[str, str] | None:
 
 
 def parse_model_uri(uri: str) -> tuple[str, str] | None:
-    """``models:/name@alias`` → (name, alias); anything else (a directory) → None.
+    """``models:/name@alias`` → (name, alias); ``models:/name/N`` → (name, "N"), a version pinned by
+    number (``version_for_alias`` reads an all-digit alias as one); anything else (a directory) → None.
 
     Raises:
-        ValueError: a ``models:/`` URI without a name and an alias.
+        ValueError: a ``models:/`` URI without a name and an alias or version number.
     """
     if not uri.startswith("models:/"):
         return None
     body = uri.removeprefix("models:/")
+    pinned = body.rsplit("/", 1)
+    if "@" not in body and len(pinned) == 2 and pinned[0] and pinned[1].isdigit():
+        return pinned[0], pinned[1]
     if "@" not in body or not all(body.split("@", 1)):
-        raise ValueError(f"model URI '{uri}': expected models:/<registered model>@<alias>")
+        raise ValueError(f"model URI '{uri}': expected models:/<registered model>@<alias> or "
+                         f"models:/<registered model>/<version number>")
     name, alias = body.split("@", 1)
     return name, alias
 

@@ -289,8 +289,11 @@ class Tracker:
         return self._client.get_model_version(name, version)
 
     def version_for_alias(self, name: str, alias: str) -> Any | None:
-        """The version ``alias`` points at, or None when the model or the alias does not exist."""
+        """The version ``alias`` points at (an all-digit ``alias`` is a version number: that version), or
+        None when the model, the alias or the version does not exist."""
         try:
+            if alias.isdigit():
+                return self._client.get_model_version(name, alias)
             return self._client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None

@@ -65,7 +65,7 @@ def track(paths: list[Path], root: Path) -> dict[str, str]:
     if not paths:
         return {}
     rel = [str(Path(p).resolve().relative_to(Path(root).resolve())) for p in paths]
-    _dvc(["add", "--quiet", *rel], cwd=root)
+    _dvc(["add", *rel], cwd=root)  # not --quiet: it silences the ERROR line that names the cause
     return {str(p): dvc_file_hash(Path(p)) for p in paths}
 
 

@@ -32,7 +32,11 @@ class RewardModelScorer(Scorer):
                  max_length: int = 1024) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from alignflow.components.modeling.reward_model import is_reward_model, load_reward_model
+        from alignflow.components.modeling.reward_model import (
+            is_reward_model,
+            is_sequence_classifier,
+            load_reward_model,
+        )
 
         super().__init__(spec)
         self.model_id, self.render, self.max_length = model_id, render, max_length
@@ -45,9 +49,11 @@ class RewardModelScorer(Scorer):
             self.attribute = int(meta.get("rank_attribute", 0))
             self.kind = "alignflow"
         else:
-            if not (Path(model_dir) / "config.json").exists():
+            if not is_sequence_classifier(model_dir):
                 raise ValueError(f"scoring.scorers '{spec.id}': {model_dir} is neither an alignflow reward model "
-                                 f"nor a Hugging Face model directory")
+                                 f"nor a Hugging Face sequence-classification model (config.json's architectures "
+                                 f"must name a …ForSequenceClassification head; a causal LM has no trained score "
+                                 f"head)")
             self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
             if self.tokenizer.pad_token is None:

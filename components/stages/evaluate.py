@@ -16,6 +16,7 @@ from alignflow.components.platform.progress import progress_bar
 from alignflow.components.scoring.build import scoring_item
 from alignflow.components.stages.common import elapsed, open_scorers, read_examples, render
 from alignflow.components.stages.results import Artifact, Checkpoint, EvalResult
+from alignflow.components.stages.score import scorer_models
 
 
 def evaluate(config: PipelineConfig, policy: Checkpoint, reference: Checkpoint | None, eval_data: Artifact,
@@ -45,4 +46,5 @@ def evaluate(config: PipelineConfig, policy: Checkpoint, reference: Checkpoint |
     metrics_file = write_json_atomic(out_dir / "metrics.json", {
         "model_id": loaded.model_id, "metrics": metrics, "scorers": {s.id: s.version for s in scorers}})
     return EvalResult(metrics=metrics, predictions=Artifact.of(predictions), metrics_file=Artifact.of(metrics_file),
-                      model_id=loaded.model_id, seconds=elapsed(start), stall_seconds=round(stats.stall_s, 3))
+                      model_id=loaded.model_id, seconds=elapsed(start), stall_seconds=round(stats.stall_s, 3),
+                      scorer_models=scorer_models(scorers))

@@ -166,7 +166,8 @@ def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir
                                         "base": base.uri if base else "none"},
                                 metadata={"alignflow": {"model_id": model_id, "format": exported.format,
                                                         "base": base.as_dict() if base else None}})
-    version_tags = {"model_id": model_id, **({"base_model": base.model_id} if base else {}), **tags,
+    # the registered base's id wins over a caller's base_model tag (a reward model's caller names its policy)
+    version_tags = {"model_id": model_id, **tags, **({"base_model": base.model_id} if base else {}),
                     "family": family, "model_format": exported.format, "model_dtype": exported.dtype,
                     "weights_sha256": exported.weights_sha256, "size_bytes": exported.size_bytes,
                     **({"base_model_uri": base.uri, "base_weights_sha256": base.sha256} if base else {})}
@@ -211,7 +212,7 @@ def _register_reward_model(tracker: Tracker, name: str, run_id: str, checkpoint_
             metadata={"alignflow": {"model_id": model_id, "format": "full", "head": saved["head"],
                                     "base": base.as_dict() if base else None}})
         size = directory_bytes(directory)
-    version_tags = {"model_id": model_id, **({"base_model": base.model_id} if base else {}), **tags,
+    version_tags = {"model_id": model_id, **tags, **({"base_model": base.model_id} if base else {}),
                     "family": "reward", "reward_head": saved["head"], "model_format": "full",
                     "model_dtype": "float32", "weights_sha256": sha, "size_bytes": size,
                     **({"base_model_uri": base.uri, "base_weights_sha256": base.sha256} if base else {})}

@@ -138,6 +138,7 @@ class EvalResult(StageResult):
     model_id: str
     stall_seconds: float = 0.0  # the static sampler building graphs (components/modeling/sampler.py)
     ranks: int = 1  # processes the generation was shared by (launch.nproc_per_node)
+    scorer_models: dict[str, str] = {}  # id → the model id of a model-backed scorer (reward model, judge)
 
 
 class SampleResult(StageResult):

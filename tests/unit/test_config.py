@@ -188,3 +188,20 @@ def test_setting_one_key_of_a_configured_sub_section_keeps_its_other_defaults(tm
     path.write_text("judge:\n  sft:\n    epochs: 3\n")
     assert load_config(path).judge.sft.max_length == 512
     assert load_config(None, ["judge.sft.max_length=128"]).judge.sft.max_length == 128
+
+
+@pytest.mark.parametrize("override, message", [
+    ("scoring.scorers=[{type: arithmetic, weight: 0}]", "every scorer has weight 0"),
+    ("scoring.scorers=[{type: arithmetic, weight: -1}]", "greater than or equal to 0"),
+    ("scoring.scorers=[{type: arithmetic, weight: .nan}]", "finite number"),
+    ("reward.source=models:/alignflow-reward", "expected models:/<registered model>@<alias> or"),
+    ("scoring.scorers=[{type: reward_model, model: 'models:/rm/latest'}]", "expected models:/"),
+])
+def test_scorer_weights_and_model_uris_are_checked_at_load_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_a_model_uri_may_pin_a_version_number():
+    cfg = load_config(None, ["reward.enabled=true", "reward.source=models:/alignflow-reward/3"])
+    assert cfg.reward.source == "models:/alignflow-reward/3"

@@ -238,7 +238,7 @@ def test_a_model_card_says_what_was_logged_and_never_leaves_a_field_empty():
                                               "data.sources.prompts": "[{'source': 'builtin:arithmetic'}]"},
                       rounds=[RoundFacts(0, "after SFT", None, {"eval/accuracy": 0.135}),
                               RoundFacts(1, "on_policy", 36, {"eval/accuracy": 0.16, "eval/kl_to_reference": 0.4}),
-                              RoundFacts(2, "on_policy", 42, {"eval/accuracy": 0.185})],
+                              RoundFacts(2, "on_policy", 42, {"eval/accuracy": 0.185, "eval/n": 200.0})],
                       datasets=[DataSource("pairs-r1", "pairs", "c" * 32, "workspace/h/round-1/pairs.jsonl",
                                            "pairs:r1")])
     card = render_model_card(facts)

@@ -273,3 +273,48 @@ def decide_promotion_rm(tags, production, remeasured, min_metric):
 
     return decide("reward", "4", tags, production and production.version, production and production.tags,
                   PromotionConfig(), policy_gates=False, min_metric=min_metric, remeasured=remeasured)
+
+
+def test_a_model_uri_names_an_alias_or_pins_a_version_number(tmp_path):
+    from alignflow.components.platform import registry
+    from alignflow.components.platform.tracking import Tracker
+
+    assert registry.parse_model_uri("models:/alignflow-reward@production") == ("alignflow-reward", "production")
+    assert registry.parse_model_uri("models:/alignflow-reward/3") == ("alignflow-reward", "3")
+    assert registry.parse_model_uri("/some/checkpoint") is None
+    for bad in ("models:/alignflow-reward", "models:/@production", "models:/alignflow-reward/latest"):
+        with pytest.raises(ValueError, match="expected models:/<registered model>@<alias> or"):
+            registry.parse_model_uri(bad)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "uris")
+    run = tracker.start_run("r")
+    first, second = _bare_version(tracker, run, {}), _bare_version(tracker, run, {})
+    pinned, aliased = (registry.version_for_alias(tracker, "policy", a) for a in (first, "candidate"))
+    assert pinned is not None and aliased is not None
+    assert (str(pinned.version), str(aliased.version)) == (first, second)
+    assert registry.version_for_alias(tracker, "policy", "99") is None
+    with pytest.raises(LookupError, match="has no version 99 at .*register one first"):
+        registry.download_version(tracker, "policy", "99", tmp_path / "cache")
+
+
+def test_scores_of_different_reward_models_are_not_compared():
+    """A candidate scored by reward model B is not gated against production scored by reward model A on
+    the metric (blocked: not comparable) nor on the proxy (the proxy gap falls back to the candidate's
+    own pre-round baseline, which B scored too); the same model compares as before."""
+    from alignflow.components.evaluation.gates import scored_by, scorer_models_tag
+
+    def tags(proxy: float, truth: float, model: str) -> dict[str, str]:
+        return {**_proxy_tags(proxy, truth, baseline_proxy_metric="0.9", baseline_truth_metric="0.3"),
+                **scorer_models_tag({"reward_model": model})}
+
+    production = _Version("1", tags(0.80, 0.40, "rm-a"))
+    assert scored_by(production.tags, "eval/reward_model/mean") == "rm-a"
+    assert scored_by(production.tags, "eval/constraints/pass_rate") is None  # a verifier
+    other = decide_promotion("2", tags(1.30, 0.45, "rm-b"), production, HACKING)
+    metric = next(g for g in other.gates if g.gate == "metric_delta")
+    assert not other.passed and metric.status == "failed"
+    assert "scored by model rm-b, production's by rm-a" in metric.detail
+    proxy = next(g for g in other.gates if g.gate == "proxy_gap")
+    assert "its pre-round baseline (production v1's eval/reward_model/mean was scored by another model)" in \
+        proxy.detail
+    same = decide_promotion("2", tags(1.30, 0.45, "rm-a"), production, HACKING)
+    assert same.passed and "against production v1" in next(g for g in same.gates if g.gate == "proxy_gap").detail

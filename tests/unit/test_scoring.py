@@ -194,3 +194,32 @@ def test_a_config_names_its_scorers_and_rejects_bad_ones():
         load_config(None, ["scoring.scorers=[{type: gsm8k}, {type: gsm8k}]"])
     with pytest.raises(Exception, match="unknown key 'scoring.scorers.0.wieght'"):
         load_config(None, ["scoring.scorers=[{type: gsm8k, wieght: 2}]"])
+
+
+def test_a_reward_model_scorer_refuses_a_causal_lm_and_scores_with_a_sequence_classifier(tmp_path):
+    """A causal LM directory has no trained score head: loaded as a classifier its head would be random
+    noise that rounds and gates then optimize, so the scorer refuses it; a …ForSequenceClassification
+    directory scores."""
+    from transformers import AutoModelForSequenceClassification
+
+    from alignflow.components.config import load_config
+    from alignflow.components.modeling.checkpoints import load_tokenizer, materialize_base
+    from alignflow.components.scoring.base import ScoringItem
+    from alignflow.components.scoring.build import build_scorers
+    from tests.conftest import tiny_overrides
+
+    cfg = load_config(None, tiny_overrides(tmp_path))
+    causal = materialize_base(cfg.model, cfg.seed, tmp_path / "state")
+
+    def scorers(model_dir):
+        return build_scorers(load_config(None, [*tiny_overrides(tmp_path),
+                                                f"scoring.scorers=[{{type: reward_model, model: '{model_dir}'}}]"]))
+
+    with pytest.raises(ValueError, match="sequence-classification.*causal LM has no trained score head"):
+        scorers(causal)
+    classifier = tmp_path / "classifier"
+    AutoModelForSequenceClassification.from_pretrained(str(causal), num_labels=1).save_pretrained(str(classifier))
+    load_tokenizer(causal).save_pretrained(str(classifier))
+    [scorer] = scorers(classifier)
+    scores = scorer.score([ScoringItem("p0", "What is 2 + 3?", "5", {})])
+    assert len(scores) == 1 and isinstance(scores[0], float)
