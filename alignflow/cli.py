@@ -73,6 +73,43 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_summary(result)
 
 
+@app.command("continue")
+def continue_(config: ConfigOpt = None, set_: SetOpt = None,
+              run_key: Annotated[Optional[str], typer.Option(
+                  help="idempotency key: a second run with the same key returns the version the first registered "
+                       "(a deployment run's default: its scheduled time)")] = None) -> None:
+    """The lineage's next round: the production policy in (model.source, default
+    models:/<tracking.registered_model>@production), prompts no earlier round used, one round, register,
+    gate against production. Run `alignflow run` once first; then this any number of times."""
+    cfg = _load(config, set_)
+    from alignflow.components.platform import registry
+
+    if registry.parse_model_uri(cfg.model.source) is None and registry.parse_version_uri(cfg.model.source) is None:
+        source = f"models:/{cfg.tracking.registered_model}@production"
+        console.print(f"model.source={cfg.model.source!r} names no registered version: continuing from {source}")
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})
+    configure_environment(cfg)
+    from alignflow.components.platform.lineage_lock import LineageBusyError
+    from alignflow.flows.continuing import continue_rounds  # imports Prefect
+
+    try:
+        result = continue_rounds(cfg.model_dump(mode="json"), run_key)
+    except LineageBusyError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(3) from None
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
+                  f"{result.status}. {result.message}")
+    if result.status == "trained":
+        console.print(f"{result.metric}: {result.baseline_metric:.4f} (policy in) → {result.metric_value:.4f} "
+                      f"(models:/{result.registered_model}/{result.version}); aliases set: "
+                      f"{', '.join(result.promotion.get('aliases_set', [])) or 'none'}")
+    if result.parent_run_id:
+        console.print(f"MLflow: {result.tracking_uri} (run {result.parent_run_id})")
+
+
 @app.command("judge-loop")
 def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Self-rationalization judge loop: seed SFT judge → sample → curate → DPO → eval, T times; register."""

@@ -313,8 +313,10 @@ class PreferenceConfig(_Section):
     # warn, naming the data file, when more than this share of rows had a response cut to max_length
     # (a row whose prompt alone leaves no room is dropped, and always warned about)
     max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
-    # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
-    reference: Literal["sft", "previous_round"] = "sft"
+    # Reference = the SFT model (paper default) or the previous round's policy. (unverified) A continuing
+    # round (`alignflow continue`) resolves it through the registry: sft = the lineage's SFT model,
+    # previous_round = the policy it starts from, production = the production version when it starts.
+    reference: Literal["sft", "previous_round", "production"] = "sft"
     # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
     # −γ·log π(r|x_rat) ("linear"), the released code −log σ(γ·log π(r|x_rat)) ("logsigmoid").
     rationale_gamma: float = Field(default=0.1, ge=0)
@@ -672,6 +674,20 @@ class PromotionConfig(_Section):
         return self
 
 
+class ContinuingConfig(_Section):
+    """Scheduled rounds that continue a lineage (`alignflow continue`, flow ``continue_rounds``, deployment
+    ``nightly-round``): the policy comes from ``model.source`` (``models:/<registered model>@production``),
+    the prompts are the next ``sampling.prompts_per_round`` the lineage has not used
+    (components/platform/lineage_cursor.py)."""
+
+    # when every prompt was used: false = say so and stop cleanly; true = train on the least-used again
+    recycle: bool = False
+    # a second run on the same lineage: wait this long for the running one, then refuse (0 = refuse at once)
+    lock_wait_s: float = Field(default=0.0, ge=0)
+    # a lock older than this (or whose holder on this host is gone) is stale and taken over
+    lock_stale_after_s: float = Field(default=86400.0, gt=0)
+
+
 class VersioningConfig(_Section):
     enabled: bool = True
     remote: str | None = None  # None = the repo's default DVC remote
@@ -704,12 +720,13 @@ class PipelineConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     versioning: VersioningConfig = VersioningConfig()
+    continuing: ContinuingConfig = ContinuingConfig()
 
     def content_hash(self) -> str:
         """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
         gate are left out, so re-running with another gate reuses every cached computation."""
         payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "quality", "state_dir",
-                                                       "workspace", "resume_every_steps"})
+                                                       "workspace", "resume_every_steps", "continuing"})
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")

@@ -20,6 +20,7 @@ from alignflow.components.config import PipelineConfig, warn_unused_settings
 from alignflow.components.evaluation.policy import promotion_metric
 from alignflow.components.stages.results import Checkpoint
 from alignflow.flows.rounds import RoundLayout, alignment_round
+from alignflow.tasks.continuing import start_lineage_task
 from alignflow.tasks.runs import log_metrics_task, pipeline_params, promote_task, register_task, tracked_flow
 from alignflow.tasks.stages import evaluate_task, prepare_base_task, prepare_data_task, sft_task
 
@@ -84,6 +85,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                                             **({"eval_accuracy": final_metrics["eval/accuracy"]}
                                                if "eval/accuracy" in final_metrics else {})},
                                 step=len(history) - 1)
+        start_lineage_task(ctx, config, version, data.prompts, [i for i, k in kinds if k != "offline"],
+                           named_models.get("sft", base))  # what `alignflow continue` starts from
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
         log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_metric": history[0],
                                                   "pipeline/final_metric": history[-1],
