@@ -334,7 +334,10 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
             run_id: Annotated[Optional[list[str]], typer.Option(help="pipeline run ids (repeat); default: every "
                                                                     "finished pipeline run in the experiment")] = None,
             plot: Annotated[Optional[Path],
-                            typer.Option(help="also write the accuracy plot here (PNG)")] = None) -> None:
+                            typer.Option(help="also write the accuracy plot here (PNG)")] = None,
+            lineage: Annotated[Optional[str], typer.Option(
+                help="one lineage's rounds across every run (pipeline + continue), by its lineage.id")] = None
+            ) -> None:
     """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy, pairs,
     data-collection seconds; optionally a PNG of accuracy by round and by collection seconds."""
     from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
@@ -343,8 +346,21 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
     cfg = _load(config, set_)
     configure_environment(cfg)
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
-    series = collect(tracker, run_id)
-    print(comparison_table(series))
+    if lineage:
+        from alignflow.components.evaluation.compare import lineage_series
+
+        try:
+            one, verdicts = lineage_series(tracker, lineage)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        series = [one]
+        print(comparison_table(series))
+        for index, verdict in sorted(verdicts.items()):
+            print(f"round {index}: {verdict}")
+    else:
+        series = collect(tracker, run_id)
+        print(comparison_table(series))
     if plot:
         print(f"plot: {plot_comparison(series, plot, f'experiment {cfg.tracking.experiment}')}")
 

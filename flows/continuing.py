@@ -121,14 +121,16 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
         with tracked_flow(cfg, workspace, f"{state.lineage_id}-round-{r}", tags,
                           params=pipeline_params(cfg)) as ctx:
             round_dir = workspace / f"round-{r}"
-            data = prepare_data_task(config, str(workspace / "data"), ctx)
+            policy = resolve_version_task(config, state.policy_uri)
+            # the data stage reads the policy's tokenizer (token-length profiles): from its local copy
+            data = prepare_data_task({**config, "model": {**config["model"], "source": policy.path}},
+                                     str(workspace / "data"), ctx)
             sliced = slice_prompts_task(config, data.role("prompts"), state.consumed, str(round_dir / "prompts"), ctx)
             if sliced.prompts is None:
                 print(f"lineage {state.lineage_id}: {sliced.exhausted}")
                 log_metrics_task(ctx, ctx.parent_run_id, {}, tags={"continue.status": "exhausted"})
                 return summary.model_copy(update=dict(status="exhausted", message=str(sliced.exhausted),
                                                       parent_run_id=ctx.parent_run_id, tracking_uri=ctx.tracking_uri))
-            policy = resolve_version_task(config, state.policy_uri)
             reference = (policy if state.reference_uri == state.policy_uri
                          else resolve_version_task(config, state.reference_uri))
             baseline = evaluate_task(config, policy, None, data.eval, str(workspace / f"eval-v{state.policy_version}"),

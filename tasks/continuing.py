@@ -120,4 +120,5 @@ def start_lineage_task(ctx: TrackingContext, config: dict[str, Any], version: st
     reference = sft_uri if cfg.preference.reference == "sft" else None  # previous_round: never registered
     tags = lineage_tags(cursor, None, reference, sft_uri, None, len(cursor.trained))
     tracker.set_version_tags(name, version, tags)
+    tracker.set_tags(ctx.parent_run_id, {"lineage.id": cursor.lineage_id})  # `alignflow compare --lineage`
     return tags
