@@ -1,5 +1,5 @@
 """alignment_pipeline: data → base → SFT → baseline eval → [offline preference round] → N rounds →
-register → gate.
+register (the version starts a lineage that ``flows/continuing.py`` continues) → gate.
 
 Composition only. Everything a stage computes lives in a task; everything a round does lives in
 the round subflow. Directories are keyed by the config's content hash (and, inside, by each

@@ -109,7 +109,7 @@ def _nightly_rounds_continue_the_lineage(env: dict[str, str], config, tmp_path: 
     _prefect(["--no-prompt", "deploy", "--name", "nightly-round", "--prefect-file", "prefect.yaml", "--pool",
               "alignflow-local", "--params", json.dumps({"config": nightly.model_dump(mode="json")})], env)
     registry = MlflowClient(resolve_tracking_uri(None, config.state_dir))
-    assert registry.get_registered_model("alignflow-policy").aliases["production"] == "1"
+    assert str(registry.get_registered_model("alignflow-policy").aliases["production"]) == "1"
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("continue_rounds/nightly-round")
         assert deployment.entrypoint == "flows/continuing.py:continue_rounds"
@@ -120,7 +120,7 @@ def _nightly_rounds_continue_the_lineage(env: dict[str, str], config, tmp_path: 
             assert final.state is not None and final.state.is_completed(), (
                 f"night {night}: {final.state and final.state.type}: {final.state and final.state.message}")
             model = registry.get_registered_model("alignflow-policy")
-            assert model.aliases["production"] == production, (night, model.aliases)
+            assert str(model.aliases["production"]) == production, (night, model.aliases)
             version = registry.get_model_version("alignflow-policy", production)
             assert version.tags["lineage.round"] == str(1 + night)  # the pipeline's one round, then 2, 3
             assert version.tags["lineage.parent_version"] == f"models:/alignflow-policy/{int(production) - 1}"
