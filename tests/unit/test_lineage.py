@@ -96,3 +96,29 @@ def test_the_registry_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tm
     with lineage_lock(tracker, "m") as token:
         assert tracker.registered_model_tags(lock_name("m"))["holder_id"] == token  # type: ignore[index]
     assert tracker.registered_model_tags(lock_name("m")) is None
+
+
+def test_a_pipeline_cursor_records_what_its_rounds_drew_and_the_slice_file_holds_the_next_unused(tmp_path):
+    from alignflow.components.config import load_config
+    from alignflow.components.data.formats import Example
+    from alignflow.components.data.io import read_rows, write_rows
+    from alignflow.components.stages.common import round_prompts
+    from alignflow.components.stages.continuing import pipeline_cursor, slice_prompts
+    from alignflow.components.stages.results import Artifact
+
+    rows = [Example(prompt=f"question {i}", origin=f"prompts.jsonl:row {i + 1}") for i in range(10)]
+    prompts = Artifact.of(write_rows(tmp_path / "prompts.jsonl", rows))
+    cfg = load_config(None, ["sampling.prompts_per_round=3"])
+    cursor = pipeline_cursor(cfg, prompts, [1, 2], "L", "m")
+    assert cursor.round == 2 and cursor.rounds["1"] == [r.id for r in rows[:3]]
+    assert cursor.rounds["2"] == [r.id for r in rows[3:6]] and len(cursor.trained) == 6
+    sliced = slice_prompts(cfg, prompts, dict(consumed_counts([cursor])), tmp_path / "round-3")
+    assert sliced.ids == [r.id for r in rows[6:9]] and (sliced.available, sliced.unused) == (10, 4)
+    assert sliced.prompts is not None
+    written = read_rows(sliced.prompts.file, Example)
+    assert [r.id for r in written] == sliced.ids
+    # the round's own slicing (round_prompts) takes exactly this file, in its order
+    assert [r.id for r in round_prompts(written, 3, 3)] == sliced.ids
+    everything = dict.fromkeys([r.id for r in rows], 1)
+    done = slice_prompts(cfg, prompts, everything, tmp_path / "round-4")
+    assert done.prompts is None and done.exhausted and "continuing.recycle" in done.exhausted
