@@ -684,8 +684,18 @@ class ContinuingConfig(_Section):
     recycle: bool = False
     # a second run on the same lineage: wait this long for the running one, then refuse (0 = refuse at once)
     lock_wait_s: float = Field(default=0.0, ge=0)
-    # a lock older than this (or whose holder on this host is gone) is stale and taken over
-    lock_stale_after_s: float = Field(default=86400.0, gt=0)
+    # the lock's holder refreshes a heartbeat every lock_heartbeat_s; a lock whose last heartbeat is older
+    # than lock_stale_after_s (or whose holder on this host is gone) is stale and taken over
+    lock_heartbeat_s: float = Field(default=60.0, gt=0)
+    lock_stale_after_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_beats_staleness(self) -> ContinuingConfig:
+        if self.lock_heartbeat_s * 3 > self.lock_stale_after_s:
+            raise ValueError(f"continuing.lock_heartbeat_s={self.lock_heartbeat_s} must be at most a third of "
+                             f"continuing.lock_stale_after_s={self.lock_stale_after_s}: a live holder's lock would "
+                             f"look stale between two heartbeats")
+        return self
 
 
 class VersioningConfig(_Section):

@@ -103,7 +103,9 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
     workspace = Path(cfg.workspace).resolve() / key
     checkpoints = Path(cfg.state_dir).resolve() / "checkpoints" / key
     metric = promotion_metric(cfg)
-    with lineage_guard(cfg, named[0]):
+    context = FlowRunContext.get()
+    holder = f"prefect flow run {context.flow_run.id}" if context is not None and context.flow_run else ""
+    with lineage_guard(cfg, named[0], holder):
         state = lineage_state_task(config, run_key)
         summary = ContinueResult(status="started", message="", lineage_id=state.lineage_id,
                                  registered_model=state.registered_model, policy_in=state.policy_uri,

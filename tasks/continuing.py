@@ -39,16 +39,16 @@ def registry_tracker(cfg: PipelineConfig) -> Tracker:
 
 
 @contextmanager
-def lineage_guard(cfg: PipelineConfig, registered_model: str) -> Iterator[str]:
+def lineage_guard(cfg: PipelineConfig, registered_model: str, holder: str = "") -> Iterator[str]:
     """Hold the lineage's lock in the registry for the body (``continuing.lock_wait_s``,
-    ``continuing.lock_stale_after_s``).
+    ``lock_heartbeat_s``, ``lock_stale_after_s``); ``holder`` names this run in the lock's tags.
 
     Raises:
         LineageBusyError: another run holds it.
     """
     c = cfg.continuing
-    with lineage_lock(registry_tracker(cfg), registered_model, wait_s=c.lock_wait_s,
-                      stale_after_s=c.lock_stale_after_s) as token:
+    with lineage_lock(registry_tracker(cfg), registered_model, holder_run=holder, wait_s=c.lock_wait_s,
+                      stale_after_s=c.lock_stale_after_s, heartbeat_s=c.lock_heartbeat_s) as token:
         yield token
 
 

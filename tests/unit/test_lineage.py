@@ -122,3 +122,26 @@ def test_a_pipeline_cursor_records_what_its_rounds_drew_and_the_slice_file_holds
     everything = dict.fromkeys([r.id for r in rows], 1)
     done = slice_prompts(cfg, prompts, everything, tmp_path / "round-4")
     assert done.prompts is None and done.exhausted and "continuing.recycle" in done.exhausted
+
+
+def test_a_live_holder_beats_so_its_lock_never_looks_stale(tmp_path):
+    from alignflow.components.platform.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "beat")
+    with lineage_lock(tracker, "m", stale_after_s=3.0, heartbeat_s=0.3):
+        time.sleep(4.0)  # longer than stale_after_s: without heartbeats the lock would be stale now
+        held = tracker.registered_model_tags(lock_name("m"))
+        assert held is not None and float(held["heartbeat_at"]) > float(held["acquired_at"])
+        assert is_stale(held, 3.0) is None
+        with pytest.raises(LineageBusyError):
+            with lineage_lock(tracker, "m", stale_after_s=3.0):
+                pass
+    # a holder on another machine that stopped beating: stale once its last heartbeat is old enough
+    assert is_stale({"host": "elsewhere", "pid": "1", "acquired_at": "0", "heartbeat_at": str(time.time() - 5)}, 3.0)
+
+
+def test_a_heartbeat_slower_than_a_third_of_the_staleness_is_refused():
+    from alignflow.components.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"continuing.lock_heartbeat_s=600.0 must be at most a third"):
+        load_config(None, ["continuing.lock_heartbeat_s=600", "continuing.lock_stale_after_s=900"])
