@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from alignflow.components.config import PipelineConfig
+from alignflow.components.modeling.checkpoints import is_adapter
 from alignflow.components.platform.lineage_cursor import (
     CURSOR_ARTIFACT_DIR,
     PromptCursor,
@@ -88,7 +89,8 @@ def record_cursor_task(ctx: TrackingContext, cursor: PromptCursor, out_dir: str)
 
 def _sft_uri(tracker: Tracker, cfg: PipelineConfig, sft: Checkpoint, version: str, run_id: str) -> str:
     """The lineage's SFT model in the registry: the base's version when SFT did not run, else the SFT
-    checkpoint as a version of ``<registered model>-sft`` (registered once per SFT model id)."""
+    checkpoint as a version of ``<registered model>-sft`` (registered once per SFT model id; a LoRA SFT
+    as an adapter over the registered base)."""
     name = cfg.tracking.registered_model
     tags = dict(tracker.get_model_version(name, version).tags or {})
     if sft.model_id == tags.get("base_model") and tags.get("base_model_uri"):
@@ -98,8 +100,12 @@ def _sft_uri(tracker: Tracker, cfg: PipelineConfig, sft: Checkpoint, version: st
              if (v.tags or {}).get("model_id") == sft.model_id]
     if found:
         return version_uri(family, min(int(v.version) for v in found))
+    # a LoRA SFT is stored as its adapter over the registered base (MBs, not a second copy of the weights),
+    # and in float32 whatever tracking.model_dtype says: it is a reference, its log-probs must be exact
+    packaging = Packaging("adapter" if is_adapter(sft.dir) else "merged", "float32",
+                          cfg.tracking.base_registered_model, cfg.eval.max_new_tokens)
     sft_version = register_checkpoint(tracker, family, run_id, sft.dir, {"model_id": sft.model_id, "role": "sft"},
-                                      Packaging.of(cfg, cfg.eval.max_new_tokens))
+                                      packaging)
     return version_uri(family, sft_version)
 
 
