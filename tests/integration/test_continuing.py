@@ -76,6 +76,9 @@ def test_rounds_continue_from_production_through_the_registry(prefect_harness, m
     v2 = client.get_model_version(MODEL, "2")
     assert v2.tags["lineage.round"] == "3" and v2.tags["lineage.parent_version"] == f"models:/{MODEL}/1"
     assert v2.tags["lineage.id"] == v1.tags["lineage.id"]
+    # its base is the version it was trained from, by URI — not a second upload of v1's weights as a base
+    assert v2.tags["base_model_uri"] == f"models:/{MODEL}/1"
+    assert len(client.search_model_versions("name = 'alignflow-base'")) == 1
     assert v2.tags["lineage.reference"] == f"models:/{MODEL}-sft/1"  # preference.reference=sft, by URI
     assert set(_cursor(client, "2", tmp_path)["rounds"]["3"]) == set(third.prompt_ids)
     # the round is a nested run of the scheduled run, tagged with the lineage and the parent version
