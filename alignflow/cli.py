@@ -73,6 +73,43 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _print_summary(result)
 
 
+@app.command("continue")
+def continue_(config: ConfigOpt = None, set_: SetOpt = None,
+              run_key: Annotated[Optional[str], typer.Option(
+                  help="idempotency key: a second run with the same key returns the version the first registered "
+                       "(a deployment run's default: its scheduled time)")] = None) -> None:
+    """The lineage's next round: the production policy in (model.source, default
+    models:/<tracking.registered_model>@production), prompts no earlier round used, one round, register,
+    gate against production. Run `alignflow run` once first; then this any number of times."""
+    cfg = _load(config, set_)
+    from alignflow.components.platform import registry
+
+    if registry.parse_model_uri(cfg.model.source) is None and registry.parse_version_uri(cfg.model.source) is None:
+        source = f"models:/{cfg.tracking.registered_model}@production"
+        console.print(f"model.source={cfg.model.source!r} names no registered version: continuing from {source}")
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})
+    configure_environment(cfg)
+    from alignflow.components.platform.lineage_lock import LineageBusyError
+    from alignflow.flows.continuing import continue_rounds  # imports Prefect
+
+    try:
+        result = continue_rounds(cfg.model_dump(mode="json"), run_key)
+    except LineageBusyError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(3) from None
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
+                  f"{result.status}. {result.message}")
+    if result.status == "trained":
+        console.print(f"{result.metric}: {result.baseline_metric:.4f} (policy in) → {result.metric_value:.4f} "
+                      f"(models:/{result.registered_model}/{result.version}); aliases set: "
+                      f"{', '.join(result.promotion.get('aliases_set', [])) or 'none'}")
+    if result.parent_run_id:
+        console.print(f"MLflow: {result.tracking_uri} (run {result.parent_run_id})")
+
+
 @app.command("judge-loop")
 def judge_loop(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Self-rationalization judge loop: seed SFT judge → sample → curate → DPO → eval, T times; register."""
@@ -312,18 +349,35 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
             plot: Annotated[Optional[Path],
                             typer.Option(help="also write the accuracy plot here (PNG)")] = None,
             metric: Annotated[str, typer.Option(help="the eval metric compared per round, e.g. "
-                                                     "eval/constraints/pass_rate")] = "eval/accuracy") -> None:
+                                                     "eval/constraints/pass_rate")] = "eval/accuracy",
+            lineage: Annotated[Optional[str], typer.Option(
+                help="one lineage's rounds across every run (pipeline + continue), by its lineage.id")] = None
+            ) -> None:
     """Compare pipeline runs round by round (e.g. MCTS vs on-policy DPO): held-out accuracy (or
     ``--metric``), pairs, data-collection seconds; optionally a PNG of it by round and by collection
-    seconds."""
+    seconds. ``--lineage``: every round one lineage ever ran (``alignflow run`` then each ``continue``),
+    with the gate's verdict on each version."""
     from alignflow.components.evaluation.compare import collect, comparison_table, plot_comparison
     from alignflow.components.platform.tracking import Tracker, resolve_tracking_uri
 
     cfg = _load(config, set_)
     configure_environment(cfg)
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.state_dir), cfg.tracking.experiment)
-    series = collect(tracker, run_id, metric)
-    print(comparison_table(series))
+    if lineage:
+        from alignflow.components.evaluation.compare import lineage_series
+
+        try:
+            one, verdicts = lineage_series(tracker, lineage, metric)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        series = [one]
+        print(comparison_table(series))
+        for index, verdict in sorted(verdicts.items()):
+            print(f"round {index}: {verdict}")
+    else:
+        series = collect(tracker, run_id, metric)
+        print(comparison_table(series))
     if plot:
         print(f"plot: {plot_comparison(series, plot, f'{metric}, experiment {cfg.tracking.experiment}')}")
 

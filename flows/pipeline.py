@@ -1,5 +1,6 @@
 """alignment_pipeline: data → base → SFT → [reward model] → baseline eval → [offline preference round] →
-N rounds → register → gate.
+N rounds → register (the version starts a lineage that
+``flows/continuing.py`` continues) → gate.
 
 With ``reward.enabled`` the reward_model step (flows/reward.py) trains, gates and registers a reward
 model (or resolves ``reward.source``), and every ``reward_model`` scorer without a ``model`` scores
@@ -30,6 +31,7 @@ from alignflow.components.stages.results import Checkpoint
 from alignflow.components.stages.reward_model import bind_reward_model
 from alignflow.flows.reward import reward_model_step
 from alignflow.flows.rounds import RoundLayout, alignment_round
+from alignflow.tasks.continuing import start_lineage_task
 from alignflow.tasks.runs import (
     log_metrics_task,
     pipeline_params,
@@ -119,6 +121,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                                                if "eval/accuracy" in final_metrics else {}),
                                             **proxy_truth_tags(proxy_truth, final_metrics, baseline.metrics)},
                                 step=len(history) - 1)
+        start_lineage_task(ctx, config, version, data.prompts, [i for i, k in kinds if k != "offline"],
+                           named_models.get("sft", base))  # what `alignflow continue` starts from
         decision = promote_task(ctx, config, version, str(workspace / "promotion"))
         log_metrics_task(ctx, ctx.parent_run_id, {"pipeline/baseline_metric": history[0],
                                                   "pipeline/final_metric": history[-1],

@@ -168,13 +168,15 @@ def finished_round(manifest: Path, key: str) -> RoundResult | None:
 @flow(name="round", flow_run_name="round-{round_index}")
 def alignment_round(config: dict[str, Any], round_index: int, kind: str, policy: Checkpoint, reference: Checkpoint,
                     data: DataResult, layout: RoundLayout, ctx: TrackingContext,
-                    named_models: dict[str, Checkpoint] | None = None) -> RoundResult:
-    """``kind``: a collector of COLLECTORS (``rounds.kind``, or ``offline`` for round 0)."""
+                    named_models: dict[str, Checkpoint] | None = None,
+                    run_tags: dict[str, Any] | None = None) -> RoundResult:
+    """``kind``: a collector of COLLECTORS (``rounds.kind``, or ``offline`` for round 0). ``run_tags``:
+    more tags of the round's MLflow run (a continuing round's lineage id and parent version)."""
     collect = COLLECTORS[kind][0]
     key, versions = round_key(config, kind, policy, reference, data)
     manifest_path = Path(layout.round_dir) / "round.json"
     tags = {"alignflow.kind": "round", "round": round_index, "round_kind": kind, "policy_in": policy.model_id,
-            "round_key": key}
+            "round_key": key, **(run_tags or {})}
     with tracked_run(ctx, f"round-{round_index}", tags) as (round_run, round_ctx):
         done = finished_round(manifest_path, key)
         if done is not None:

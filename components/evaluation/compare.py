@@ -88,6 +88,36 @@ def scorers_label(logged: str | None) -> str:
     return ", ".join(parts)
 
 
+def lineage_series(tracker: Tracker, lineage_id: str,
+                   metric: str = "eval/accuracy") -> tuple[RunSeries, dict[int, str]]:
+    """Every round a lineage ever ran, as one series: its pipeline's rounds (and baseline), then each
+    continuing run's round (``alignflow continue``, tag ``lineage.id``); a round run twice (a crash, a
+    re-run) keeps its last finished run. Also round → the gate's verdict on the version it registered
+    (``vN promoted`` / ``vN blocked``), for the runs that registered one.
+
+    Raises:
+        LookupError: no finished run of the experiment carries that lineage id.
+    """
+    runs = tracker.search_runs(f"tags.`lineage.id` = '{lineage_id}' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time ASC"], max_results=1000)
+    runs = [r for r in runs if r.data.tags.get("alignflow.kind") in ("pipeline", "continue")]
+    if not runs:
+        raise LookupError(f"no finished run of lineage '{lineage_id}' in experiment {tracker.experiment_id} at "
+                          f"{tracker.tracking_uri} (its id is the lineage.id tag of its registered versions)")
+    rounds: dict[int, dict[str, float]] = {}
+    verdicts: dict[int, str] = {}
+    for run in runs:
+        rows = round_rows(tracker, run)
+        if run.data.tags.get("alignflow.kind") == "continue":
+            rows.pop(0, None)  # its baseline is the policy in: the previous round's model
+        rounds.update(rows)
+        tags = run.data.tags
+        if "promotion.version" in tags and rows:
+            verdict = "promoted" if tags.get("promotion.passed") == "True" else "blocked"
+            verdicts[max(rows)] = f"v{tags['promotion.version']} {verdict}"
+    return RunSeries(runs[0].info.run_id, f"lineage {lineage_id}", "FINISHED", rounds, metric), verdicts
+
+
 def label_of(run) -> str:
     params = run.data.params
     kind = params.get("rounds.kind", "on_policy")

@@ -218,6 +218,44 @@ class Tracker:
         except MlflowException:
             self._client.create_registered_model(name, description=redact_value(description))
 
+    def create_registered_model_exclusive(self, name: str, description: str, tags: Mapping[str, Any]) -> bool:
+        """Create registered model ``name`` only if none exists: True when this call created it, False when
+        it already existed. The registry's uniqueness of names makes this an atomic test-and-set (the
+        lineage lock, ``components/platform/lineage_lock.py``)."""
+        try:
+            self._client.create_registered_model(name, tags={k: str(v) for k, v in redact_mapping(tags).items()},
+                                                 description=redact_value(description))
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+                return False
+            raise
+        return True
+
+    def registered_model_tags(self, name: str) -> dict[str, str] | None:
+        """A registered model's tags, or None when it does not exist."""
+        try:
+            return dict(self._client.get_registered_model(name).tags or {})
+        except MlflowException:
+            return None
+
+    def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
+        """One tag on a registered model (value redacted)."""
+        self._client.set_registered_model_tag(name, key, str(redact_value(str(value))))
+
+    def delete_registered_model(self, name: str) -> bool:
+        """Delete a registered model; False when it did not exist."""
+        try:
+            self._client.delete_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
+
+    def download_run_artifact(self, run_id: str, path: str, dst: Path) -> Path:
+        """One artifact of a run downloaded under ``dst``; returns the local file."""
+        return Path(self._client.download_artifacts(run_id, path, str(dst)))
+
     def create_model_version(self, name: str, source: str, run_id: str | None, tags: Mapping[str, Any],
                              description: str | None = None, model_id: str | None = None) -> str:
         """Register ``source`` under ``name`` (``model_id``: the MLflow 3 logged model it is); returns the

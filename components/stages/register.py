@@ -97,12 +97,19 @@ def _generation(checkpoint_dir: Path, max_tokens: int) -> dict[str, Any]:
 
 def register_base(tracker: Tracker, base_dir: Path, run_id: str | None, packaging: Packaging) -> BaseReference:
     """The version of ``packaging.base_model`` holding exactly these weights, registered now (as full
-    weights, a chat model like any other) when none does."""
+    weights, a chat model like any other) when none does — unless ``base_dir`` is a registered version's
+    download (its metadata names its family) whose weights are that version's: then that version."""
     sha = weights_sha256(base_dir)
     name = packaging.base_model
-    tracker.ensure_registered_model(name, BASE_DESCRIPTION)
     meta = read_metadata(base_dir)
     model_id = str(meta.get("model_id") or f"sha256:{sha[:16]}")
+    family = meta.get("registered_model")
+    if family and family != name:  # a registered version downloaded here (a continuing round's policy in)
+        same = [v for v in tracker.search_model_versions(f"name = '{family}' and tags.weights_sha256 = '{sha}'")
+                if v.status == "READY"]
+        if same:  # it is in the registry already: name it, do not upload its weights again as a base
+            return BaseReference(f"models:/{family}/{min(int(v.version) for v in same)}", sha, model_id)
+    tracker.ensure_registered_model(name, BASE_DESCRIPTION)
     found = tracker.search_model_versions(f"name = '{name}' and tags.weights_sha256 = '{sha}'")
     ready = sorted((v for v in found if v.status == "READY"), key=lambda v: int(v.version))
     if ready:
