@@ -351,8 +351,10 @@ class PreferenceConfig(_Section):
     # warn, naming the data file, when more than this share of rows had a response cut to max_length
     # (a row whose prompt alone leaves no room is dropped, and always warned about)
     max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
-    # Reference = the SFT model (paper default) or the previous round's policy. (unverified)
-    reference: Literal["sft", "previous_round"] = "sft"
+    # Reference = the SFT model (paper default) or the previous round's policy. (unverified) A continuing
+    # round (`alignflow continue`) resolves it through the registry: sft = the lineage's SFT model,
+    # previous_round = the policy it starts from, production = the production version when it starts.
+    reference: Literal["sft", "previous_round", "production"] = "sft"
     # Rationale rows (ALGORITHMS.md §4): γ and the form of the rationale term; the paper writes
     # −γ·log π(r|x_rat) ("linear"), the released code −log σ(γ·log π(r|x_rat)) ("logsigmoid").
     rationale_gamma: float = Field(default=0.1, ge=0)
@@ -762,6 +764,30 @@ class PromotionConfig(_Section):
         return self
 
 
+class ContinuingConfig(_Section):
+    """Scheduled rounds that continue a lineage (`alignflow continue`, flow ``continue_rounds``, deployment
+    ``nightly-round``): the policy comes from ``model.source`` (``models:/<registered model>@production``),
+    the prompts are the next ``sampling.prompts_per_round`` the lineage has not used
+    (components/platform/lineage_cursor.py)."""
+
+    # when every prompt was used: false = say so and stop cleanly; true = train on the least-used again
+    recycle: bool = False
+    # a second run on the same lineage: wait this long for the running one, then refuse (0 = refuse at once)
+    lock_wait_s: float = Field(default=0.0, ge=0)
+    # the lock's holder refreshes a heartbeat every lock_heartbeat_s; a lock whose last heartbeat is older
+    # than lock_stale_after_s (or whose holder on this host is gone) is stale and taken over
+    lock_heartbeat_s: float = Field(default=60.0, gt=0)
+    lock_stale_after_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_beats_staleness(self) -> ContinuingConfig:
+        if self.lock_heartbeat_s * 3 > self.lock_stale_after_s:
+            raise ValueError(f"continuing.lock_heartbeat_s={self.lock_heartbeat_s} must be at most a third of "
+                             f"continuing.lock_stale_after_s={self.lock_stale_after_s}: a live holder's lock would "
+                             f"look stale between two heartbeats")
+        return self
+
+
 class VersioningConfig(_Section):
     enabled: bool = True
     remote: str | None = None  # None = the repo's default DVC remote
@@ -794,6 +820,7 @@ class PipelineConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     versioning: VersioningConfig = VersioningConfig()
+    continuing: ContinuingConfig = ContinuingConfig()
 
     @model_validator(mode="after")
     def _reward_model_stage(self) -> PipelineConfig:
@@ -823,11 +850,37 @@ class PipelineConfig(_Section):
         _raise_problems(problems)
         return self
 
+    @model_validator(mode="after")
+    def _metrics_and_pass_rules(self) -> PipelineConfig:
+        """Metric names the gates read and pair strategies that need a pass rule, checked against the scorers
+        before anything runs (a typo would otherwise surface after SFT and the baseline eval)."""
+        ids = [s.id for s in self.scoring.scorers]
+        problems: list[str | None] = []
+        p = self.promotion
+        for key, metric in (("metric", p.metric), ("proxy_metric", p.proxy_metric), ("truth_metric", p.truth_metric)):
+            if metric is None or metric == "auto":
+                continue
+            parts = metric.split("/")
+            if parts[0] != "eval" or len(parts) < 2 or not parts[1]:
+                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use eval/accuracy, "
+                                f"eval/<scorer id>/mean or eval/<scorer id>/pass_rate (scorers: {ids})")
+            elif len(parts) > 2 and parts[1] not in ids:
+                problems.append(f"promotion.{key}: '{metric}' names scorer '{parts[1]}', which scoring.scorers does "
+                                f"not have (scorers: {ids}): eval/<scorer id>/mean, eval/<scorer id>/pass_rate")
+        primary = self.scoring.scorers[0]
+        if (self.pairs.strategy == "correct_vs_incorrect" and primary.pass_threshold is None
+                and primary.type in ("python", "reward_model", "judge")):
+            problems.append(f"pairs.strategy correct_vs_incorrect pairs passing with failing samples, but the primary "
+                            f"scorer '{primary.id}' ({primary.type}) has no pass rule: set its pass_threshold, or "
+                            f"choose best_vs_worst, best_vs_random, all_pairs or min_margin for real-valued scores")
+        _raise_problems(problems)
+        return self
+
     def content_hash(self) -> str:
         """Hash of everything that changes computed artifacts; tracking, versioning and the promotion
         gate are left out, so re-running with another gate reuses every cached computation."""
         payload = self.model_dump(mode="json", exclude={"tracking", "versioning", "promotion", "quality", "state_dir",
-                                                       "workspace", "resume_every_steps"})
+                                                       "workspace", "resume_every_steps", "continuing"})
         if self.rounds.kind != "synthesized":  # the judge and the pool only shape synthesized rounds
             payload.pop("judge")
             payload.pop("synthesis")

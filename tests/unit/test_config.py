@@ -205,3 +205,24 @@ def test_scorer_weights_and_model_uris_are_checked_at_load_time(override, messag
 def test_a_model_uri_may_pin_a_version_number():
     cfg = load_config(None, ["reward.enabled=true", "reward.source=models:/alignflow-reward/3"])
     assert cfg.reward.source == "models:/alignflow-reward/3"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["promotion.metric=eval/typo/mean"], "names scorer 'typo', which scoring.scorers does not have"),
+    (["promotion.metric=accuracy"], "is not an eval metric"),
+    (["promotion.proxy_metric=eval/arithmetic/mean", "promotion.truth_metric=eval/constrains/pass_rate"],
+     "promotion.truth_metric: 'eval/constrains/pass_rate' names scorer 'constrains'"),
+    (["scoring.scorers=[{type: python, function: 'r.py:f'}]", "pairs.strategy=correct_vs_incorrect"],
+     "has no pass rule"),
+])
+def test_gate_metrics_and_pass_rules_are_checked_against_the_scorers_at_load_time(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_known_metric_names_and_a_pass_threshold_load():
+    cfg = load_config(None, ["promotion.metric=eval/arithmetic/pass_rate", "pairs.strategy=correct_vs_incorrect",
+                             "scoring.scorers=[{type: arithmetic}, {type: python, function: 'r.py:f', weight: 0}]"])
+    assert cfg.promotion.metric == "eval/arithmetic/pass_rate"
+    load_config(None, ["scoring.scorers=[{type: python, function: 'r.py:f', pass_threshold: 0.5}]",
+                       "pairs.strategy=correct_vs_incorrect", "promotion.metric=eval/accuracy_d1"])
