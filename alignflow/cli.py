@@ -17,6 +17,7 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alignflow.components.config import ConfigError, PipelineConfig, load_config
@@ -98,7 +99,7 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
         console.print(f"[yellow]{exc}[/yellow]")
         raise typer.Exit(3) from None
     except LookupError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
                   f"{result.status}. {result.message}")
@@ -195,7 +196,7 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     try:
         left, restored = registry.rollback(tracker, cfg.tracking.registered_model)
     except LookupError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{cfg.tracking.registered_model}: production v{left} → v{restored}")
 
@@ -369,7 +370,7 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
         try:
             one, verdicts = lineage_series(tracker, lineage, metric)
         except LookupError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         series = [one]
         print(comparison_table(series))
@@ -505,7 +506,7 @@ def data_check(
         try:
             specs = {role: [SourceSpec(source=s, format=format_) for s in sources]}
         except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(2) from None
         prefix = "sources"
     else:
@@ -539,7 +540,7 @@ def data_check(
                       f"{stats['truncation_rate']:.1%}" if stats else "–")
     console.print(table)
     for error in report.errors:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
     if report.truncated:
         console.print(f"[red]… stopped after {len(report.errors)} errors[/red]")
     console.print("[green]OK[/green]" if report.ok else f"[red]FAILED: {len(report.errors)} error(s)[/red]")

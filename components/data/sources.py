@@ -260,19 +260,34 @@ def read_source(spec: SourceSpec, *, key: str, cache_dir: str | Path, seed: int 
                 if builder != "json":
                     raise DataFormatError(f"{key}.source", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
                 logger.debug("datasets could not read %s (%s); reading it directly", path, exc)
-        if dataset is None:
-            # e.g. invalid JSON or a row that is not an object: re-read it ourselves (utf-8-sig:
-            # a BOM is fine) for a row-level error, or for the rows if only datasets' reader failed
-            rows, numbers = _read_json_yourself(path, name)
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-        else:
-            rows = dataset.to_list()
-            columns = list(dataset.column_names)
+        try:
+            if dataset is None:
+                # e.g. invalid JSON or a row that is not an object: re-read it ourselves (utf-8-sig:
+                # a BOM is fine) for a row-level error, or for the rows if only datasets' reader failed
+                rows, numbers = _read_json_yourself(path, name)
+                columns = list(dict.fromkeys(k for r in rows for k in r))
+            else:
+                rows = dataset.to_list()
+                columns = list(dataset.column_names)
+        except UnicodeDecodeError:
+            raise _not_utf8(path, name) from None
+        if dataset is not None:
             numbers = (_jsonl_line_numbers(path, len(rows)) if path.suffix.lower() == ".jsonl"
                        else list(range(1, len(rows) + 1)))
     if not rows:
         raise DataFormatError(f"{key}.source", f"no rows in {path}")
     return RawSource(name=name, column_names=columns, rows=rows, row_numbers=numbers)
+
+
+def _not_utf8(path: Path, name: str) -> DataFormatError:
+    """The error for a text file that is not UTF-8, naming its first such line (a row of a JSONL/CSV file)."""
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return DataFormatError(name, f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}): "
+                                         f"save the file as UTF-8", row=number)
+    return DataFormatError(name, "not UTF-8 text: save the file as UTF-8")
 
 
 def source_format(raw: RawSource, spec: SourceSpec) -> str:

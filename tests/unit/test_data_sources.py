@@ -461,3 +461,14 @@ def test_read_source_uses_the_given_cache_dir(tmp_path):
     raw = read_source(SourceSpec(source=str(path)), key="k", cache_dir=tmp_path / "mine")
     assert raw.column_names == ["prompt", "completion", "answer"] and raw.row_numbers == [1, 2]
     assert any((tmp_path / "mine").iterdir())
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_row(tmp_path):
+    from alignflow.components.data.formats import DataFormatError
+    from alignflow.components.data.sources import read_source
+
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"prompt": "a"}\n{"prompt": "café"}\n'.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1.jsonl: row 2: not UTF-8 text \(byte 0xe9 .*save it|"
+                                              r"latin1.jsonl: row 2: not UTF-8 text \(byte 0xe9 .*as UTF-8"):
+        read_source(SourceSpec(source=str(path)), key="k", cache_dir=tmp_path / "cache")

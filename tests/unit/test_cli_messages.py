@@ -1,0 +1,20 @@
+"""What the `alignflow` command prints for bad input reaches the user whole: error messages hold
+lists in square brackets (columns, splits), which the console's markup would otherwise eat."""
+
+import json
+import subprocess
+import sys
+
+
+def test_data_check_prints_the_columns_a_source_has(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"query": f"q{i}", "gold": str(i)}) + "\n" for i in range(3)))
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\ndata:\n  sources:\n"
+                      f"    prompts: [{{source: '{rows}', columns: {{question: prompt}}}}]\n")
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "data", "check", "-c", str(config)],
+                          capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+                                                                          "HOME": str(tmp_path)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = " ".join((done.stdout + done.stderr).split())
+    assert "missing column (columns: [query, gold])" in out, out
