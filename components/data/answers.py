@@ -114,11 +114,12 @@ def _normalize(text: str) -> str:
 
 
 # A number: optional sign (only where no operand precedes it), optional currency, digits with
-# 3-digit comma groups or plain, optional decimals, optional percent.
+# 3-digit comma groups or plain, optional decimals, optional exponent (3.5e2), optional percent.
 _NUMBER = re.compile(r"""
     (?:(?<![\w)\]}.])(?P<sign>-))?
     (?:(?P<cur>[$€£])\s?(?P<sign2>-)?)?
     (?<![\d.])(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?:\.(?P<dec>\d+))?
+    (?:[eE](?P<exp>[-+]?\d{1,3})(?!\w|\.\d))?
     (?P<pct>\s?%)?
 """, re.VERBOSE)
 
@@ -128,7 +129,7 @@ def _match_number(text: str, pos: int) -> tuple[float, int] | None:
     if not m or (m["int"] is None and m["dec"] is None):
         return None
     literal = (m["int"] or "0").replace(",", "") + (f".{m['dec']}" if m["dec"] else "")
-    value = float(literal)
+    value = float(literal) * (10.0 ** int(m["exp"]) if m["exp"] else 1.0)  # scientific notation: 3.5e2
     if m["sign"] or m["sign2"]:
         value = -value
     return value, m.end()

@@ -329,6 +329,12 @@ _TOKEN_SHAPES = re.compile(r"""
     )(?![A-Za-z0-9_])
 """, re.VERBOSE | re.DOTALL)
 
+# "Bearer <token>" anywhere (an Authorization header quoted in a command line or a log line)
+_BEARER = re.compile(r"(?P<scheme>(?<![A-Za-z0-9_])Bearer\s+)(?P<token>[A-Za-z0-9._~+/=-]{8,})")
+# user:password@host without a scheme (a DSN written short: postgres:s3cret@db:5432/mlflow)
+_BARE_USERINFO = re.compile(r"(?<![\w.%+:/@-])(?P<user>[A-Za-z][A-Za-z0-9._%+-]{0,63}):"
+                            r"(?P<password>[^\s@/:'\"]{1,256})@"
+                            r"(?=[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?(?![\w@]))")
 _AUTH_SCHEME = re.compile(r"(?:Bearer|Basic|Token|Digest|Negotiate|Bot|AWS4-HMAC-SHA256)\s+", re.IGNORECASE)
 # a key starts at a token boundary (so a long dotted token is scanned once, not from every
 # position) and never gives characters back
@@ -367,6 +373,8 @@ def _mask(key: str, value: str) -> str | None:
 def _redact_plain(text: str) -> str:
     """Everything but URLs: token shapes, then the key/value forms."""
     text = _TOKEN_SHAPES.sub(REDACTED, text)
+    text = _BEARER.sub(lambda m: m["scheme"] + REDACTED, text)
+    text = _BARE_USERINFO.sub(lambda m: f"{m['user']}:{REDACTED}@", text)
 
     def quoted(m: re.Match[str]) -> str:
         masked = _mask(m["key"], m["value"])

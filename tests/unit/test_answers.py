@@ -37,6 +37,10 @@ SPELLINGS: list[Spelling] = [
     Spelling("The answer is -3.", -3, math=(-3, True)),
     Spelling("The answer is negative 4.", -4, gsm8k=4),
     Spelling("She had 10 and gave away 10-4", 4, why="a hyphen after an operand is subtraction, not a sign"),
+    # scientific notation (an exponent needs digits right after the e)
+    Spelling("The answer is 3.5e2.", 350, why="scientific notation"),
+    Spelling("The answer is 1e-3", 0.001, why="a negative exponent"),
+    Spelling("The answer is 7e2x", 7, gsm8k=2, why="an exponent must end the number (gsm8k: the last number)"),
     # thousands separators
     Spelling("so the answer is: 1,250 coins", 1250, math=(1250, True)),
     Spelling("The answer is 1,250,000.", 1250000, math=(1250000, True)),

@@ -29,7 +29,12 @@ VALUES = [
     ("https://x-access-token@github.com/o/r.git", f"https://{R}@github.com/o/r.git"),
     ("https://oauth2:glpat-abcdefghijklmnopqrstu@gitlab.com/x.git", f"https://oauth2:{R}@gitlab.com/x.git"),
     ("ssh://git@github.com/org/repo.git", "ssh://git@github.com/org/repo.git"),  # 'git' is no secret
+    ("postgres:s3cret@db:5432/mlflow", f"postgres:{R}@db:5432/mlflow"),       # no scheme: a short DSN
+    ("user:pass@host", f"user:{R}@host"),
+    ("Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2ln", f"Authorization: Bearer {R}"),  # a short JWT
+    ("curl -H 'Authorization: Bearer abcdefghijkl123'", f"curl -H 'Authorization: Bearer {R}'"),
     # not userinfo
+    ("time 10:30@office", "time 10:30@office"),                                 # no user name
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),                       # a port is not a password
     ("http://127.0.0.1:5000/x@y.com", "http://127.0.0.1:5000/x@y.com"),       # an '@' in a path
     ("https://medium.com/@alice", "https://medium.com/@alice"),
