@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from alignflow.components.config import TinyModelConfig, load_config
-from alignflow.components.data.arithmetic import generate_split
-from alignflow.components.data.io import write_rows
 from alignflow.components.modeling.checkpoints import LoadedModel, save_checkpoint, tiny_model
+from alignflow.components.stages.data import prepare_data
 from alignflow.components.stages.evaluate import evaluate
-from alignflow.components.stages.results import Artifact, Checkpoint
+from alignflow.components.stages.results import Checkpoint
 from alignflow.components.stages.sample import sample
 from alignflow.components.stages.sharded import evaluate_launched, sample_launched
 from tests.conftest import produced, tiny_overrides
@@ -37,13 +36,15 @@ def test_two_ranks_sample_and_evaluate_like_one_process(tmp_path, tokenizer, one
         loaded = LoadedModel(tiny_model(tokenizer, TinyModelConfig(), seed=seed), tokenizer, f"tiny-{name}", None)
         checkpoints[name] = Checkpoint(path=str(save_checkpoint(loaded, tmp_path / name, {"model_id": f"tiny-{name}"})),
                                        model_id=f"tiny-{name}")
-    train = Artifact.of(write_rows(tmp_path / "train.jsonl", generate_split(7, 0, [1, 2], 20, "train")))
-    eval_data = Artifact.of(write_rows(tmp_path / "eval.jsonl", generate_split(10, 0, [1, 2], 20, "eval")))
     overrides = tiny_overrides(tmp_path, **{"sampling.prompts_per_round": "7", "sampling.k": "2",
                                             "sampling.batch_size": "4", "sampling.max_new_tokens": "12",
                                             "eval.batch_size": "4", "eval.max_new_tokens": "10",
-                                            "eval.kl_samples": "6"})
+                                            "eval.kl_samples": "6", "data.arithmetic.n_train_prompts": "7",
+                                            "data.arithmetic.n_eval": "10"})
     one, two = load_config(None, overrides), load_config(None, overrides + ["launch.nproc_per_node=2"])
+    data = prepare_data(one, tmp_path / "data")  # the built-in task's rows, as the pipeline's data stage writes them
+    train, eval_data = data.role("prompts"), data.eval
+    assert train is not None and eval_data is not None
     policy, reference = checkpoints["policy"], checkpoints["reference"]
 
     single = sample(one, policy, train, 1, tmp_path / "single-sample")
