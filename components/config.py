@@ -868,8 +868,8 @@ class PipelineConfig(_Section):
                 problems.append(f"promotion.{key}: '{metric}' names scorer '{parts[1]}', which scoring.scorers does "
                                 f"not have (scorers: {ids}): eval/<scorer id>/mean, eval/<scorer id>/pass_rate")
         primary = self.scoring.scorers[0]
-        if (self.pairs.strategy == "correct_vs_incorrect" and primary.pass_threshold is None
-                and primary.type in ("python", "reward_model", "judge")):
+        if (self.rounds.n_rounds > 0 and self.pairs.strategy == "correct_vs_incorrect"
+                and primary.pass_threshold is None and primary.type in ("python", "reward_model", "judge")):
             problems.append(f"pairs.strategy correct_vs_incorrect pairs passing with failing samples, but the primary "
                             f"scorer '{primary.id}' ({primary.type}) has no pass rule: set its pass_threshold, or "
                             f"choose best_vs_worst, best_vs_random, all_pairs or min_margin for real-valued scores")

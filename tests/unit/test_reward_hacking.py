@@ -11,13 +11,14 @@ from alignflow.components.config import load_config
 from alignflow.components.evaluation.hacking import plot_proxy_truth, proxy_and_truth, proxy_truth_tags
 
 RM_AND_VERIFIER = "scoring.scorers=[{type: reward_model, model: /rm}, {type: constraints, name: ifeval, weight: 0}]"
+BEST_VS_WORST = "pairs.strategy=best_vs_worst"  # a reward model's scores have no pass rule to pair on
 
 
 def test_the_proxy_and_the_truth_are_configured_or_found_among_the_scorers():
-    assert proxy_and_truth(load_config(None, [RM_AND_VERIFIER])) == ("eval/reward_model/mean",
+    assert proxy_and_truth(load_config(None, [RM_AND_VERIFIER, BEST_VS_WORST])) == ("eval/reward_model/mean",
                                                                       "eval/ifeval/pass_rate")
     assert proxy_and_truth(load_config(None, [])) is None  # a verifier alone: nothing to hack
-    configured = load_config(None, [RM_AND_VERIFIER, "promotion.proxy_metric=eval/reward_model/mean",
+    configured = load_config(None, [RM_AND_VERIFIER, BEST_VS_WORST, "promotion.proxy_metric=eval/reward_model/mean",
                                     "promotion.truth_metric=eval/ifeval/mean"])
     metrics = {"eval/reward_model/mean": 0.1, "eval/ifeval/mean": 0.5, "eval/ifeval/pass_rate": 0.2}
     assert proxy_and_truth(configured, metrics) == ("eval/reward_model/mean", "eval/ifeval/mean")

@@ -23,7 +23,7 @@ def _cfg(tmp_path: Path, *overrides: str):
         f"state_dir={tmp_path / 'state'}", "model.source=tiny", f"model.cache_dir={MODEL_CACHE}",
         "reward.enabled=true", "reward.lr=2e-3", "reward.epochs=4", "reward.batch_size=8", "reward.max_length=320",
         "reward.heldout_fraction=0.3", "scoring.scorers=[{type: reward_model}, {type: constraints, weight: 0}]",
-        *overrides])
+        "pairs.strategy=best_vs_worst", *overrides])
 
 
 def _toy_preferences(tmp_path: Path, n: int = 40) -> str:
@@ -244,7 +244,7 @@ def test_the_stage_s_settings_are_checked_at_load_time(overrides, message):
 
 def test_a_registered_reward_model_needs_no_labeller_and_regression_one_attribute():
     cfg = load_config(None, ["reward.enabled=true", "reward.source=models:/alignflow-reward@production",
-                             "scoring.scorers=[{type: reward_model}]"])
+                             "scoring.scorers=[{type: reward_model}]", "pairs.strategy=best_vs_worst"])
     assert cfg.reward.source and cfg.scoring.scorers[0].model is None
     cfg = load_config(None, ["reward.enabled=true", "reward.labeller={type: constraints}", "reward.loss=regression",
                              "reward.n_attributes=1"])
