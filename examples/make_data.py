@@ -1,5 +1,6 @@
 """Write the example project's data files: the built-in arithmetic task exported to the formats users
-bring (TRL's conversational messages for SFT, prompt + answer rows, explicit-prompt preference pairs).
+bring (TRL's conversational messages for SFT, prompt + answer rows, explicit-prompt preference pairs;
+ShareGPT and Alpaca demonstrations and implicit-prompt pairs as well).
 Nothing here comes from a public dataset.
 
     .venv/bin/python examples/make_data.py     # rewrites examples/data/*.jsonl (deterministic)
@@ -43,6 +44,16 @@ def main() -> None:
             pairs.append({"prompt": f"{p.question}\n{INSTRUCTION}", "chosen": p.solution,
                           "rejected": rng.choice(flawed)})
     write("preferences.jsonl", pairs)
+    # the other shapes people bring, 32 rows each: ShareGPT and Alpaca demonstrations, and preference pairs
+    # with an implicit prompt (the shared leading messages of chosen and rejected)
+    few = splits["sft"][:32]
+    write("sft_sharegpt.jsonl", [{"conversations": [{"from": "human", "value": f"{p.question}\n{INSTRUCTION}"},
+                                                    {"from": "gpt", "value": p.solution}]} for p in few])
+    write("sft_alpaca.jsonl", [{"instruction": INSTRUCTION, "input": p.question, "output": p.solution} for p in few])
+    write("preferences_implicit.jsonl", [
+        {"chosen": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}]}
+        for r in pairs[:32]])
 
 
 if __name__ == "__main__":

@@ -69,3 +69,22 @@ def test_the_constraints_example_loads_with_every_override_the_readme_runs(monke
     assert {role: len(rows) for role, rows in roles.items()} == {"sft": 128, "prompts": 256, "preferences": 0,
                                                                  "eval": 100}
     assert contaminated == []
+
+
+def test_every_shape_in_the_example_data_is_detected_and_valid(tmp_path):
+    """examples/data holds one file of each shape a user brings; each validates and is read as its format."""
+    from alignflow.components.data.sources import check_sources
+
+    data = REPO / "examples" / "data"
+    report = check_sources({"sft": [{"source": str(data / "sft.jsonl")}, {"source": str(data / "sft_sharegpt.jsonl")},
+                                    {"source": str(data / "sft_alpaca.jsonl")}],
+                            "prompts": [{"source": str(data / "prompts.jsonl")}],
+                            "preferences": [{"source": str(data / "preferences.jsonl")},
+                                            {"source": str(data / "preferences_implicit.jsonl")}]},
+                           cache_dir=tmp_path / "cache")
+    assert report.ok, report.errors
+    formats = {Path(s.source).name: s.format for s in report.sources}
+    assert formats["sft_sharegpt.jsonl"] != formats["sft_alpaca.jsonl"] != formats["preferences_implicit.jsonl"]
+    assert all(s.rows > 0 for s in report.sources) and len(formats) == 6, formats
+    assert "sharegpt" in str(formats["sft_sharegpt.jsonl"]) and "alpaca" in str(formats["sft_alpaca.jsonl"])
+    assert "implicit" in str(formats["preferences_implicit.jsonl"]), formats
