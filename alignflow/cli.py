@@ -85,7 +85,7 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
     cfg = _load(config, set_)
     from alignflow.components.platform import registry
 
-    if registry.parse_model_uri(cfg.model.source) is None and registry.parse_version_uri(cfg.model.source) is None:
+    if registry.parse_model_uri(cfg.model.source) is None:
         source = f"models:/{cfg.tracking.registered_model}@production"
         console.print(f"model.source={cfg.model.source!r} names no registered version: continuing from {source}")
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})

@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alignflow.components.data.sources import SourceSpec
+from alignflow.components.platform.model_uri import parse_model_uri
 
 
 class ConfigError(ValueError):
@@ -259,14 +260,9 @@ class PairsConfig(_Section):
 
 def check_model_uri(value: str | None) -> str | None:
     """A ``models:/`` value must name ``<registered model>@<alias>`` or ``<registered model>/<version>``
-    (``platform/registry.parse_model_uri`` resolves both); a directory is checked when it is used."""
-    if value is not None and value.startswith("models:/"):
-        body = value.removeprefix("models:/")
-        pinned = body.rsplit("/", 1)
-        if not (("@" in body and all(body.split("@", 1)))
-                or (len(pinned) == 2 and pinned[0] and pinned[1].isdigit())):
-            raise ValueError(f"'{value}': expected models:/<registered model>@<alias> or "
-                             f"models:/<registered model>/<version number>")
+    (``platform/model_uri.parse_model_uri``); a directory is checked when it is used."""
+    if value is not None:
+        parse_model_uri(value)  # ValueError: not one of the two forms
     return value
 
 

@@ -93,7 +93,7 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
     """
     cfg = PipelineConfig.model_validate(config)
     warn_unused_settings(cfg)
-    named = registry.parse_model_uri(cfg.model.source) or registry.parse_version_uri(cfg.model.source)
+    named = registry.parse_model_uri(cfg.model.source)
     if named is None:
         raise ValueError(f"model.source='{cfg.model.source}': a continuing round starts from a registered version, "
                          f"e.g. model.source=models:/{cfg.tracking.registered_model}@production")

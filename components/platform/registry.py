@@ -15,6 +15,7 @@ from typing import Any
 
 from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
 from alignflow.components.platform.mlflow_models import download_logged_model, logged_model_id_of
+from alignflow.components.platform.model_uri import parse_model_uri, parse_version_uri  # noqa: F401 (re-exported)
 from alignflow.components.platform.tracking import Tracker
 from alignflow.components.platform.versioning import weights_sha256
 
@@ -89,7 +90,7 @@ def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, 
     if model_id is None:
         return target / "model", f"{name}/v{version.version}"
     # a reward model's version holds alignflow's reward-model directory instead of a Hugging Face one
-    found = target / HF_DIR if (target / HF_DIR).is_dir() or not (target / REWARD_DIR).is_dir() else target / REWARD_DIR
+    found = target / REWARD_DIR if (target / REWARD_DIR).is_dir() else target / HF_DIR
     return found, f"{name}/v{version.version}"
 
 
@@ -109,33 +110,6 @@ def _resolve_base(tracker: Tracker, hf_dir: Path, cache_root: Path) -> None:
     if base.get("sha256") and got != base["sha256"]:
         raise ValueError(f"base {base['uri']}: its weights hash to {got}, the adapter was trained on {base['sha256']}")
     write_json_atomic(meta_file, {**meta, "base_path": str(base_dir.resolve())})
-
-
-def parse_version_uri(uri: str) -> tuple[str, str] | None:
-    """``models:/name/N`` → (name, "N"); anything else → None."""
-    body = uri.removeprefix("models:/") if uri.startswith("models:/") else ""
-    name, _, number = body.rpartition("/")
-    return (name, number) if name and number.isdigit() else None
-
-
-def parse_model_uri(uri: str) -> tuple[str, str] | None:
-    """``models:/name@alias`` → (name, alias); ``models:/name/N`` → (name, "N"), a version pinned by
-    number (``version_for_alias`` reads an all-digit alias as one); anything else (a directory) → None.
-
-    Raises:
-        ValueError: a ``models:/`` URI without a name and an alias or version number.
-    """
-    if not uri.startswith("models:/"):
-        return None
-    body = uri.removeprefix("models:/")
-    pinned = body.rsplit("/", 1)
-    if "@" not in body and len(pinned) == 2 and pinned[0] and pinned[1].isdigit():
-        return pinned[0], pinned[1]
-    if "@" not in body or not all(body.split("@", 1)):
-        raise ValueError(f"model URI '{uri}': expected models:/<registered model>@<alias> or "
-                         f"models:/<registered model>/<version number>")
-    name, alias = body.split("@", 1)
-    return name, alias
 
 
 def rollback(tracker: Tracker, name: str) -> tuple[str, str]:
