@@ -173,10 +173,18 @@ def register_checkpoint(tracker: Tracker, name: str, run_id: str, checkpoint_dir
                                         "base": base.uri if base else "none"},
                                 metadata={"alignflow": {"model_id": model_id, "format": exported.format,
                                                         "base": base.as_dict() if base else None}})
+    return _register_version(tracker, name, logged, run_id, model_id, tags, base, {
+        "family": family, "model_format": exported.format, "model_dtype": exported.dtype,
+        "weights_sha256": exported.weights_sha256, "size_bytes": exported.size_bytes})
+
+
+def _register_version(tracker: Tracker, name: str, logged: Any, run_id: str, model_id: str, tags: dict[str, Any],
+                      base: BaseReference | None, storage: dict[str, Any]) -> str:
+    """The logged model as a new version of ``name``, tagged with the caller's ``tags``, the base's identity
+    and the ``storage`` facts (family, format, dtype, weights hash, size); its model card written and
+    ``candidate`` pointed at it. Returns the version number."""
     # the registered base's id wins over a caller's base_model tag (a reward model's caller names its policy)
-    version_tags = {"model_id": model_id, **tags, **({"base_model": base.model_id} if base else {}),
-                    "family": family, "model_format": exported.format, "model_dtype": exported.dtype,
-                    "weights_sha256": exported.weights_sha256, "size_bytes": exported.size_bytes,
+    version_tags = {"model_id": model_id, **tags, **({"base_model": base.model_id} if base else {}), **storage,
                     **({"base_model_uri": base.uri, "base_weights_sha256": base.sha256} if base else {})}
     version = register_logged_model(tracker, name, logged, run_id, version_tags)
     write_model_card(tracker, name, version)
@@ -219,15 +227,9 @@ def _register_reward_model(tracker: Tracker, name: str, run_id: str, checkpoint_
             metadata={"alignflow": {"model_id": model_id, "format": "full", "head": saved["head"],
                                     "base": base.as_dict() if base else None}})
         size = directory_bytes(directory)
-    version_tags = {"model_id": model_id, **tags, **({"base_model": base.model_id} if base else {}),
-                    "family": "reward", "reward_head": saved["head"], "model_format": "full",
-                    "model_dtype": "float32", "weights_sha256": sha, "size_bytes": size,
-                    **({"base_model_uri": base.uri, "base_weights_sha256": base.sha256} if base else {})}
-    version = register_logged_model(tracker, name, logged, run_id, version_tags)
-    write_model_card(tracker, name, version)
-    tracker.set_alias(name, "candidate", version)
-    return version
-
+    return _register_version(tracker, name, logged, run_id, model_id, tags, base, {
+        "family": "reward", "reward_head": saved["head"], "model_format": "full", "model_dtype": "float32",
+        "weights_sha256": sha, "size_bytes": size})
 
 
 def write_model_card(tracker: Tracker, name: str, version: str, gate: dict[str, Any] | None = None) -> str:
