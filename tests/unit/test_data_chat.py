@@ -15,20 +15,9 @@ from alignflow.components.data.formats import (
     tokenize_pair,
 )
 from alignflow.components.data.sources import profile
+from tests.support.messages import A, S, U
 
 DEFAULT_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-
-
-def U(text: str) -> dict:
-    return {"role": "user", "content": text}
-
-
-def A(text: str) -> dict:
-    return {"role": "assistant", "content": text}
-
-
-def S(text: str) -> dict:
-    return {"role": "system", "content": text}
 
 
 def conv(prompt, **kw) -> Example:

@@ -16,18 +16,7 @@ from alignflow.components.data.formats import (
     prompt_id,
     split_origin,
 )
-
-
-def U(text: str) -> dict:
-    return {"role": "user", "content": text}
-
-
-def A(text: str) -> dict:
-    return {"role": "assistant", "content": text}
-
-
-def S(text: str) -> dict:
-    return {"role": "system", "content": text}
+from tests.support.messages import A, S, U
 
 
 def error_of(row, fmt="auto", origin="train.jsonl:row 17", **kwargs) -> str:

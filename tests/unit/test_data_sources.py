@@ -19,18 +19,7 @@ from alignflow.components.data.sources import (
     take_fraction,
 )
 from tests.support.datafiles import WRITERS, write_csv, write_json, write_jsonl, write_parquet, write_saved
-
-
-def U(text: str) -> dict:
-    return {"role": "user", "content": text}
-
-
-def A(text: str) -> dict:
-    return {"role": "assistant", "content": text}
-
-
-def S(text: str) -> dict:
-    return {"role": "system", "content": text}
+from tests.support.messages import A, S, U
 
 
 def pc_rows(n: int, start: int = 0) -> list[dict]:
