@@ -466,6 +466,10 @@ class RewardConfig(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     warmup_steps: int = Field(default=0, ge=0)
     max_length: int = Field(default=256, ge=16)
+    # the reward_model stage trains only the top N transformer blocks (and the final norm) plus the head,
+    # the embeddings and the blocks below frozen: a backward pass stops at block L-N, so a step costs far
+    # less on CPU; None trains the whole backbone
+    trainable_layers: int | None = Field(default=None, ge=1)
     # warn, naming the data file, when more than this share of rows had a response cut to max_length
     # (a row whose prompt alone leaves no room is dropped, and always warned about)
     max_truncation_rate_warning: float = Field(default=0.05, ge=0, le=1)
@@ -504,11 +508,12 @@ class RewardConfig(_Section):
                      f"with strength_mode '{self.strength_mode}' (settings of strength_mode smooth)",
                      "set strength_mode to smooth, or remove {it}") if self.strength_mode != "smooth" else None,
             _ignored(self, ["source", "labeller", "prompts", "samples_per_prompt", "pair_strategy",
-                            "max_pairs_per_prompt", "heldout_fraction", "min_accuracy", "registered_model"],
+                            "max_pairs_per_prompt", "heldout_fraction", "min_accuracy", "registered_model",
+                            "trainable_layers"],
                      "with enabled false (settings of the pipeline's reward_model stage)",
                      "set enabled to true, or remove {it}") if not self.enabled else None,
             _ignored(self, ["labeller", "prompts", "samples_per_prompt", "pair_strategy", "max_pairs_per_prompt",
-                            "heldout_fraction", "min_accuracy"],
+                            "heldout_fraction", "min_accuracy", "trainable_layers"],
                      f"with source {self.source!r} (the stage uses that reward model and trains none)",
                      "remove source to train one, or remove {it}") if self.enabled and self.source else None,
             "labeller: a reward_model labeller without a model would be the model the stage is training: name "
@@ -895,6 +900,7 @@ _LATER_KEYS: dict[tuple[str, ...], Any] = {
     ("sampling", "backend"): "auto",
     ("preference", "bf16_master_weights"): False, ("preference", "compile_model"): False,
     ("judge", "preference", "bf16_master_weights"): False, ("judge", "preference", "compile_model"): False,
+    ("reward", "trainable_layers"): None,
 }
 
 

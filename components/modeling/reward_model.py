@@ -32,6 +32,44 @@ HEADS: tuple[str, ...] = get_args(RewardHead)
 LIKERT_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
+def decoder_layers(causal_lm: PreTrainedModel) -> nn.ModuleList:
+    """The causal LM's stack of transformer blocks (``config.num_hidden_layers`` of them), bottom first.
+
+    Raises:
+        ValueError: the backbone holds no module list of that length (an architecture this does not know).
+    """
+    n_layers = int(getattr(causal_lm.config, "num_hidden_layers", 0) or 0)
+    for module in causal_lm.base_model.modules():
+        if isinstance(module, nn.ModuleList) and n_layers and len(module) == n_layers:
+            return module
+    raise ValueError(f"{type(causal_lm).__name__} has no list of its {n_layers} transformer blocks to freeze; "
+                     f"set reward.trainable_layers to null (train the whole backbone)")
+
+
+def freeze_below_top_layers(model: RewardModel, trainable_layers: int) -> int:
+    """Train only the top ``trainable_layers`` transformer blocks of ``model``'s backbone, whatever follows
+    them (the final norm) and the head; freeze the embeddings and every block below. Autograd then records
+    no graph for the frozen bottom, so a backward pass stops at the lowest trainable block: a cheaper step
+    (on CPU, what makes a reward model affordable) at the price of capacity (the top blocks adapt; the
+    features below are the policy's). A common choice for small reward models (e.g. "last-layers" tuning
+    in ULMFiT-style transfer, Howard & Ruder 2018).
+
+    Returns:
+        The number of trainable parameters left.
+
+    Raises:
+        ValueError: ``trainable_layers`` < 1 or more than the model has, or the blocks cannot be found.
+    """
+    layers = decoder_layers(model.causal_lm)
+    if not 1 <= trainable_layers <= len(layers):
+        raise ValueError(f"reward.trainable_layers {trainable_layers} is not between 1 and the model's "
+                         f"{len(layers)} transformer blocks")
+    model.causal_lm.get_input_embeddings().requires_grad_(False)
+    for block in list(layers)[:len(layers) - trainable_layers]:
+        block.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """s(i≻j) = Σ_l λ_l (v_i[2l]·v_j[2l+1] − v_i[2l+1]·v_j[2l]) (0-based); skew-symmetric in (i, j)."""
     a_i, b_i = v_i[..., 0::2], v_i[..., 1::2]

@@ -43,7 +43,12 @@ from alignflow.components.data.schemas import CompletionRow, PairRow
 from alignflow.components.data.sources import in_heldout
 from alignflow.components.evaluation.reward import plot_calibration, reward_model_metrics
 from alignflow.components.modeling.checkpoints import load_checkpoint, read_metadata
-from alignflow.components.modeling.reward_model import RewardModel, load_reward_model, save_reward_model
+from alignflow.components.modeling.reward_model import (
+    RewardModel,
+    freeze_below_top_layers,
+    load_reward_model,
+    save_reward_model,
+)
 from alignflow.components.platform.atomic import write_json_atomic
 from alignflow.components.platform.progress import progress_bar
 from alignflow.components.scoring.base import ScoreCache, ScoringItem, score_all
@@ -197,6 +202,8 @@ def train_reward_model(config: PipelineConfig, policy: Checkpoint, pairs: Reward
     eos = cast(str, tokenizer.eos_token or "")
     torch.manual_seed(config.seed)  # the head's initialisation
     model = RewardModel(loaded.model.requires_grad_(True), head=r.head, n_attributes=r.n_attributes, gpm_k=r.gpm_k)
+    if r.trainable_layers is not None:
+        freeze_below_top_layers(model, r.trainable_layers)
     train_rows = read_rows(pairs.train.file, PairRow)
     rows: list[RewardPair] | list[AttributeExample]
     if r.loss == "regression":  # the labeller's score of every sample of a training prompt, one attribute

@@ -11,7 +11,13 @@ from alignflow.components.config import PreferenceConfig, RewardConfig, TinyMode
 from alignflow.components.evaluation.reward import reward_model_metrics
 from alignflow.components.modeling.checkpoints import tiny_model
 from alignflow.components.modeling.logprobs import encode_pairs, encode_stepped
-from alignflow.components.modeling.reward_model import HeadType, RewardModel, scalar_head_from_attribute
+from alignflow.components.modeling.reward_model import (
+    HeadType,
+    RewardModel,
+    decoder_layers,
+    freeze_below_top_layers,
+    scalar_head_from_attribute,
+)
 from alignflow.components.trainers.preference import (
     ListExample,
     PreferenceExample,
@@ -145,6 +151,31 @@ def test_reward_trainer_separates_a_toy_set(tokenizer, loss):
     metrics = reward_model_metrics(score_pairs(model, tokenizer, pairs, cfg), [p.category for p in pairs])
     assert metrics["rm/accuracy"] == 1.0 and metrics["rm/accuracy/odd"] == 1.0
     assert 0.0 <= metrics["rm/ece"] <= 0.5
+
+
+def test_training_only_the_top_blocks_leaves_the_rest_untouched_and_still_separates(tokenizer):
+    cfg = RewardConfig(lr=2e-3, epochs=6, batch_size=6)
+    model = _reward_model(tokenizer, cfg.head)
+    layers = decoder_layers(model.causal_lm)
+    assert len(layers) >= 2
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = freeze_below_top_layers(model, 1)
+    assert trainable == sum(p.numel() for p in layers[-1].parameters()) + sum(
+        p.numel() for name, p in model.named_parameters() if not name.startswith("backbone.layers")
+        and "embed" not in name)
+    pairs = _toy_pairs()
+    train_reward(model, tokenizer, pairs, cfg, seed=0)
+    after = dict(model.named_parameters())
+    top = f"backbone.layers.{len(layers) - 1}."
+    for name, value in before.items():
+        moved = not torch.equal(value, after[name].detach())
+        frozen = "embed" in name or (name.startswith("backbone.layers.") and not name.startswith(top))
+        if name != "head.bias":  # a pairwise loss is blind to a shared offset: no gradient reaches the bias
+            assert moved != frozen, name  # a frozen weight never moves; a trained one does
+    assert reward_model_metrics(score_pairs(model, tokenizer, pairs, cfg), [p.category for p in pairs])[
+        "rm/accuracy"] == 1.0
+    with pytest.raises(ValueError, match="between 1 and the model's"):
+        freeze_below_top_layers(_reward_model(tokenizer, cfg.head), len(layers) + 1)
 
 
 def test_regression_then_scaled_bt_from_the_helpfulness_head(tokenizer):

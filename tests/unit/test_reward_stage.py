@@ -234,6 +234,7 @@ def test_which_reward_model_the_rounds_score_with():
      "set reward.n_attributes: 1"),
     (["reward.enabled=true", "reward.labeller={type: reward_model}"], "labeller: a reward_model labeller without"),
     (["reward.labeller={type: constraints}"], "has no effect with enabled false"),
+    (["reward.trainable_layers=4"], "trainable_layers=4 has no effect with enabled false"),
     (["reward.enabled=true", "reward.source=models:/alignflow-reward@production", "reward.prompts=8"],
      "prompts=8 has no effect with source"),
 ])
