@@ -253,9 +253,13 @@ def read_source(spec: SourceSpec, *, key: str, cache_dir: str | Path, seed: int 
         from datasets import load_dataset
 
         dataset = None
+        # a CSV cell is text: read every column as a string, or pandas' type inference turns a numeric
+        # completion ("5") into an int and a column with one empty cell into floats
+        features = _csv_string_features(path, key, name) if builder == "csv" else None
         with _quiet_datasets():
             try:
-                dataset = load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
+                dataset = load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir),
+                                       features=features)
             except Exception as exc:  # noqa: BLE001 - any reader failure becomes a DataFormatError
                 if builder != "json":
                     raise DataFormatError(f"{key}.source", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
@@ -277,6 +281,30 @@ def read_source(spec: SourceSpec, *, key: str, cache_dir: str | Path, seed: int 
     if not rows:
         raise DataFormatError(f"{key}.source", f"no rows in {path}")
     return RawSource(name=name, column_names=columns, rows=rows, row_numbers=numbers)
+
+
+def _csv_string_features(path: Path, key: str, name: str) -> Any:
+    """``datasets.Features`` reading every column of the CSV file ``path`` (its header row) as a string.
+
+    Raises:
+        DataFormatError: the file is not UTF-8, has no header row, or names a column twice.
+    """
+    import csv
+
+    from datasets import Features, Value
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError:
+        raise _not_utf8(path, name) from None
+    if not header or not any(c.strip() for c in header):
+        raise DataFormatError(f"{key}.source", f"{path} has no header row (a CSV source names its columns in "
+                                               f"its first line)")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DataFormatError(name, f"the header names column(s) {repeated} more than once", row=1)
+    return Features({column: Value("string") for column in header})
 
 
 def _not_utf8(path: Path, name: str) -> DataFormatError:

@@ -46,7 +46,8 @@ def test_every_file_type_loads_prompt_completion_rows(tmp_path, kind):
     examples = load(tmp_path, [{"source": str(path)}])
     assert [e.prompt for e in examples] == ["What is 0+0?", "What is 1+1?", "What is 2+2?"]
     assert [e.completion for e in examples] == ["It is 0.", "It is 2.", "It is 4."]
-    assert [e.columns for e in examples] == [{"answer": 0}, {"answer": 2}, {"answer": 4}]
+    typed = (lambda n: str(n)) if kind == "csv" else (lambda n: n)  # a CSV cell is text
+    assert [e.columns for e in examples] == [{"answer": typed(0)}, {"answer": typed(2)}, {"answer": typed(4)}]
     assert [e.origin for e in examples] == [f"{path}:row {n}" for n in (1, 2, 3)]
     assert any((tmp_path / "hf-cache").iterdir())  # datasets wrote its cache where it was told
 
@@ -117,6 +118,28 @@ def test_bom_csv_loads(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbfprompt,completion\nQ,A\n")
     assert [(e.prompt, e.completion) for e in load(tmp_path, [{"source": str(path)}])] == [("Q", "A")]
+
+
+def test_csv_cells_stay_text_whatever_they_look_like(tmp_path):
+    # pandas would read the completion column as ints (007 -> 7) and an answer column with a gap as floats
+    path = write_csv(tmp_path / "numbers.csv", [
+        {"prompt": "2 + 3?", "completion": "5", "answer": "5"},
+        {"prompt": "Agent?", "completion": "007", "answer": ""},
+    ])
+    examples = load(tmp_path, [{"source": str(path)}])
+    assert [(e.prompt, e.completion) for e in examples] == [("2 + 3?", "5"), ("Agent?", "007")]
+    assert examples[0].columns == {"answer": "5"} and examples[1].columns.get("answer") in (None, "")
+
+
+def test_csv_without_a_usable_header_is_named(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert load_error(tmp_path, [{"source": str(empty)}]) == (
+        f"data.sources.sft[0].source: {empty} has no header row (a CSV source names its columns in its first line)")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("prompt,completion,prompt\nQ,A,R\n")
+    assert load_error(tmp_path, [{"source": str(twice)}]) == (
+        f"{twice}: row 1: the header names column(s) ['prompt'] more than once")
 
 
 def test_invalid_json_line_and_non_object_rows_name_their_row(tmp_path):
