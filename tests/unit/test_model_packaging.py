@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from alignflow.components.config import LoraSettings
 from alignflow.components.modeling.checkpoints import attach_lora, load_checkpoint, save_checkpoint
@@ -169,6 +170,14 @@ def test_registering_logs_an_mlflow_model_that_answers_as_the_pipeline_evaluates
         answers = [model.predict({"messages": [{"role": "user", "content": f"{q}\n{INSTRUCTION}"}]},
                                  params={"max_tokens": 6})["choices"][0]["message"]["content"] for q in questions]
         assert answers == expected
+    request = {"messages": [{"role": "user", "content": "Hi"}]}
+    for params, message in [({"max_tokens": 100_000}, "max_tokens 100000 does not fit: the model's context is 1024"),
+                            ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+                            ({"temperature": -1.0}, "temperature must be >= 0"),
+                            ({"top_p": 0.0}, r"top_p must be in \(0, 1\]")]:
+        with pytest.raises(MlflowException, match=message) as raised:  # a 400 when served, not a 500
+            model.predict(request, params=params)
+        assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
 
     from alignflow.components.modeling.export import write_model_directory
 
@@ -211,6 +220,8 @@ def test_the_reward_pyfunc_scores_what_the_reward_model_scores(tmp_path, tiny_lo
     root = download_logged_model(tracker, logged.model_id, tmp_path / "model")
     model = mlflow.pyfunc.load_model(str(root))
     assert model.predict(pd.DataFrame(rows)) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(MlflowException, match="row 1: 'response' must be text"):
+        model.predict([rows[0], {"prompt": "What is 2 + 3?", "response": None}])
     assert _local_paths(root, [str(tmp_path)]) == []
     with pytest.raises(ValueError, match="only a scalar reward head"):
         log_reward_model(tracker, run, RewardModel(tiny_loaded.model, head="multi_attribute"), tok, name="r",

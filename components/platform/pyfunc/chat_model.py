@@ -116,6 +116,34 @@ def load_causal_lm(path: Path) -> Any:
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
 
 
+def bad_request(message: str) -> Exception:
+    """An error MLflow's scoring server answers with HTTP 400 (INVALID_PARAMETER_VALUE), not 500."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def sampling_params(params: dict[str, Any]) -> tuple[int, float, float]:
+    """(max_tokens, temperature, top_p) of a request, checked.
+
+    Raises:
+        MlflowException (INVALID_PARAMETER_VALUE): max_tokens not a positive integer, temperature
+            negative, top_p outside (0, 1].
+    """
+    try:
+        max_tokens, temperature, top_p = (float(params[k]) for k in ("max_tokens", "temperature", "top_p"))
+    except (TypeError, ValueError):
+        raise bad_request(f"max_tokens, temperature and top_p are numbers; got {params}") from None
+    if max_tokens != int(max_tokens) or max_tokens < 1:
+        raise bad_request(f"max_tokens must be a positive integer, got {params['max_tokens']!r}")
+    if not temperature >= 0:
+        raise bad_request(f"temperature must be >= 0 (0 = greedy), got {params['temperature']!r}")
+    if not 0 < top_p <= 1:
+        raise bad_request(f"top_p must be in (0, 1], got {params['top_p']!r}")
+    return int(max_tokens), temperature, top_p
+
+
 class HFChatModel(PythonModel):
     """Chat completions from a causal LM, decoded as alignflow's evaluation decodes."""
 
@@ -140,16 +168,20 @@ class HFChatModel(PythonModel):
         """One ``chat.completion`` per request (a list for several); see the module docstring."""
         import torch
 
-        params = {**DEFAULT_PARAMS, **(params or {})}
-        max_tokens, temperature = int(params["max_tokens"]), float(params["temperature"])
+        max_tokens, temperature, top_p = sampling_params({**DEFAULT_PARAMS, **(params or {})})
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        # the model's context: a request may not ask for more than its prompt leaves of it
+        context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         answers = []
         for messages in requests_of(model_input):
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             encoded = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
-            sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature,
-                                         "top_p": float(params["top_p"])} if temperature > 0
-                                        else {"do_sample": False})
+            room = context_length - int(encoded["input_ids"].shape[1])
+            if context_length and max_tokens > room:
+                raise bad_request(f"max_tokens {max_tokens} does not fit: the model's context is {context_length} "
+                                  f"tokens and the prompt takes {context_length - room}, leaving {max(room, 0)}")
+            sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature, "top_p": top_p}
+                                        if temperature > 0 else {"do_sample": False})
             with torch.inference_mode():
                 output = self.model.generate(**encoded, max_new_tokens=max_tokens, pad_token_id=pad,
                                              eos_token_id=eos, **sampling)

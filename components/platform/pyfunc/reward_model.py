@@ -97,6 +97,15 @@ class RewardPyfunc(PythonModel):
         rows = rows_of(model_input)
         if not rows:
             return []
+        for number, row in enumerate(rows):
+            for field in ("prompt", "response"):
+                if not isinstance(row.get(field), str):
+                    from mlflow.exceptions import MlflowException
+                    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+                    raise MlflowException(f"row {number}: '{field}' must be text, got "
+                                          f"{type(row.get(field)).__name__} (rows need 'prompt' and 'response')",
+                                          error_code=INVALID_PARAMETER_VALUE)
         max_length = int(self.meta["max_length"])
         eos = self.tokenizer.eos_token if self.meta.get("append_eos", True) else ""
         ids = [fit(self.tokenizer(str(r["prompt"]), add_special_tokens=False)["input_ids"],
