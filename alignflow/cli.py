@@ -33,8 +33,12 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="overri
 def _load(config: Optional[Path], overrides: Optional[list[str]]) -> PipelineConfig:
     if config is None and Path("params.yaml").exists():
         config = Path("params.yaml")
+    from alignflow.components.scoring.python import check_user_functions
+
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
+        check_user_functions(cfg)  # a python scorer's function imports now, not after SFT
+        return cfg
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignflow.components.config import ScorerSpec
+from alignflow.components.config import ConfigError, PipelineConfig, ScorerSpec
 from alignflow.components.scoring.base import Scorer, ScorerError, ScoringItem
 
 
@@ -71,6 +71,24 @@ def load_function(reference: str, key: str = "scoring.scorers[].function") -> tu
     if function is None or not callable(function):
         raise ValueError(f"{key}: '{reference}': {path.name or target} has no callable '{name}'")
     return function, path
+
+
+def check_user_functions(config: PipelineConfig) -> None:
+    """Import every ``python`` scorer's function the config names (``scoring.scorers``,
+    ``reward.labeller``), so a typo fails when the config is loaded, not after SFT.
+
+    Raises:
+        ConfigError: a function reference does not resolve (the message names the config key).
+    """
+    named = [(f"scoring.scorers[{i}].function", s) for i, s in enumerate(config.scoring.scorers)]
+    if config.reward.labeller is not None:
+        named.append(("reward.labeller.function", config.reward.labeller))
+    for key, spec in named:
+        if spec.type == "python" and spec.function:
+            try:
+                load_function(spec.function, key)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 class PythonScorer(Scorer):

@@ -18,3 +18,18 @@ def test_data_check_prints_the_columns_a_source_has(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     out = " ".join((done.stdout + done.stderr).split())
     assert "missing column (columns: [query, gold])" in out, out
+
+
+def test_a_python_scorer_that_does_not_resolve_fails_at_load_naming_its_key(tmp_path):
+    (tmp_path / "rewards.py").write_text("def exact(prompts, completions, **columns):\n"
+                                         "    return [1.0] * len(prompts)\n")
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"scoring:\n  scorers: [{{type: python, function: 'rewards.py:exakt', pass_threshold: 1.0}}]\n")
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "data", "check", "-c", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+                                                                          "HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join((done.stdout + done.stderr).split())
+    assert ("config error: scoring.scorers[0].function: 'rewards.py:exakt': rewards.py has no callable 'exakt'"
+            in out), out
