@@ -62,6 +62,10 @@ def configure_environment(cfg: PipelineConfig) -> dict[str, str]:
         env["PREFECT_API_URL"] = f"{stack['prefect']['url']}/api"
     if "mlflow" in stack and not os.environ.get("MLFLOW_TRACKING_URI") and not cfg.tracking.tracking_uri:
         env["MLFLOW_TRACKING_URI"] = stack["mlflow"]["url"]
+    if cfg.model.torch_threads:
+        # before torch loads: OpenMP reads these once, for every thread — torch.set_num_threads only sets the
+        # calling thread's, and Prefect runs tasks on other threads
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg.model.torch_threads)
     for key, value in env.items():
         os.environ.setdefault(key, value)
     return {k: os.environ[k] for k in env}

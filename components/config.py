@@ -123,7 +123,9 @@ class ModelConfig(_Section):
     source: str = "smollm2"
     cache_dir: Path = Path("~/.cache/alignflow/models")
     tiny: TinyModelConfig = TinyModelConfig()
-    torch_threads: int | None = Field(default=None, description="None = torch default")
+    # CPU threads of every torch computation of the run (the CLI sets OMP_NUM_THREADS before torch loads;
+    # a worker's process: set OMP_NUM_THREADS in its environment); None = torch's default (all cores)
+    torch_threads: int | None = Field(default=None, ge=1, description="None = torch default")
 
 
 class LoraSettings(_Section):

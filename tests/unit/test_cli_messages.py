@@ -33,3 +33,18 @@ def test_a_python_scorer_that_does_not_resolve_fails_at_load_naming_its_key(tmp_
     out = " ".join((done.stdout + done.stderr).split())
     assert ("config error: scoring.scorers[0].function: 'rewards.py:exakt': rewards.py has no callable 'exakt'"
             in out), out
+
+
+def test_torch_threads_reaches_every_thread_through_the_environment(tmp_path, monkeypatch):
+    import os
+
+    from alignflow.cli import configure_environment
+    from alignflow.components.config import load_config
+
+    # configure_environment writes the process environment: give it a copy, so nothing leaks into other tests
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    env = configure_environment(load_config(None, [f"state_dir={tmp_path}", "model.torch_threads=1"]))
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1" == os.environ["OMP_NUM_THREADS"]
+    os.environ.pop("OMP_NUM_THREADS")
+    assert "OMP_NUM_THREADS" not in configure_environment(load_config(None, [f"state_dir={tmp_path}"]))
