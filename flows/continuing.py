@@ -20,7 +20,8 @@ What ``alignflow continue`` and the ``nightly-round`` deployment run, any number
    fail → it stays a candidate and production keeps its cursor.
 
 ``run_key`` makes a night idempotent: a deployment run's key is its deployment and scheduled time, so
-re-running a finished night returns the version it registered without training again.
+re-running a finished night returns the version it registered without training again — and gates that
+version first when the night crashed between registering and gating it.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ from alignflow.tasks.stages import evaluate_task, prepare_data_task
 
 class ContinueResult(BaseModel):
     """What a continuing run did: ``status`` is ``trained`` (a round ran and was gated),
-    ``exhausted`` (no unused prompts: nothing trained) or ``already_done`` (this ``run_key`` had
-    registered ``version`` before)."""
+    ``exhausted`` (no unused prompts: nothing trained), ``already_done`` (this ``run_key`` had
+    registered and gated ``version`` before) or ``gated`` (this ``run_key`` had registered ``version``
+    and crashed before its gate: the gate ran now, nothing trained)."""
 
     status: str
     message: str
@@ -111,11 +113,25 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
                                  registered_model=state.registered_model, policy_in=state.policy_uri,
                                  round_index=state.round_index, metric=metric, workspace=str(workspace),
                                  pid=os.getpid())
-        if state.finished_version is not None:
+        if state.finished_version is not None and state.finished_gated:
             print(f"run {run_key} already registered {state.registered_model} v{state.finished_version}: "
                   f"nothing to train")
             return summary.model_copy(update=dict(status="already_done", version=state.finished_version,
                                                   message=f"{run_key} already registered v{state.finished_version}"))
+        if state.finished_version is not None:  # registered, then crashed before its gate: gate it now
+            version = state.finished_version
+            with tracked_flow(cfg, workspace, f"{state.lineage_id}-gate-v{version}",
+                              {"alignflow.kind": "continue", "config_hash": key, TAG_ID: state.lineage_id,
+                               "promotion_metric": metric, "lineage.run_key": run_key or ""},
+                              params=pipeline_params(cfg)) as ctx:
+                decision = promote_task(ctx, config, version, str(workspace / "promotion"))
+            verdict = "promoted" if decision["passed"] else "blocked (stays candidate)"
+            print(f"run {run_key} had registered v{version} but not gated it: {verdict}")
+            return summary.model_copy(update=dict(
+                status="gated", version=version, promotion=decision, parent_run_id=ctx.parent_run_id,
+                round_index=state.finished_round or state.round_index,
+                tracking_uri=ctx.tracking_uri,
+                message=f"{run_key} had registered v{version} ungated; now {verdict}: {decision['reason']}"))
         r = state.round_index
         tags = {"alignflow.kind": "continue", "config_hash": key, "model_source": cfg.model.source,
                 "promotion_metric": metric, TAG_ID: state.lineage_id, TAG_ROUND: r, TAG_PARENT: state.policy_uri,

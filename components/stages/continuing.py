@@ -16,6 +16,7 @@ from alignflow.components.modeling.checkpoints import read_metadata
 from alignflow.components.platform import registry
 from alignflow.components.platform.lineage_cursor import (
     TAG_REFERENCE,
+    TAG_ROUND,
     TAG_RUN_KEY,
     TAG_SFT,
     PromptCursor,
@@ -51,6 +52,10 @@ class LineageState(BaseModel):
     sft_uri: str  # models:/… of the lineage's SFT model ("none" when it has none)
     base_model: str  # the policy's base_model tag (the model the lineage started from)
     finished_version: str | None = None  # a version this run_key already registered (nothing to train)
+    # whether that version was gated (its gate_passed tag): a run that crashed between registering and
+    # gating left it ungated, and the re-run gates it
+    finished_gated: bool = False
+    finished_round: int | None = None  # that version's lineage.round
 
     @property
     def policy_uri(self) -> str:
@@ -115,7 +120,9 @@ def lineage_state(tracker: Tracker, config: PipelineConfig, run_key: str | None 
                         lineage_id=cursor.lineage_id, round_index=next_round_index(versions + [version]),
                         cursor=cursor, consumed=dict(consumed_counts(cursors)), reference_uri=reference,
                         sft_uri=sft, base_model=tags.get("base_model", cursor.lineage_id),
-                        finished_version=str(done[-1].version) if done else None)
+                        finished_version=str(done[-1].version) if done else None,
+                        finished_gated=bool(done) and "gate_passed" in (done[-1].tags or {}),
+                        finished_round=int((done[-1].tags or {}).get(TAG_ROUND, 0)) if done else None)
 
 
 def slice_prompts(config: PipelineConfig, prompts: Artifact, consumed: dict[str, int], out_dir: Path) -> PromptSlice:

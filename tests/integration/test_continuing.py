@@ -48,7 +48,7 @@ def _wait_for_lock(client: MlflowClient, process: subprocess.Popen, timeout: flo
     return False
 
 
-def test_rounds_continue_from_production_through_the_registry(prefect_harness, mlflow_server, tmp_path):
+def test_rounds_continue_from_production_through_the_registry(prefect_harness, mlflow_server, tmp_path, monkeypatch):
     from alignflow.components.platform.lineage_lock import LineageBusyError
     from alignflow.flows.pipeline import alignment_pipeline
 
@@ -128,9 +128,26 @@ def test_rounds_continue_from_production_through_the_registry(prefect_harness, m
     production_cursor = _cursor(client, "3", tmp_path)
     assert not set(failed.prompt_ids) & set(production_cursor["trained"])
 
-    # the next night retries from production v3 with fresh prompts (not those of the failed round 5)
+    # the next night retries from production v3 with fresh prompts (not those of the failed round 5) — and
+    # crashes between registering its version and gating it
+    import alignflow.flows.continuing as continuing
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the pod was evicted")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(continuing, "promote_task", crash)
+        with pytest.raises(RuntimeError, match="evicted"):
+            _continue(overrides, run_key="night-6")
+    ungated = client.get_model_version(MODEL, "5")
+    assert ungated.tags["lineage.run_key"] == "night-6" and "gate_passed" not in ungated.tags
+    # its re-run trains nothing and gates the version it registered
     retry = _continue(overrides, run_key="night-6")
-    assert (retry.status, retry.round_index, retry.policy_in) == ("trained", 6, f"models:/{MODEL}/3")
+    assert (retry.status, retry.round_index, retry.policy_in, retry.version) == ("gated", 6, f"models:/{MODEL}/3", "5")
+    assert "gate_passed" in client.get_model_version(MODEL, "5").tags and retry.promotion["candidate_version"] == "5"
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 5
+    retry_cursor = _cursor(client, "5", tmp_path)
+    retry = retry.model_copy(update={"prompt_ids": retry_cursor["rounds"]["6"]})
     earlier = used | set(third.prompt_ids) | set(failed.prompt_ids) | set(_cursor(client, "3", tmp_path)["rounds"]["4"])
     assert len(earlier) == 40 and set(retry.prompt_ids).isdisjoint(earlier)
     assert _cursor(client, retry.version or "", tmp_path)["rounds"].keys() == {"1", "2", "3", "4", "6"}
