@@ -551,6 +551,18 @@ def data_check(
         console.print(f"[red]{escape(str(error))}[/red]")
     if report.truncated:
         console.print(f"[red]… stopped after {len(report.errors)} errors[/red]")
+    if report.ok and not sources:  # the config's roles together: the eval split, and eval vs training prompts
+        from alignflow.components.data.formats import DataFormatError
+        from alignflow.components.stages.data import contamination_message, load_roles
+
+        try:
+            _, contaminated = load_roles(cfg)
+        except DataFormatError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]\n[red]FAILED[/red]")
+            raise typer.Exit(1) from None
+        if contaminated:
+            console.print(f"[yellow]{escape(contamination_message(contaminated))} (data.fail_on_contamination "
+                          f"is false: a run goes on)[/yellow]")
     console.print("[green]OK[/green]" if report.ok else f"[red]FAILED: {len(report.errors)} error(s)[/red]")
     raise typer.Exit(report.exit_code)
 

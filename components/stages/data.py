@@ -39,6 +39,12 @@ def builtin_sources(config: PipelineConfig, role: str) -> dict[str, BuiltinGener
     return {"arithmetic": arithmetic, "constraints": constraints}
 
 
+def contamination_message(found: list[str]) -> str:
+    """What to tell a user whose eval prompts (ids ``found``) also occur in a training role."""
+    return (f"{len(found)} eval prompt(s) also occur in a training role (first: {', '.join(found[:5])}); "
+            f"they measure memory, not generalization")
+
+
 def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[str]]:
     """Every role's validated rows, and the contaminated prompt ids (in a training role and in eval).
 
@@ -60,8 +66,7 @@ def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[s
                                   f"{len(roles['prompts'])} prompts left no eval rows: raise it or give an eval source")
     found = contamination([e for role in TRAINING_ROLES for e in roles[role]], roles["eval"])
     if found:
-        message = (f"{len(found)} eval prompt(s) also occur in a training role (first: {', '.join(found[:5])}); "
-                   f"they measure memory, not generalization")
+        message = contamination_message(found)
         if d.fail_on_contamination:
             raise DataFormatError("data.sources", message + ": remove them, or set data.fail_on_contamination: false")
         logger.warning(message)

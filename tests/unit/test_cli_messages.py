@@ -48,3 +48,23 @@ def test_torch_threads_reaches_every_thread_through_the_environment(tmp_path, mo
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1" == os.environ["OMP_NUM_THREADS"]
     os.environ.pop("OMP_NUM_THREADS")
     assert "OMP_NUM_THREADS" not in configure_environment(load_config(None, [f"state_dir={tmp_path}"]))
+
+
+def test_data_check_catches_eval_prompts_that_are_also_training_prompts(tmp_path):
+    rows = [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(4)]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[2:]))
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\ndata:\n  sources:\n"
+                      f"    prompts: [{{source: '{tmp_path / 'prompts.jsonl'}'}}]\n"
+                      f"    eval: [{{source: '{tmp_path / 'eval.jsonl'}'}}]\n")
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "data", "check", "-c", str(config)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1 and "2 eval prompt(s) also occur in a training role" in out, out
+    lenient = subprocess.run([sys.executable, "-m", "alignflow.cli", "data", "check", "-c", str(config),
+                              "-s", "data.fail_on_contamination=false"], capture_output=True, text=True, timeout=300,
+                             env=env)
+    out = " ".join((lenient.stdout + lenient.stderr).split())
+    assert lenient.returncode == 0 and "fail_on_contamination is false: a run goes on" in out, out
