@@ -122,7 +122,8 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
             version = state.finished_version
             with tracked_flow(cfg, workspace, f"{state.lineage_id}-gate-v{version}",
                               {"alignflow.kind": "continue", "config_hash": key, TAG_ID: state.lineage_id,
-                               "promotion_metric": metric, "lineage.run_key": run_key or ""},
+                               TAG_ROUND: state.finished_round or state.round_index, "promotion_metric": metric,
+                               "lineage.run_key": run_key or ""},
                               params=pipeline_params(cfg)) as ctx:
                 decision = promote_task(ctx, config, version, str(workspace / "promotion"))
             verdict = "promoted" if decision["passed"] else "blocked (stays candidate)"

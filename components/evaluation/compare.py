@@ -92,16 +92,19 @@ def lineage_series(tracker: Tracker, lineage_id: str,
                    metric: str = "eval/accuracy") -> tuple[RunSeries, dict[int, str]]:
     """Every round a lineage ever ran, as one series: its pipeline's rounds (and baseline), then each
     continuing run's round (``alignflow continue``, tag ``lineage.id``); a round run twice (a crash, a
-    re-run) keeps its last finished run. Also round → the gate's verdict on the version it registered
-    (``vN promoted`` / ``vN blocked``), for the runs that registered one.
+    re-run) keeps its last measurement — a run that crashed after its round's eval counts (its numbers
+    are real; a re-run that only gated the version it registered measures nothing). Also round → the
+    gate's verdict on the version it registered (``vN promoted`` / ``vN blocked``), for the runs that
+    gated one.
 
     Raises:
         LookupError: no finished run of the experiment carries that lineage id.
     """
-    runs = tracker.search_runs(f"tags.`lineage.id` = '{lineage_id}' and attributes.status = 'FINISHED'",
-                               order_by=["attributes.start_time ASC"], max_results=1000)
-    runs = [r for r in runs if r.data.tags.get("alignflow.kind") in ("pipeline", "continue")]
-    if not runs:
+    runs = tracker.search_runs(f"tags.`lineage.id` = '{lineage_id}'", order_by=["attributes.start_time ASC"],
+                               max_results=1000)
+    runs = [r for r in runs if r.data.tags.get("alignflow.kind") in ("pipeline", "continue")
+            and r.info.status in ("FINISHED", "FAILED")]
+    if not any(r.info.status == "FINISHED" for r in runs):
         raise LookupError(f"no finished run of lineage '{lineage_id}' in experiment {tracker.experiment_id} at "
                           f"{tracker.tracking_uri} (its id is the lineage.id tag of its registered versions)")
     rounds: dict[int, dict[str, float]] = {}
@@ -112,9 +115,11 @@ def lineage_series(tracker: Tracker, lineage_id: str,
             rows.pop(0, None)  # its baseline is the policy in: the previous round's model
         rounds.update(rows)
         tags = run.data.tags
-        if "promotion.version" in tags and rows:
+        gated_round = max(rows) if rows else int(tags.get("lineage.round", -1))
+        if "promotion.version" in tags and gated_round >= 0:
             verdict = "promoted" if tags.get("promotion.passed") == "True" else "blocked"
-            verdicts[max(rows)] = f"v{tags['promotion.version']} {verdict}"
+            verdicts[gated_round] = f"v{tags['promotion.version']} {verdict}"
+    runs = [r for r in runs if r.info.status == "FINISHED"]
     return RunSeries(runs[0].info.run_id, f"lineage {lineage_id}", "FINISHED", rounds, metric), verdicts
 
 
