@@ -81,12 +81,36 @@ class UserCode(CachePolicy):
         return user_code_version([*cfg.scoring.scorers, *([cfg.reward.labeller] if cfg.reward.labeller else [])])
 
 
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    """Errors that a retry repeats exactly: bad data or config, a user's scorer that raised, pairs that
+    fail the quality gate, a model source or checkpoint that does not fit. (Imported here, not at module
+    level: they live beside torch, which a task module need not load.)"""
+    from alignflow.components.collection.quality import PairQualityError
+    from alignflow.components.config import ConfigError
+    from alignflow.components.data.formats import DataFormatError
+    from alignflow.components.data.io import DataValidationError
+    from alignflow.components.modeling.checkpoints import ModelSourceError
+    from alignflow.components.scoring.base import ScorerError
+    from alignflow.components.trainers.resume import ResumeStateMismatch
+
+    return (ConfigError, DataFormatError, DataValidationError, PairQualityError, ModelSourceError, ScorerError,
+            ResumeStateMismatch)
+
+
+def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn``: retry a failed task unless it raised one of
+    ``deterministic_errors()`` (a retry would only repeat it, and its message, after the delay)."""
+    return not isinstance(getattr(state, "data", None), deterministic_errors())
+
+
 def compute(stage_module: str, retries: int = 1) -> dict[str, Any]:
     """Task options of a compute task: cached on (inputs − ctx) + the task's source + the code version
-    of ``stage_module`` + the user scorer functions' source, results persisted, retried once."""
+    of ``stage_module`` + the user scorer functions' source, results persisted, retried once — unless
+    it raised a deterministic error (``retry_unless_deterministic``)."""
     code_version(stage_module)  # fail at import, naming the module, if it does not exist
     return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module) + UserCode(),
-                persist_result=True, retries=retries, retry_delay_seconds=2)
+                persist_result=True, retries=retries, retry_delay_seconds=2,
+                retry_condition_fn=retry_unless_deterministic)
 
 
 def versioned_dir(out_dir: str | Path, stage_module: str, name: str | None = None) -> Path:
