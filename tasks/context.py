@@ -23,6 +23,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from alignflow.components.config import PipelineConfig
+from alignflow.components.data.sources import sources_fingerprint
 from alignflow.components.platform import versioning
 from alignflow.components.platform.atomic import write_text_atomic
 from alignflow.components.platform.codeversion import code_version
@@ -81,6 +82,21 @@ class UserCode(CachePolicy):
         return user_code_version([*cfg.scoring.scorers, *([cfg.reward.labeller] if cfg.reward.labeller else [])])
 
 
+@dataclass
+class DataFiles(CachePolicy):
+    """Cache key part: the content of the config's local data sources (``sources_fingerprint``), so a
+    row appended to a prompts file is seen by the next run — the config names only the path."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: Optional[dict[str, Any]],
+                    flow_parameters: Optional[dict[str, Any]], **kwargs: Any) -> Optional[str]:
+        config = (inputs or {}).get("config")
+        if not isinstance(config, dict):
+            return None
+        sources = config_of(config).data.sources
+        return sources_fingerprint([s for role in ("sft", "prompts", "preferences", "eval")
+                                    for s in getattr(sources, role)])
+
+
 def deterministic_errors() -> tuple[type[BaseException], ...]:
     """Errors that a retry repeats exactly: bad data or config, a user's scorer that raised, pairs that
     fail the quality gate, a model source or checkpoint that does not fit. (Imported here, not at module
@@ -105,10 +121,12 @@ def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:
 
 def compute(stage_module: str, retries: int = 1) -> dict[str, Any]:
     """Task options of a compute task: cached on (inputs − ctx) + the task's source + the code version
-    of ``stage_module`` + the user scorer functions' source, results persisted, retried once — unless
+    of ``stage_module`` + the user scorer functions' source + the content of the data source files,
+    results persisted, retried once — unless
     it raised a deterministic error (``retry_unless_deterministic``)."""
     code_version(stage_module)  # fail at import, naming the module, if it does not exist
-    return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module) + UserCode(),
+    return dict(cache_policy=(INPUTS - "ctx") + TASK_SOURCE + StageCode(module=stage_module) + UserCode()
+                + DataFiles(),
                 persist_result=True, retries=retries, retry_delay_seconds=2,
                 retry_condition_fn=retry_unless_deterministic)
 

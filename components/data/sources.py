@@ -307,6 +307,38 @@ def _csv_string_features(path: Path, key: str, name: str) -> Any:
     return Features({column: Value("string") for column in header})
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash each file once
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def sources_fingerprint(specs: Iterable[SourceSpec]) -> str:
+    """One hash of the content of every local source in ``specs`` (a file; a directory: every file under
+    it, by relative path), so anything keyed by it changes when a row is appended or edited — the config
+    only names the path. Builtin sources and paths that do not exist add their name only (loading them
+    fails with its own error). Each file is read once per process for a given size and mtime."""
+    digest = hashlib.sha256()
+    for spec in specs:
+        digest.update(spec.source.encode())
+        path = Path(spec.source).expanduser()
+        if spec.source.startswith(BUILTIN_PREFIX) or not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(f"{file.relative_to(path) if path.is_dir() else ''}:{_file_sha256(file)}".encode())
+    return digest.hexdigest()[:16]
+
+
 def _not_utf8(path: Path, name: str) -> DataFormatError:
     """The error for a text file that is not UTF-8, naming its first such line (a row of a JSONL/CSV file)."""
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
@@ -336,19 +368,43 @@ def source_format(raw: RawSource, spec: SourceSpec) -> str:
         raise DataFormatError(raw.name, exc.problem) from None
 
 
+# a forced format that fails this many first rows in the same field, the same way, does not fit the source
+SAME_ERROR_ROWS = 3
+
+
 def _normalize_source(raw: RawSource, spec: SourceSpec, role: str, errors: list[str] | None = None,
                       max_errors: int = MAX_CHECK_ERRORS) -> tuple[str, list[Example]]:
     fmt = source_format(raw, spec)
     examples: list[Example] = []
+    held: list[DataFormatError] = []  # a forced format's first failures, while they could all be one misfit
+    misfit_possible = spec.format != "auto"
     for row, number in zip(raw.rows, raw.row_numbers, strict=True):
         try:
             examples.append(normalize(row, fmt, f"{raw.name}:row {number}", role=role, columns=spec.columns))
         except DataFormatError as exc:
             if errors is None:
                 raise
-            errors.append(str(exc))
+            held.append(exc)
+            if misfit_possible and len({(f.field, f.problem) for f in held}) == 1:
+                if len(held) < SAME_ERROR_ROWS:
+                    continue
+                # one line, not one per row: the forced format does not fit this file
+                errors.append(f"{exc.file}: rows {held[0].row}–{exc.row}: {str(exc).split(f'row {exc.row}: ', 1)[-1]}"
+                              f" — format {fmt} (forced) does not fit this source (columns: "
+                              f"[{', '.join(raw.column_names)}]); remove format: to detect it")
+                return fmt, examples
+            misfit_possible = False
+            errors.extend(str(f) for f in held)
+            held = []
             if len(errors) >= max_errors:
                 break
+        else:
+            misfit_possible = False
+            if held and errors is not None:
+                errors.extend(str(f) for f in held)
+                held = []
+    if errors is not None:
+        errors.extend(str(f) for f in held)
     return fmt, examples
 
 

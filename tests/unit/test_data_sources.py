@@ -212,6 +212,20 @@ def test_forced_format(tmp_path):
         SourceSpec(source=str(path), format="chatml")
 
 
+def test_a_forced_format_that_does_not_fit_is_one_error_not_one_per_row(tmp_path):
+    path = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": f"Q{i}", "completion": f"A{i}"} for i in range(30)])
+    report = check_sources({"sft": [{"source": str(path), "format": "messages"}]}, cache_dir=tmp_path / "c")
+    assert not report.ok and len(report.errors) == 1, report.errors
+    assert report.errors[0].startswith(f"{path}: rows 1–3: field 'messages'")
+    assert report.errors[0].endswith("format messages (forced) does not fit this source (columns: "
+                                     "[prompt, completion]); remove format: to detect it")
+    # rows that fail differently, or a file with good rows, still get an error per bad row
+    rows = [{"prompt": "Q", "completion": "A"}, {"prompt": "Q", "completion": ""}, {"prompt": "", "completion": "A"}]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    report = check_sources({"sft": [{"source": str(mixed), "format": "prompt_completion"}]}, cache_dir=tmp_path / "c")
+    assert [e.split(": ")[1] for e in report.errors] == ["row 2", "row 3"]
+
+
 def test_undetectable_source_names_the_file(tmp_path):
     path = write_jsonl(tmp_path / "lm.jsonl", [{"text": "once upon a time"}])
     assert load_error(tmp_path, [{"source": str(path)}]) == (

@@ -24,3 +24,30 @@ def test_deterministic_errors_are_not_retried_and_transient_ones_are():
         assert retry_unless_deterministic(None, None, Failed(data=error)) is False, type(error).__name__
     for error in (OSError("connection reset by peer"), RuntimeError("CUDA error: an illegal memory access")):
         assert retry_unless_deterministic(None, None, Failed(data=error)) is True, type(error).__name__
+
+
+def test_a_task_s_cache_key_follows_the_content_of_the_data_files(tmp_path):
+    import os
+
+    from alignflow.components.config import load_config
+    from alignflow.tasks.context import DataFiles, compute
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "What is 1 + 1?"}\n')
+    shards = tmp_path / "eval"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text('{"prompt": "What is 2 + 2?"}\n')
+    config = load_config(None, [f"data.sources.prompts=[{{source: {prompts}}}]",
+                                f"data.sources.eval=[{{source: {shards}}}, {{source: 'builtin:arithmetic'}}]"])
+    inputs = {"config": config.model_dump(mode="json")}
+    policy = DataFiles()
+    assert DataFiles in {type(p) for p in compute("alignflow.components.stages.data")["cache_policy"].policies}
+    first = policy.compute_key(None, inputs, None)  # type: ignore[arg-type]
+    os.utime(prompts, ns=(1, 1))  # touched, same content: same key
+    assert policy.compute_key(None, inputs, None) == first  # type: ignore[arg-type]
+    with prompts.open("a") as handle:  # a row appended: the config is unchanged, the key is not
+        handle.write('{"prompt": "What is 3 + 3?"}\n')
+    appended = policy.compute_key(None, inputs, None)  # type: ignore[arg-type]
+    assert appended != first
+    (shards / "b.jsonl").write_text('{"prompt": "What is 4 + 4?"}\n')  # a new file in a source directory
+    assert policy.compute_key(None, inputs, None) not in (first, appended)  # type: ignore[arg-type]
