@@ -114,10 +114,14 @@ def continue_rounds(config: dict[str, Any], run_key: str | None = None) -> Conti
                                  round_index=state.round_index, metric=metric, workspace=str(workspace),
                                  pid=os.getpid())
         if state.finished_version is not None and state.finished_gated:
-            print(f"run {run_key} already registered {state.registered_model} v{state.finished_version}: "
-                  f"nothing to train")
-            return summary.model_copy(update=dict(status="already_done", version=state.finished_version,
-                                                  message=f"{run_key} already registered v{state.finished_version}"))
+            verdict = "promoted" if state.finished_passed else "blocked by its gate"
+            print(f"run {run_key} already registered {state.registered_model} v{state.finished_version} "
+                  f"({verdict}): nothing to train")
+            return summary.model_copy(update=dict(
+                status="already_done", version=state.finished_version,
+                round_index=state.finished_round or state.round_index,
+                policy_in=state.finished_parent or state.policy_uri,
+                message=f"{run_key} already registered v{state.finished_version} ({verdict})"))
         if state.finished_version is not None:  # registered, then crashed before its gate: gate it now
             version = state.finished_version
             with tracked_flow(cfg, workspace, f"{state.lineage_id}-gate-v{version}",

@@ -15,6 +15,7 @@ from alignflow.components.data.io import write_rows
 from alignflow.components.modeling.checkpoints import read_metadata
 from alignflow.components.platform import registry
 from alignflow.components.platform.lineage_cursor import (
+    TAG_PARENT,
     TAG_REFERENCE,
     TAG_ROUND,
     TAG_RUN_KEY,
@@ -56,6 +57,8 @@ class LineageState(BaseModel):
     # gating left it ungated, and the re-run gates it
     finished_gated: bool = False
     finished_round: int | None = None  # that version's lineage.round
+    finished_parent: str | None = None  # the models:/ URI that version was trained from
+    finished_passed: bool | None = None  # its gate's verdict, when gated
 
     @property
     def policy_uri(self) -> str:
@@ -73,18 +76,28 @@ class PromptSlice(BaseModel):
 
 
 def _registry_version(tracker: Tracker, uri: str, key: str) -> Any:
-    """The version a ``models:/name@alias`` or ``models:/name/N`` URI names."""
-    pinned = registry.parse_version_uri(uri)
-    if pinned is not None:
-        return tracker.get_model_version(*pinned)
-    named = registry.parse_model_uri(uri)
+    """The version a ``models:/name@alias`` or ``models:/name/N`` URI names.
+
+    Raises:
+        ValueError: ``uri`` is not a ``models:/`` URI.
+        LookupError: the model, alias or version does not exist (the message says which, and what does).
+    """
+    named = registry.parse_model_uri(uri)  # a pinned version comes back as (name, "N")
     if named is None:
         raise ValueError(f"{key}: '{uri}' is not a registered model; a continuing round starts from one, e.g. "
                          f"models:/alignflow-policy@production (run `alignflow run` once to register it)")
-    found = registry.version_for_alias(tracker, *named)
+    name, ref = named
+    found = registry.version_for_alias(tracker, name, ref)
     if found is None:
-        raise LookupError(f"{key}: no version of '{named[0]}' has alias '{named[1]}' at {tracker.tracking_uri}; "
-                          f"run `alignflow run` once (it registers and gates the lineage's first version)")
+        versions = tracker.search_model_versions(f"name = '{name}'")
+        what = f"version {ref}" if ref.isdigit() else f"alias '{ref}'"
+        if not versions:
+            raise LookupError(f"{key}: no registered model '{name}' at {tracker.tracking_uri}; run `alignflow run` "
+                              f"once (it registers and gates the lineage's first version)")
+        aliases = sorted({f"@{a}" for v in versions for a in (getattr(v, "aliases", None) or [])})
+        numbers = sorted(int(v.version) for v in versions)
+        raise LookupError(f"{key}: '{name}' has no {what} at {tracker.tracking_uri} (it has versions "
+                          f"{numbers[0]}–{numbers[-1]}{', aliases ' + ', '.join(aliases) if aliases else ''})")
     return found
 
 
@@ -122,7 +135,9 @@ def lineage_state(tracker: Tracker, config: PipelineConfig, run_key: str | None 
                         sft_uri=sft, base_model=tags.get("base_model", cursor.lineage_id),
                         finished_version=str(done[-1].version) if done else None,
                         finished_gated=bool(done) and "gate_passed" in (done[-1].tags or {}),
-                        finished_round=int((done[-1].tags or {}).get(TAG_ROUND, 0)) if done else None)
+                        finished_round=int((done[-1].tags or {}).get(TAG_ROUND, 0)) if done else None,
+                        finished_parent=(done[-1].tags or {}).get(TAG_PARENT) if done else None,
+                        finished_passed=(done[-1].tags or {}).get("gate_passed") == "True" if done else None)
 
 
 def slice_prompts(config: PipelineConfig, prompts: Artifact, consumed: dict[str, int], out_dir: Path) -> PromptSlice:

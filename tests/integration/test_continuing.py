@@ -153,7 +153,11 @@ def test_rounds_continue_from_production_through_the_registry(prefect_harness, m
     assert _cursor(client, retry.version or "", tmp_path)["rounds"].keys() == {"1", "2", "3", "4", "6"}
     # re-running a finished night trains nothing
     again = _continue(overrides, run_key="night-6")
-    assert (again.status, again.version) == ("already_done", retry.version)
+    assert (again.status, again.version, again.round_index, again.policy_in) == (
+        "already_done", retry.version, 6, f"models:/{MODEL}/3")
+    assert again.message.endswith("(promoted)" if retry.promotion["passed"] else "(blocked by its gate)")
+    with pytest.raises(LookupError, match=f"'{MODEL}' has no version 99 at .* \\(it has versions 1–5\\)"):
+        _continue(overrides, f"model.source=models:/{MODEL}/99")
     # every prompt used: the run says so and stops cleanly, registering nothing
     count = len(client.search_model_versions(f"name = '{MODEL}'"))
     exhausted = _continue(overrides)
