@@ -204,6 +204,27 @@ class DataConfig(_Section):
     # prompts that occur in a training role and in eval: always reported; fail the run when true
     fail_on_contamination: bool = True
 
+    @model_validator(mode="after")
+    def _one_constraints_split(self) -> DataConfig:
+        """Every ``builtin:constraints`` entry of sft, prompts and eval must hold out the same kind
+        combinations: the split depends on ``heldout_combinations`` and ``max_constraints``, so a role whose
+        ``params`` change either draws from another split, and eval combinations leak into training."""
+        splits: dict[tuple[Any, ...], list[str]] = {}
+        for role in ("sft", "prompts", "eval"):
+            for i, spec in enumerate(getattr(self.sources, role)):
+                if spec.source != "builtin:constraints":
+                    continue
+                split = tuple(spec.params.get(k, getattr(self.constraints, k))
+                              for k in ("heldout_combinations", "max_constraints"))
+                splits.setdefault(split, []).append(f"data.sources.{role}[{i}]")
+        if len(splits) > 1:
+            found = "; ".join(f"{', '.join(keys)}: heldout_combinations {h}, max_constraints {m}"
+                              for (h, m), keys in splits.items())
+            raise ValueError(f"builtin:constraints entries hold out different kind combinations ({found}): eval "
+                             f"combinations would occur in training. Set heldout_combinations and max_constraints "
+                             f"in data.constraints, not in one entry's params")
+        return self
+
 
 class SFTConfig(_Section):
     enabled: bool = True

@@ -261,6 +261,9 @@ class Constraint:
 
 
 def _tuple_field(obj: Constraint, name: str) -> None:
+    if isinstance(getattr(obj, name), str):  # tuple("soil") would be ('s', 'o', 'i', 'l')
+        raise ValueError(f"{type(obj).__name__}.{name} must be a list of words, got the string "
+                         f"{getattr(obj, name)!r} (write [{getattr(obj, name)!r}])")
     value = tuple(getattr(obj, name))
     if not value or not all(isinstance(w, str) and _WORD_RE.fullmatch(w) for w in value):
         raise ValueError(f"{type(obj).__name__}.{name} must be a non-empty list of single words, got {value!r}")
@@ -477,13 +480,36 @@ CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
 
 
 def constraint_from_dict(row: Mapping[str, Any]) -> Constraint:
-    """The constraint a ``{"kind": ..., **params}`` dict describes (lists become tuples)."""
+    """The constraint a ``{"kind": ..., **params}`` dict describes (lists become tuples).
+
+    Raises:
+        ValueError: no or an unknown ``kind`` (the message lists the known ones), params that kind does
+            not take or lacks, or a param out of range.
+    """
     params = {k: v for k, v in row.items() if k != "kind"}
+    cls = CONSTRAINT_TYPES.get(row.get("kind"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown constraint kind {row.get('kind')!r} in {dict(row)!r} (known kinds: "
+                         f"{', '.join(sorted(CONSTRAINT_TYPES))})")
     try:
-        cls = CONSTRAINT_TYPES[row["kind"]]
-    except KeyError as exc:
-        raise ValueError(f"unknown constraint kind in {dict(row)!r}") from exc
-    return cls(**params)
+        return cls(**params)
+    except TypeError:  # a param the kind does not take, or one it needs
+        wanted = [f.name for f in fields(cls)]
+        raise ValueError(f"constraint {row.get('kind')!r} takes {', '.join(wanted) or 'no params'}, got "
+                         f"{', '.join(sorted(params)) or 'none'}") from None
+
+
+def parse_constraints(value: Any) -> list[Constraint]:
+    """A row's ``constraints`` column (a list of ``{"kind": ..., **params}`` objects) as constraints; a key
+    whose value is None counts as absent (a JSON file read through ``datasets`` gives every object every
+    key seen in the column).
+
+    Raises:
+        ValueError: not a list of objects, or one that ``constraint_from_dict`` refuses.
+    """
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise ValueError(f"expected a list of {{'kind': ..., **params}} objects, got {type(value).__name__}")
+    return [constraint_from_dict({k: v for k, v in c.items() if v is not None}) for c in value]
 
 
 def _as_constraint(item: Constraint | Mapping[str, Any]) -> Constraint:

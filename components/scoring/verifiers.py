@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from alignflow.components.data.answers import extract_answer, gsm8k_answer, math_equal
-from alignflow.components.data.constraints import CONSTRAINTS_COLUMN, Constraint, constraint_from_dict
+from alignflow.components.data.constraints import CONSTRAINTS_COLUMN, Constraint, parse_constraints
 from alignflow.components.scoring.base import Scorer, ScorerError, ScoringItem, gold_value
 
 
@@ -127,12 +127,9 @@ class ConstraintsVerifier(Scorer):
         value = item.columns.get(column)
         if value is None:
             return None
-        if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
-            raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': expected a list of "
-                              f"{{'kind': ..., **params}} objects, got {type(value).__name__}")
-        try:  # a JSON file read through `datasets` gives every object every key seen in the column: None = absent
-            return [constraint_from_dict({k: v for k, v in c.items() if v is not None}) for c in value]
-        except (TypeError, ValueError) as exc:
+        try:  # the data stage checked the column already (check_constraints_columns); rows built elsewhere may not be
+            return parse_constraints(value)
+        except ValueError as exc:
             raise ScorerError(f"scorer '{self.id}': row {item.prompt_id}: field '{column}': {exc}") from None
 
     def score(self, items: Sequence[ScoringItem]) -> list[float | None]:

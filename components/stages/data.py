@@ -11,7 +11,7 @@ from typing import Any
 
 from alignflow.components.config import PipelineConfig
 from alignflow.components.data.arithmetic import arithmetic_source
-from alignflow.components.data.constraints import constraints_source
+from alignflow.components.data.constraints import CONSTRAINTS_COLUMN, constraints_source, parse_constraints
 from alignflow.components.data.formats import DataFormatError, Example
 from alignflow.components.data.io import write_rows
 from alignflow.components.data.sources import BuiltinGenerator, contamination, load_role, profile, split_heldout
@@ -45,12 +45,35 @@ def contamination_message(found: list[str]) -> str:
             f"they measure memory, not generalization")
 
 
+def check_constraints_columns(config: PipelineConfig, roles: dict[str, list[Example]]) -> None:
+    """Every row's constraints column that a ``constraints`` scorer or labeller will read parses: a bad kind
+    or param fails here, naming the file, row and field — not after SFT, in the first round's scoring.
+
+    Raises:
+        DataFormatError: the first row whose column ``parse_constraints`` refuses.
+    """
+    specs = [*config.scoring.scorers, config.reward.labeller]
+    columns = sorted({s.gold_column or CONSTRAINTS_COLUMN for s in specs if s is not None and s.type == "constraints"})
+    for role, rows in roles.items():
+        for example in rows:
+            for column in columns:
+                value = example.columns.get(column)
+                if value is None:
+                    continue
+                try:
+                    parse_constraints(value)
+                except ValueError as exc:
+                    file, _, row = example.origin.rpartition(":row ")
+                    raise DataFormatError(file or example.origin, f"{exc} ({role} role, read by the constraints "
+                                          f"scorer)", row=int(row) if row.isdigit() else None, field=column) from None
+
+
 def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[str]]:
     """Every role's validated rows, and the contaminated prompt ids (in a training role and in eval).
 
     Raises:
-        DataFormatError: a bad row (file, row, field) or source (config key); no eval rows at all; or
-        contamination with ``data.fail_on_contamination``.
+        DataFormatError: a bad row (file, row, field) or source (config key); a constraints column a
+        constraints scorer cannot read; no eval rows at all; or contamination with ``data.fail_on_contamination``.
     """
     d = config.data
     cache_dir = Path(config.state_dir) / "datasets"
@@ -64,6 +87,7 @@ def load_roles(config: PipelineConfig) -> tuple[dict[str, list[Example]], list[s
         if not roles["eval"]:
             raise DataFormatError("data.eval_fraction", f"holding out {d.eval_fraction} of "
                                   f"{len(roles['prompts'])} prompts left no eval rows: raise it or give an eval source")
+    check_constraints_columns(config, roles)
     found = contamination([e for role in TRAINING_ROLES for e in roles[role]], roles["eval"])
     if found:
         message = contamination_message(found)

@@ -4,6 +4,8 @@ bad rows named, and weight 0 as eval-only (the combined score ignores it)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from alignflow.components.config import ScorerSpec, load_config
@@ -85,6 +87,50 @@ def test_a_malformed_constraints_column_names_the_scorer_row_and_field(bad, mess
     scorer = VERIFIERS["constraints"](ScorerSpec(type="constraints"))
     with pytest.raises(ScorerError, match=f"scorer 'constraints': row p1: {message}"):
         scorer.score([_item("text", bad)])
+
+
+def test_a_word_list_given_as_one_string_is_refused_not_split_into_letters():
+    scorer = VERIFIERS["constraints"](ScorerSpec(type="constraints"))
+    for kind, field in (("include_words", "words"), ("exclude_words", "words"), ("json_keys", "keys")):
+        with pytest.raises(ScorerError, match=f"{field} must be a list of words, got the string 'soil'"):
+            scorer.score([_item("I love soil.", [{"kind": kind, field: "soil"}])])
+    assert scorer.score([_item("I love soil.", [{"kind": "include_words", "words": ["soil"]}])]) == [1.0]
+
+
+def test_unknown_kinds_and_params_list_what_is_known():
+    scorer = VERIFIERS["constraints"](ScorerSpec(type="constraints"))
+    with pytest.raises(ScorerError, match=r"unknown constraint kind 'all_caps'.*known kinds: .*uppercase"):
+        scorer.score([_item("X", [{"kind": "all_caps"}])])
+    with pytest.raises(ScorerError, match=r"constraint 'bullet_count' takes n, got count"):
+        scorer.score([_item("X", [{"kind": "bullet_count", "count": 2}])])
+
+
+def test_a_bad_constraints_column_in_a_users_file_fails_the_data_stage_naming_file_row_and_field(tmp_path):
+    from alignflow.components.data.formats import DataFormatError
+    from alignflow.components.stages.data import load_roles
+
+    rows = [{"prompt": f"Write note {i}.", "constraints": [{"kind": "lowercase"}]} for i in range(6)]
+    rows[3]["constraints"] = [{"kind": "all_caps"}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [f"data.sources.prompts=[{{source: '{path}'}}]"]
+    with pytest.raises(DataFormatError, match=r"prompts.jsonl: row 4: field 'constraints': unknown constraint kind "
+                                              r"'all_caps'.*prompts role"):
+        load_roles(_cfg(tmp_path, *overrides))
+    # a pipeline with no constraints scorer does not read the column, and does not check it
+    load_roles(_cfg(tmp_path, *overrides, "scoring.scorers=[{type: regex, pattern: x}]"))
+
+
+def test_builtin_entries_with_different_split_params_are_a_config_error(tmp_path):
+    from alignflow.components.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.sources.eval\[0\]: heldout_combinations 0.5.*eval combinations "
+                                          r"would occur in training"):
+        _cfg(tmp_path, "data.sources.eval=[{source: 'builtin:constraints', params: {heldout_combinations: 0.5}}]")
+    with pytest.raises(ConfigError, match=r"max_constraints 2"):
+        _cfg(tmp_path, "data.sources.sft=[{source: 'builtin:constraints', params: {max_constraints: 2}}]")
+    # the same split in every entry (here through params equal to the section) is fine
+    _cfg(tmp_path, "data.sources.eval=[{source: 'builtin:constraints', params: {heldout_combinations: 0.2}}]")
 
 
 def test_per_kind_pass_rates_reach_the_eval_metrics():
