@@ -93,6 +93,10 @@ def _ignored(section: _Section, names: Iterable[str], why: str, fix: str) -> str
     return f"{shown} {'has' if one else 'have'} no effect {why}: {fix.format(it='it' if one else 'them')}"
 
 
+# what every scorer logs per eval (components/evaluation/policy.py: score_metrics); per-kind details go deeper
+SCORER_EVAL_METRICS = ("mean", "pass_rate", "coverage")
+
+
 def _raise_problems(problems: Iterable[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
@@ -767,7 +771,15 @@ class PromotionConfig(_Section):
     # by more than max_proxy_gap, both against production (or its pre-round baseline), is blocked
     proxy_metric: str | None = None
     truth_metric: str | None = None
-    max_proxy_gap: float = Field(default=0.0, ge=0, description="largest allowed drop of the truth metric")
+    max_proxy_gap: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                 description="largest allowed drop of the truth metric")
+
+    @field_validator("max_proxy_gap", mode="before")
+    @classmethod
+    def _gap_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # `true` would pass as 1.0: a gap of a whole point, the gate off
+            raise ValueError(f"a number (the largest allowed drop of the truth metric), got {value}")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PromotionConfig:
@@ -891,6 +903,9 @@ class PipelineConfig(_Section):
             elif len(parts) > 2 and parts[1] not in ids:
                 problems.append(f"promotion.{key}: '{metric}' names scorer '{parts[1]}', which scoring.scorers does "
                                 f"not have (scorers: {ids}): eval/<scorer id>/mean, eval/<scorer id>/pass_rate")
+            elif len(parts) == 3 and parts[2] not in SCORER_EVAL_METRICS:
+                problems.append(f"promotion.{key}: '{metric}': a scorer's eval metrics are "
+                                f"{', '.join(f'eval/{parts[1]}/{m}' for m in SCORER_EVAL_METRICS)}")
         primary = self.scoring.scorers[0]
         if (self.rounds.n_rounds > 0 and self.pairs.strategy == "correct_vs_incorrect"
                 and primary.pass_threshold is None and primary.type in ("python", "reward_model", "judge")):

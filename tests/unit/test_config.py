@@ -214,6 +214,12 @@ def test_a_model_uri_may_pin_a_version_number():
      "promotion.truth_metric: 'eval/constrains/pass_rate' names scorer 'constrains'"),
     (["scoring.scorers=[{type: python, function: 'r.py:f'}]", "pairs.strategy=correct_vs_incorrect"],
      "has no pass rule"),
+    (["promotion.metric=eval/arithmetic/mena"], "'eval/arithmetic/mena': a scorer's eval metrics are "
+                                                "eval/arithmetic/mean, eval/arithmetic/pass_rate"),
+    (["promotion.proxy_metric=eval/arithmetic/mean", "promotion.truth_metric=eval/arithmetic/pass_rate",
+      "promotion.max_proxy_gap=true"], "max_proxy_gap.*a number"),
+    (["promotion.proxy_metric=eval/arithmetic/mean", "promotion.truth_metric=eval/arithmetic/pass_rate",
+      "promotion.max_proxy_gap=.inf"], "max_proxy_gap.*finite"),
 ])
 def test_gate_metrics_and_pass_rules_are_checked_against_the_scorers_at_load_time(overrides, message):
     with pytest.raises(ConfigError, match=message):
