@@ -32,6 +32,7 @@ from alignflow.components.stages.reward_model import bind_reward_model
 from alignflow.flows.reward import reward_model_step
 from alignflow.flows.rounds import RoundLayout, alignment_round
 from alignflow.tasks.continuing import start_lineage_task
+from alignflow.tasks.reward import resolve_reward_task
 from alignflow.tasks.runs import (
     log_metrics_task,
     pipeline_params,
@@ -74,6 +75,8 @@ def alignment_pipeline(config: dict[str, Any]) -> PipelineResult:
                       params=pipeline_params(cfg)) as ctx:
         data = prepare_data_task(config, str(workspace / "data"), ctx)
         base = prepare_base_task(config, ctx).checkpoint
+        if cfg.reward.enabled and cfg.reward.source is not None:  # a missing or wrong model fails before SFT
+            resolve_reward_task(config, ctx)  # (downloaded once; the reward_model step below reuses it)
         policy = base
         if cfg.sft.enabled and data.sft is not None:
             policy = sft_task(config, base, data.sft, str(checkpoints / "sft"), ctx).checkpoint

@@ -99,7 +99,8 @@ class DataFiles(CachePolicy):
 
 def deterministic_errors() -> tuple[type[BaseException], ...]:
     """Errors that a retry repeats exactly: bad data or config, a user's scorer that raised, pairs that
-    fail the quality gate, a model source or checkpoint that does not fit. (Imported here, not at module
+    fail the quality gate, a model source or checkpoint that does not fit, a reward_model stage without
+    usable pairs, a registered model, version or alias that does not exist. (Imported here, not at module
     level: they live beside torch, which a task module need not load.)"""
     from alignflow.components.collection.quality import PairQualityError
     from alignflow.components.config import ConfigError
@@ -107,10 +108,12 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
     from alignflow.components.data.io import DataValidationError
     from alignflow.components.modeling.checkpoints import ModelSourceError
     from alignflow.components.scoring.base import ScorerError
+    from alignflow.components.stages.reward_model import RewardStageError
     from alignflow.components.trainers.resume import ResumeStateMismatch
 
+    # LookupError: a registry that answered has no such model, version or alias (a transport failure is not one)
     return (ConfigError, DataFormatError, DataValidationError, PairQualityError, ModelSourceError, ScorerError,
-            ResumeStateMismatch)
+            ResumeStateMismatch, RewardStageError, LookupError)
 
 
 def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from alignflow.components.modeling.checkpoints import ModelSourceError
 from alignflow.components.modeling.reward_model import is_reward_model, is_sequence_classifier
 from alignflow.components.stages import reward_model as stage
 from alignflow.components.stages.resolve import resolve_alias, resolve_model
@@ -21,7 +22,15 @@ from alignflow.components.stages.results import (
     RewardModelResult,
     RewardPairsResult,
 )
-from alignflow.tasks.context import TrackingContext, compute, config_of, section_params, tracked_step, versioned_dir
+from alignflow.tasks.context import (
+    TrackingContext,
+    compute,
+    config_of,
+    retry_unless_deterministic,
+    section_params,
+    tracked_step,
+    versioned_dir,
+)
 
 STAGE = stage.__name__
 PAIRS_SCHEMA = {"row": "alignflow.components.data.schemas.PairRow"}
@@ -73,26 +82,30 @@ def reward_eval_task(config: dict[str, Any], reward_model: Checkpoint, heldout: 
 
 
 # Not cached: the alias may have moved since; the download itself is cached on disk, once per version.
-@task(name="resolve-reward-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="resolve-reward-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_deterministic)
 def resolve_reward_task(config: dict[str, Any], ctx: TrackingContext) -> ResolvedModel:
     """``reward.source``: a registered reward model or a directory.
 
     Raises:
-        ValueError: it resolves to a directory that is neither an alignflow reward model nor a Hugging
-        Face model directory (naming reward.source).
+        ModelSourceError: it resolves to a directory that is neither an alignflow reward model nor a
+        Hugging Face sequence-classification directory (naming reward.source).
+        LookupError: a registered model, version or alias that does not exist.
     """
     cfg = config_of(config)
     spec = cfg.reward.source
     assert spec is not None  # the flow calls it only then
     resolved = resolve_model(spec, "reward.source", ctx.tracker(), Path(cfg.state_dir).resolve() / "registry")
     if not is_reward_model(resolved.checkpoint.dir) and not is_sequence_classifier(resolved.checkpoint.dir):
-        raise ValueError(f"reward.source: '{spec}' ({resolved.checkpoint.path}) is neither an alignflow reward model "
-                         f"nor a Hugging Face sequence-classification directory (config.json's architectures must "
-                         f"name a …ForSequenceClassification head; a causal LM has no trained score head)")
+        raise ModelSourceError(f"reward.source: '{spec}' ({resolved.checkpoint.path}) is neither an alignflow reward "
+                               f"model nor a Hugging Face sequence-classification directory (config.json's "
+                               f"architectures must name a …ForSequenceClassification head; a causal LM has no "
+                               f"trained score head)")
     return resolved
 
 
-@task(name="production-reward-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="production-reward-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_deterministic)
 def production_reward_task(config: dict[str, Any], ctx: TrackingContext) -> ResolvedModel | None:
     """The production version of ``reward.registered_model`` (downloaded), or None."""
     cfg = config_of(config)

@@ -72,6 +72,12 @@ from alignflow.components.stages.results import (
 from alignflow.components.trainers.common import n_steps
 from alignflow.components.trainers.reward import AttributeExample, RewardPair, score_pairs, train_reward
 
+
+class RewardStageError(ValueError):
+    """The reward_model stage cannot go on with this data or config (no pairs to train on or hold out,
+    a labeller that applies to nothing, a failed gate with nothing in production): a retry repeats it."""
+
+
 METRIC = "reward/accuracy"  # what the reward model's gate compares (held-out pairwise accuracy)
 PREFIX = "reward/"
 
@@ -114,8 +120,8 @@ def _labelled_samples(config: PipelineConfig, policy: Checkpoint, prompts: Artif
     labelled = [x.model_copy(update={"scores": s.scores, "score": s.scores[labeller.id], "passed": s.passed})
                 for x, s in zip(rows, run.scored, strict=True)]
     if not any(x.score is not None for x in labelled):
-        raise ValueError(f"reward.labeller ({labeller.id}): applies to none of the {len(rows)} samples (every score "
-                         f"is None): does the prompts role carry the column it reads?")
+        raise RewardStageError(f"reward.labeller ({labeller.id}): applies to none of the {len(rows)} samples "
+                               f"(every score is None): does the prompts role carry the column it reads?")
     path = write_rows(out_dir / "labelled.jsonl", labelled)
     return labelled, Artifact.of(path), labeller.lineage(), sampled.policy_model_id
 
@@ -148,12 +154,12 @@ def reward_pairs(config: PipelineConfig, policy: Checkpoint, prompts: Artifact |
                  for p in build_pairs(rows, r.pair_strategy, r.max_pairs_per_prompt, config.seed, lineage)]
         source = lineage["source"]
     else:
-        raise ValueError("the reward_model stage needs data.sources.preferences or prompts for reward.labeller")
+        raise RewardStageError("the reward_model stage needs data.sources.preferences or prompts for reward.labeller")
     train, heldout = _split(pairs, r.heldout_fraction, config.data.seed)
     if not train or not heldout:
-        raise ValueError(f"the reward model's {len(pairs)} pairs left {len(train)} to train on and {len(heldout)} "
-                         f"held out: raise reward.prompts (or reward.samples_per_prompt), or set "
-                         f"reward.heldout_fraction nearer 0.5")
+        raise RewardStageError(f"the reward model's {len(pairs)} pairs left {len(train)} to train on and "
+                               f"{len(heldout)} held out: raise reward.prompts (or reward.samples_per_prompt), or "
+                               f"set reward.heldout_fraction nearer 0.5")
     return RewardPairsResult(train=Artifact.of(write_rows(out_dir / "train.jsonl", train)),
                              heldout=Artifact.of(write_rows(out_dir / "heldout.jsonl", heldout)),
                              samples=samples, n_train=len(train), n_heldout=len(heldout), source=source,
@@ -178,7 +184,7 @@ def heldout_metrics(model: RewardModel, tokenizer: Any, heldout: Sequence[PairRo
     logits = score_pairs(model, tokenizer, _reward_pairs(heldout, eos), config, batch_size=config.batch_size)
     scored = [i for i, v in enumerate(logits.tolist()) if not math.isnan(v)]
     if not scored:
-        raise ValueError(f"none of the {len(heldout)} held-out pairs fits reward.max_length {config.max_length}")
+        raise RewardStageError(f"none of the {len(heldout)} held-out pairs fits reward.max_length {config.max_length}")
     kept = logits[scored]
     metrics = reward_model_metrics(kept, [heldout[i].categories for i in scored], prefix=PREFIX)
     metrics[f"{PREFIX}unscored_pairs"] = float(len(heldout) - len(scored))
@@ -208,8 +214,8 @@ def train_reward_model(config: PipelineConfig, policy: Checkpoint, pairs: Reward
     rows: list[RewardPair] | list[AttributeExample]
     if r.loss == "regression":  # the labeller's score of every sample of a training prompt, one attribute
         if pairs.samples is None:
-            raise ValueError("reward.loss regression needs the labeller's scores of samples; these pairs came from "
-                             "a preferences source")
+            raise RewardStageError("reward.loss regression needs the labeller's scores of samples; these pairs came "
+                                   "from a preferences source")
         train_prompts = {p.problem_id for p in train_rows}
         rows = [AttributeExample(x.prompt, x.completion + eos, [x.score])
                 for x in read_rows(pairs.samples.file, CompletionRow)
@@ -269,14 +275,14 @@ def scoring_reward_model(trained: Checkpoint, passed: bool, production: Checkpoi
     production one; else — when a scorer needs one — none (an error).
 
     Raises:
-        ValueError: the trained model failed its gate, nothing is in production, and a scorer needs it.
+        RewardStageError: the trained model failed its gate, nothing is in production, and a scorer needs it.
     """
     if passed:
         return trained
     if production is not None:
         return production
     if needed:
-        raise ValueError(f"the reward model {trained.model_id} failed its gate (reward/accuracy against "
+        raise RewardStageError(f"the reward model {trained.model_id} failed its gate (reward/accuracy against "
                          f"reward.min_accuracy; see its gate report) and {registered_model} has no production "
                          f"version: rounds will not optimize it. Lower reward.min_accuracy to use it anyway, or "
                          f"give it more pairs (reward.prompts, reward.samples_per_prompt)")

@@ -8,8 +8,9 @@ from prefect.states import Failed
 from alignflow.components.collection.quality import PairQualityError
 from alignflow.components.data.formats import DataFormatError
 from alignflow.components.scoring.base import ScorerError
+from alignflow.components.stages.reward_model import RewardStageError
 from alignflow.tasks.context import retry_unless_deterministic
-from alignflow.tasks.reward import reward_train_task
+from alignflow.tasks.reward import production_reward_task, resolve_reward_task, reward_train_task
 from alignflow.tasks.stages import sample_task
 
 
@@ -18,9 +19,13 @@ def test_deterministic_errors_are_not_retried_and_transient_ones_are():
     assert inspect.isfunction(retry_unless_deterministic)
     for task in (sample_task, reward_train_task):
         assert task.retries == 1 and task.retry_condition_fn is retry_unless_deterministic
+    for task in (resolve_reward_task, production_reward_task):  # registry lookups: retried twice, if transient
+        assert task.retries == 2 and task.retry_condition_fn is retry_unless_deterministic
     for error in (DataFormatError("train.jsonl", "empty response", row=3, field="completion"),
                   ScorerError("scorer 'python:my_reward' raised ValueError on row 2"),
-                  PairQualityError("n_pairs 0 < min_pairs 1")):
+                  PairQualityError("n_pairs 0 < min_pairs 1"),
+                  RewardStageError("the reward model's 3 pairs left 3 to train on and 0 held out"),
+                  LookupError("reward.source: alignflow-reward has no alias 'production'")):
         assert retry_unless_deterministic(None, None, Failed(data=error)) is False, type(error).__name__
     for error in (OSError("connection reset by peer"), RuntimeError("CUDA error: an illegal memory access")):
         assert retry_unless_deterministic(None, None, Failed(data=error)) is True, type(error).__name__
