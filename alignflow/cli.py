@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 from uuid import UUID
@@ -78,8 +80,24 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     configure_environment(cfg)
     from alignflow.flows.pipeline import alignment_pipeline  # imports Prefect
 
-    result = alignment_pipeline(cfg.model_dump(mode="json"))
+    with _clean_failure("alignflow run"):
+        result = alignment_pipeline(cfg.model_dump(mode="json"))
     _print_summary(result)
+
+
+@contextmanager
+def _clean_failure(command: str) -> Iterator[None]:
+    """An error a re-run would repeat (bad data or config, a user's scorer, a model or alias that does not
+    exist…: ``deterministic_errors``) ends the command with its message as the last line and exit 1 — not a
+    Python traceback (Prefect's log above keeps that). Anything else propagates with its traceback."""
+    from alignflow.tasks.context import deterministic_errors
+
+    try:
+        yield
+    except deterministic_errors() as exc:
+        console.print(f"[red]{command} failed:[/red] {escape(str(exc))}\n(finished stages are cached: fix this "
+                      f"and run the same command again)")
+        raise typer.Exit(1) from None
 
 
 @app.command("continue")
@@ -100,6 +118,7 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
     configure_environment(cfg)
     from alignflow.components.platform.lineage_lock import LineageBusyError
     from alignflow.flows.continuing import continue_rounds  # imports Prefect
+    from alignflow.tasks.context import deterministic_errors
 
     try:
         result = continue_rounds(cfg.model_dump(mode="json"), run_key)
@@ -108,6 +127,9 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
         raise typer.Exit(3) from None
     except LookupError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+    except deterministic_errors() as exc:
+        console.print(f"[red]alignflow continue failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
                   f"{result.status}. {result.message}")
@@ -385,7 +407,12 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
         for index, verdict in sorted(verdicts.items()):
             print(f"round {index}: {verdict}")
     else:
-        series = collect(tracker, run_id, metric)
+        try:
+            series = collect(tracker, run_id, metric)
+        except LookupError as exc:  # no finished run yet, or a run id that is not there
+            console.print(f"[red]{escape(str(exc))}[/red] (experiment '{cfg.tracking.experiment}': run "
+                          f"`alignflow run` with this config first)")
+            raise typer.Exit(1) from None
         print(comparison_table(series))
     if plot:
         print(f"plot: {plot_comparison(series, plot, f'{metric}, experiment {cfg.tracking.experiment}')}")

@@ -68,3 +68,38 @@ def test_data_check_catches_eval_prompts_that_are_also_training_prompts(tmp_path
                              env=env)
     out = " ".join((lenient.stdout + lenient.stderr).split())
     assert lenient.returncode == 0 and "fail_on_contamination is false: a run goes on" in out, out
+
+
+def test_a_run_that_fails_on_bad_data_ends_with_the_message_not_a_traceback(tmp_path):
+    rows = [{"prompt": f"Write note {i}.", "constraints": [{"kind": "lowercase"}]} for i in range(6)]
+    rows[2]["constraints"] = [{"kind": "include_words", "words": "soil"}]  # a string where a list belongs
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\nworkspace: {tmp_path / 'ws'}\n"
+                      f"versioning: {{enabled: false}}\n"
+                      f"data:\n  sources:\n    prompts: [{{source: '{tmp_path / 'prompts.jsonl'}'}}]\n"
+                      f"    sft: [{{source: 'builtin:constraints'}}]\n    eval: [{{source: 'builtin:constraints'}}]\n"
+                      f"scoring:\n  scorers: [{{type: constraints}}]\n")
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "run", "-c", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ALIGNFLOW_NO_PROGRESS": "1",
+                               "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    tail = " ".join(done.stdout.split()[-60:])  # the command's own last lines (Prefect logs to stderr)
+    assert ("alignflow run failed: " in tail and "prompts.jsonl: row 3: field 'constraints': "
+            "IncludeWords.words must be a list of words, got the string 'soil'" in tail), tail
+    assert "Traceback" not in done.stdout and "Error" not in done.stdout.split("failed:")[0], done.stdout
+
+
+def test_compare_before_any_run_says_so_in_one_line(tmp_path):
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"tracking: {{experiment: nothing-yet}}\n")
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "compare", "-c", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "no finished pipeline run in experiment" in out and "'nothing-yet': run `alignflow run`" in out, out
+    assert "Traceback" not in done.stdout + done.stderr
