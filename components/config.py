@@ -95,6 +95,8 @@ def _ignored(section: _Section, names: Iterable[str], why: str, fix: str) -> str
 
 # what every scorer logs per eval (components/evaluation/policy.py: score_metrics); per-kind details go deeper
 SCORER_EVAL_METRICS = ("mean", "pass_rate", "coverage")
+# scorer types with no pass rule unless their spec sets pass_threshold (the verifiers have one: 1.0)
+NO_DEFAULT_PASS_RULE = ("python", "reward_model", "judge")
 
 
 def _raise_problems(problems: Iterable[str | None]) -> None:
@@ -211,22 +213,23 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _one_constraints_split(self) -> DataConfig:
         """Every ``builtin:constraints`` entry of sft, prompts and eval must hold out the same kind
-        combinations: the split depends on ``heldout_combinations`` and ``max_constraints``, so a role whose
-        ``params`` change either draws from another split, and eval combinations leak into training."""
+        combinations: the split depends on the seed, ``heldout_combinations`` and ``max_constraints``, so a
+        role whose ``params`` change one draws from another split, and eval combinations leak into training."""
         splits: dict[tuple[Any, ...], list[str]] = {}
         for role in ("sft", "prompts", "eval"):
             for i, spec in enumerate(getattr(self.sources, role)):
                 if spec.source != "builtin:constraints":
                     continue
-                split = tuple(spec.params.get(k, getattr(self.constraints, k))
-                              for k in ("heldout_combinations", "max_constraints"))
+                split = (spec.params.get("seed", self.seed),
+                         *(spec.params.get(k, getattr(self.constraints, k))
+                           for k in ("heldout_combinations", "max_constraints")))
                 splits.setdefault(split, []).append(f"data.sources.{role}[{i}]")
         if len(splits) > 1:
-            found = "; ".join(f"{', '.join(keys)}: heldout_combinations {h}, max_constraints {m}"
-                              for (h, m), keys in splits.items())
+            found = "; ".join(f"{', '.join(keys)}: seed {seed}, heldout_combinations {h}, max_constraints {m}"
+                              for (seed, h, m), keys in splits.items())
             raise ValueError(f"builtin:constraints entries hold out different kind combinations ({found}): eval "
-                             f"combinations would occur in training. Set heldout_combinations and max_constraints "
-                             f"in data.constraints, not in one entry's params")
+                             f"combinations would occur in training. Set data.seed, and heldout_combinations and "
+                             f"max_constraints in data.constraints, not in one entry's params")
         return self
 
 
@@ -891,24 +894,40 @@ class PipelineConfig(_Section):
         """Metric names the gates read and pair strategies that need a pass rule, checked against the scorers
         before anything runs (a typo would otherwise surface after SFT and the baseline eval)."""
         ids = [s.id for s in self.scoring.scorers]
+        primary = self.scoring.scorers[0]
+        # scorers without a pass rule log no pass_rate, so no eval/accuracy when primary (policy.score_metrics)
+        no_rule = {s.id for s in self.scoring.scorers if s.pass_threshold is None and s.type in NO_DEFAULT_PASS_RULE}
         problems: list[str | None] = []
         p = self.promotion
         for key, metric in (("metric", p.metric), ("proxy_metric", p.proxy_metric), ("truth_metric", p.truth_metric)):
             if metric is None or metric == "auto":
                 continue
             parts = metric.split("/")
-            if parts[0] != "eval" or len(parts) < 2 or not parts[1]:
-                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use eval/accuracy, "
-                                f"eval/<scorer id>/mean or eval/<scorer id>/pass_rate (scorers: {ids})")
+            known = (f"eval/accuracy (the primary scorer's pass rate), eval/accuracy_<group>, eval/mean_length, "
+                     f"eval/kl_to_reference, eval/<scorer id>/{{{','.join(SCORER_EVAL_METRICS)}}} (scorers: {ids})")
+            if parts[0] != "eval" or len(parts) < 2 or not all(parts[1:]):
+                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}")
+            elif len(parts) == 2 and parts[1] not in ("accuracy", "mean_length", "kl_to_reference") \
+                    and not parts[1].startswith("accuracy_"):
+                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}")
+            elif len(parts) == 2 and parts[1].startswith("accuracy") and primary.id in no_rule:
+                problems.append(f"promotion.{key}: '{metric}' is the primary scorer's pass rate, and '{primary.id}' "
+                                f"({primary.type}) has no pass rule: set its pass_threshold, or use "
+                                f"eval/{primary.id}/mean")
             elif len(parts) > 2 and parts[1] not in ids:
                 problems.append(f"promotion.{key}: '{metric}' names scorer '{parts[1]}', which scoring.scorers does "
                                 f"not have (scorers: {ids}): eval/<scorer id>/mean, eval/<scorer id>/pass_rate")
             elif len(parts) == 3 and parts[2] not in SCORER_EVAL_METRICS:
                 problems.append(f"promotion.{key}: '{metric}': a scorer's eval metrics are "
                                 f"{', '.join(f'eval/{parts[1]}/{m}' for m in SCORER_EVAL_METRICS)}")
-        primary = self.scoring.scorers[0]
+            elif len(parts) == 3 and parts[2] == "pass_rate" and parts[1] in no_rule:
+                problems.append(f"promotion.{key}: '{metric}': scorer '{parts[1]}' has no pass rule, so it logs no "
+                                f"pass rate: set its pass_threshold, or use eval/{parts[1]}/mean")
+            elif len(parts) > 3 and (len(parts) != 4 or parts[2] != "kind"):
+                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}, or "
+                                f"eval/<constraints scorer id>/kind/<kind>")
         if (self.rounds.n_rounds > 0 and self.pairs.strategy == "correct_vs_incorrect"
-                and primary.pass_threshold is None and primary.type in ("python", "reward_model", "judge")):
+                and primary.id in no_rule):
             problems.append(f"pairs.strategy correct_vs_incorrect pairs passing with failing samples, but the primary "
                             f"scorer '{primary.id}' ({primary.type}) has no pass rule: set its pass_threshold, or "
                             f"choose best_vs_worst, best_vs_random, all_pairs or min_margin for real-valued scores")

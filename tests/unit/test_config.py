@@ -207,6 +207,9 @@ def test_a_model_uri_may_pin_a_version_number():
     assert cfg.reward.source == "models:/alignflow-reward/3"
 
 
+RM_PRIMARY = "scoring.scorers=[{type: reward_model, model: 'models:/alignflow-reward@production'}, {type: arithmetic}]"
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["promotion.metric=eval/typo/mean"], "names scorer 'typo', which scoring.scorers does not have"),
     (["promotion.metric=accuracy"], "is not an eval metric"),
@@ -216,6 +219,13 @@ def test_a_model_uri_may_pin_a_version_number():
      "has no pass rule"),
     (["promotion.metric=eval/arithmetic/mena"], "'eval/arithmetic/mena': a scorer's eval metrics are "
                                                 "eval/arithmetic/mean, eval/arithmetic/pass_rate"),
+    (["promotion.metric=eval/acuracy"], "'eval/acuracy' is not an eval metric: use eval/accuracy"),
+    (["promotion.metric=eval/arithmetic/mean/"], "'eval/arithmetic/mean/' is not an eval metric"),
+    (["promotion.metric=eval/arithmetic/kind/x/y"], "is not an eval metric"),
+    ([RM_PRIMARY, "promotion.metric=eval/reward_model/pass_rate"],
+     "scorer 'reward_model' has no pass rule, so it logs no pass rate"),
+    ([RM_PRIMARY, "promotion.metric=eval/accuracy"],
+     "'eval/accuracy' is the primary scorer's pass rate, and 'reward_model' \\(reward_model\\) has no pass rule"),
     (["promotion.proxy_metric=eval/arithmetic/mean", "promotion.truth_metric=eval/arithmetic/pass_rate",
       "promotion.max_proxy_gap=true"], "max_proxy_gap.*a number"),
     (["promotion.proxy_metric=eval/arithmetic/mean", "promotion.truth_metric=eval/arithmetic/pass_rate",
@@ -232,3 +242,5 @@ def test_known_metric_names_and_a_pass_threshold_load():
     assert cfg.promotion.metric == "eval/arithmetic/pass_rate"
     load_config(None, ["scoring.scorers=[{type: python, function: 'r.py:f', pass_threshold: 0.5}]",
                        "pairs.strategy=correct_vs_incorrect", "promotion.metric=eval/accuracy_d1"])
+    load_config(None, [RM_PRIMARY, "pairs.strategy=best_vs_worst", "promotion.metric=eval/reward_model/mean"])
+    load_config(None, [RM_PRIMARY, "pairs.strategy=best_vs_worst", "promotion.metric=eval/arithmetic/pass_rate"])
