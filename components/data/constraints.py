@@ -261,10 +261,13 @@ class Constraint:
 
 
 def _tuple_field(obj: Constraint, name: str) -> None:
-    if isinstance(getattr(obj, name), str):  # tuple("soil") would be ('s', 'o', 'i', 'l')
-        raise ValueError(f"{type(obj).__name__}.{name} must be a list of words, got the string "
-                         f"{getattr(obj, name)!r} (write [{getattr(obj, name)!r}])")
-    value = tuple(getattr(obj, name))
+    raw = getattr(obj, name)
+    if isinstance(raw, str):  # tuple("soil") would be ('s', 'o', 'i', 'l')
+        raise ValueError(f"{type(obj).__name__}.{name} must be a list of words, got the string {raw!r} (write "
+                         f"[{', '.join(repr(w) for w in raw.split()) or repr(raw)}])")
+    if not isinstance(raw, (list, tuple)):  # a dict would pass as its keys
+        raise ValueError(f"{type(obj).__name__}.{name} must be a list of words, got {type(raw).__name__} {raw!r}")
+    value = tuple(raw)
     if not value or not all(isinstance(w, str) and _WORD_RE.fullmatch(w) for w in value):
         raise ValueError(f"{type(obj).__name__}.{name} must be a non-empty list of single words, got {value!r}")
     object.__setattr__(obj, name, value)
@@ -487,16 +490,19 @@ def constraint_from_dict(row: Mapping[str, Any]) -> Constraint:
             not take or lacks, or a param out of range.
     """
     params = {k: v for k, v in row.items() if k != "kind"}
-    cls = CONSTRAINT_TYPES.get(row.get("kind"))  # type: ignore[arg-type]
+    kind = row.get("kind")
+    cls = CONSTRAINT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"unknown constraint kind {row.get('kind')!r} in {dict(row)!r} (known kinds: "
+        raise ValueError(f"unknown constraint kind {kind!r} in {dict(row)!r} (known kinds: "
                          f"{', '.join(sorted(CONSTRAINT_TYPES))})")
+    wanted = [f.name for f in fields(cls)]
+    if set(params) != set(wanted):  # a param the kind does not take, or one it needs
+        raise ValueError(f"constraint {kind!r} takes {', '.join(wanted) or 'no params'}, got "
+                         f"{', '.join(sorted(params)) or 'none'}")
     try:
         return cls(**params)
-    except TypeError:  # a param the kind does not take, or one it needs
-        wanted = [f.name for f in fields(cls)]
-        raise ValueError(f"constraint {row.get('kind')!r} takes {', '.join(wanted) or 'no params'}, got "
-                         f"{', '.join(sorted(params)) or 'none'}") from None
+    except TypeError as exc:  # a param of the wrong type, met by the checks in __post_init__
+        raise ValueError(f"constraint {kind!r}: a param of the wrong type in {dict(row)!r} ({exc})") from None
 
 
 def parse_constraints(value: Any) -> list[Constraint]:

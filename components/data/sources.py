@@ -204,7 +204,11 @@ def read_source(spec: SourceSpec, *, key: str, cache_dir: str | Path, seed: int 
             known = ", ".join(sorted(registry)) or "none"
             raise DataFormatError(f"{key}.source", f"unknown builtin '{name}' (known: {known})")
         params = {"seed": seed, **spec.params}
-        rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else dict(r) for r in registry[name](**params)]
+        try:
+            generated = list(registry[name](**params))
+        except (TypeError, ValueError) as exc:  # a misspelled or out-of-range param: name the entry, not a traceback
+            raise DataFormatError(f"{key}.params", f"{spec.source} refused {spec.params}: {exc}") from None
+        rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else dict(r) for r in generated]
         if not rows:
             raise DataFormatError(f"{key}.source", f"{spec.source} produced no rows")
         return RawSource(name=spec.source, column_names=list(rows[0]), rows=rows,

@@ -95,6 +95,12 @@ def test_a_word_list_given_as_one_string_is_refused_not_split_into_letters():
         with pytest.raises(ScorerError, match=f"{field} must be a list of words, got the string 'soil'"):
             scorer.score([_item("I love soil.", [{"kind": kind, field: "soil"}])])
     assert scorer.score([_item("I love soil.", [{"kind": "include_words", "words": ["soil"]}])]) == [1.0]
+    for bad, message in (({"kind": "include_words", "words": "soil rain"}, r"\(write \['soil', 'rain'\]\)"),
+                         ({"kind": "include_words", "words": {"soil": 1}}, "must be a list of words, got dict"),
+                         ({"kind": "first_word", "word": ["soil"]}, "'first_word': a param of the wrong type"),
+                         ({"kind": ["lowercase"]}, r"unknown constraint kind \['lowercase'\]")):
+        with pytest.raises(ScorerError, match=message):
+            scorer.score([_item("I love soil.", [bad])])
 
 
 def test_unknown_kinds_and_params_list_what_is_known():
@@ -124,11 +130,13 @@ def test_a_bad_constraints_column_in_a_users_file_fails_the_data_stage_naming_fi
 def test_builtin_entries_with_different_split_params_are_a_config_error(tmp_path):
     from alignflow.components.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"data.sources.eval\[0\]: heldout_combinations 0.5.*eval combinations "
-                                          r"would occur in training"):
+    with pytest.raises(ConfigError, match=r"data.sources.eval\[0\]: seed 1234, heldout_combinations 0.5.*eval "
+                                          r"combinations would occur in training"):
         _cfg(tmp_path, "data.sources.eval=[{source: 'builtin:constraints', params: {heldout_combinations: 0.5}}]")
     with pytest.raises(ConfigError, match=r"max_constraints 2"):
         _cfg(tmp_path, "data.sources.sft=[{source: 'builtin:constraints', params: {max_constraints: 2}}]")
+    with pytest.raises(ConfigError, match=r"data.sources.eval\[0\]: seed 7"):
+        _cfg(tmp_path, "data.sources.eval=[{source: 'builtin:constraints', params: {seed: 7}}]")
     # the same split in every entry (here through params equal to the section) is fine
     _cfg(tmp_path, "data.sources.eval=[{source: 'builtin:constraints', params: {heldout_combinations: 0.2}}]")
 
@@ -190,3 +198,13 @@ def test_a_constraints_column_read_from_the_user_s_parquet_scores_like_the_built
     references = [r["completion"] for r in rows]
     assert scorer.score([ScoringItem(e.id, e.prompt, ref, e.columns) for e, ref in zip(loaded, references,
                                                                                         strict=True)]) == [1.0] * 6
+
+
+def test_a_builtin_param_it_does_not_take_names_the_source_entry(tmp_path):
+    from alignflow.components.data.formats import DataFormatError
+    from alignflow.components.stages.data import load_roles
+
+    bad = "data.sources.eval=[{source: 'builtin:constraints', params: {heldout_combination: 0.3}}]"
+    with pytest.raises(DataFormatError, match=r"data.sources.eval\[0\].params: builtin:constraints refused "
+                                              r".*heldout_combination"):
+        load_roles(_cfg(tmp_path, bad))
