@@ -107,13 +107,13 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
     from alignflow.components.data.formats import DataFormatError
     from alignflow.components.data.io import DataValidationError
     from alignflow.components.modeling.checkpoints import ModelSourceError
+    from alignflow.components.platform.tracking import RegistryLookupError
     from alignflow.components.scoring.base import ScorerError
     from alignflow.components.stages.reward_model import RewardStageError
     from alignflow.components.trainers.resume import ResumeStateMismatch
 
-    # LookupError: a registry that answered has no such model, version or alias (a transport failure is not one)
     return (ConfigError, DataFormatError, DataValidationError, PairQualityError, ModelSourceError, ScorerError,
-            ResumeStateMismatch, RewardStageError, LookupError)
+            ResumeStateMismatch, RewardStageError, RegistryLookupError)
 
 
 def retry_unless_deterministic(task: Any, task_run: Any, state: Any) -> bool:

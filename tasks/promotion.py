@@ -18,7 +18,7 @@ from alignflow.components.evaluation.gates import GateReport
 from alignflow.components.platform import registry
 from alignflow.components.platform.atomic import write_json_atomic, write_text_atomic
 from alignflow.components.platform.redaction import redact_json, redact_text
-from alignflow.components.platform.tracking import Tracker
+from alignflow.components.platform.tracking import RegistryLookupError, Tracker
 from alignflow.components.stages.register import write_model_card
 from alignflow.tasks.context import config_of
 
@@ -66,7 +66,8 @@ def read_versions_task(tracking_uri: str, experiment: str, name: str, version: s
     candidate = (tracker.get_model_version(name, version) if version
                  else registry.version_for_alias(tracker, name, "candidate"))
     if candidate is None:
-        raise LookupError(f"'{name}' has no candidate version to promote; run a pipeline first or pass --version")
+        raise RegistryLookupError(f"'{name}' has no candidate version to promote; run a pipeline first or pass "
+                                  f"--version")
     production = registry.version_for_alias(tracker, name, "production")
     if production is not None and str(production.version) == str(candidate.version):
         production = registry.version_for_alias(tracker, name, "previous-production")

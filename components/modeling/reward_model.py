@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from alignflow.components.config import RewardHead
+from alignflow.components.config import ConfigError, RewardHead
 from alignflow.components.modeling.logprobs import TokenBatch, position_ids_for
 
 HeadType = RewardHead
@@ -42,7 +42,7 @@ def decoder_layers(causal_lm: PreTrainedModel) -> nn.ModuleList:
     for module in causal_lm.base_model.modules():
         if isinstance(module, nn.ModuleList) and n_layers and len(module) == n_layers:
             return module
-    raise ValueError(f"{type(causal_lm).__name__} has no list of its {n_layers} transformer blocks to freeze; "
+    raise ConfigError(f"{type(causal_lm).__name__} has no list of its {n_layers} transformer blocks to freeze; "
                      f"set reward.trainable_layers to null (train the whole backbone)")
 
 
@@ -58,11 +58,12 @@ def freeze_below_top_layers(model: RewardModel, trainable_layers: int) -> int:
         The number of trainable parameters left.
 
     Raises:
-        ValueError: ``trainable_layers`` < 1 or more than the model has, or the blocks cannot be found.
+        ConfigError: ``trainable_layers`` < 1 or more than the model has, or the blocks cannot be found (a
+            ValueError; not retried).
     """
     layers = decoder_layers(model.causal_lm)
     if not 1 <= trainable_layers <= len(layers):
-        raise ValueError(f"reward.trainable_layers {trainable_layers} is not between 1 and the model's "
+        raise ConfigError(f"reward.trainable_layers {trainable_layers} is not between 1 and the model's "
                          f"{len(layers)} transformer blocks")
     model.causal_lm.get_input_embeddings().requires_grad_(False)
     for block in list(layers)[:len(layers) - trainable_layers]:

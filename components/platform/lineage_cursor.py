@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from alignflow.components.platform.atomic import write_text_atomic
-from alignflow.components.platform.tracking import Tracker
+from alignflow.components.platform.tracking import RegistryLookupError, Tracker
 
 CURSOR_ARTIFACT_DIR = "lineage"
 CURSOR_FILE = "prompt_cursor.json"
@@ -98,15 +98,16 @@ def read_cursor(tracker: Tracker, version: Any) -> PromptCursor:
     tags = dict(version.tags or {})
     name = f"{version.name} v{version.version}"
     if TAG_ID not in tags or TAG_CURSOR not in tags:
-        raise LookupError(f"{name} is not part of a lineage (no {TAG_ID} / {TAG_CURSOR} tags): start one with "
+        raise RegistryLookupError(f"{name} is not part of a lineage (no {TAG_ID} / {TAG_CURSOR} tags): start one with "
                           f"`alignflow run` (its registered version carries the lineage's prompt cursor)")
     if not version.run_id:
-        raise LookupError(f"{name}: no run produced it, so it has no prompt cursor")
+        raise RegistryLookupError(f"{name}: no run produced it, so it has no prompt cursor")
     with tempfile.TemporaryDirectory(prefix="alignflow-cursor-") as tmp:
         try:
             local = tracker.download_run_artifact(version.run_id, tags[TAG_CURSOR], Path(tmp))
         except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-            raise LookupError(f"{name}: its run {version.run_id} has no {tags[TAG_CURSOR]} artifact ({exc})") from exc
+            raise RegistryLookupError(f"{name}: its run {version.run_id} has no {tags[TAG_CURSOR]} artifact "
+                                      f"({exc})") from exc
         return PromptCursor.model_validate(json.loads(Path(local).read_text()))
 
 

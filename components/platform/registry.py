@@ -16,7 +16,7 @@ from typing import Any
 from alignflow.components.platform.atomic import atomic_directory, write_json_atomic
 from alignflow.components.platform.mlflow_models import download_logged_model, logged_model_id_of
 from alignflow.components.platform.model_uri import parse_model_uri, parse_version_uri  # noqa: F401 (re-exported)
-from alignflow.components.platform.tracking import Tracker
+from alignflow.components.platform.tracking import RegistryLookupError, Tracker
 from alignflow.components.platform.versioning import weights_sha256
 
 ALIASES = ("candidate", "staging", "production")
@@ -74,9 +74,9 @@ def download_version(tracker: Tracker, name: str, alias: str, cache_root: Path, 
     version = version or version_for_alias(tracker, name, alias)
     if version is None:
         what = f"no version {alias}" if alias.isdigit() else f"no version with alias '{alias}'"
-        raise LookupError(f"registered model '{name}' has {what} at {tracker.tracking_uri}: register one first (the "
-                          f"pipeline registers policies and reward models, `alignflow judge-loop` judges), or name "
-                          f"a checkpoint directory instead")
+        raise RegistryLookupError(f"registered model '{name}' has {what} at {tracker.tracking_uri}: register one "
+                                  f"first (the pipeline registers policies and reward models, `alignflow judge-loop` "
+                                  f"judges), or name a checkpoint directory instead")
     target = Path(cache_root) / f"{name}-v{version.version}"
     model_id = logged_model_id_of(version)
     if not target.exists():
@@ -122,8 +122,8 @@ def rollback(tracker: Tracker, name: str) -> tuple[str, str]:
     current = version_for_alias(tracker, name, "production")
     previous = version_for_alias(tracker, name, "previous-production")
     if current is None or previous is None:
-        raise LookupError(f"'{name}' has no {'production' if current is None else 'previous-production'} version: "
-                          f"nothing to roll back to")
+        missing = "production" if current is None else "previous-production"
+        raise RegistryLookupError(f"'{name}' has no {missing} version: nothing to roll back to")
     tracker.set_alias(name, "production", str(previous.version))
     tracker.delete_alias(name, "previous-production")
     tracker.set_version_tags(name, str(current.version), {"rolled_back_to": str(previous.version)})

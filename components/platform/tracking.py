@@ -62,6 +62,11 @@ MODEL_FILE_NAMES = frozenset({"config.json", "generation_config.json", "tokenize
 _BATCH = {"metric": 500, "param": 100, "tag": 100}  # MLflow's log_batch takes at most 1000 / 100 / 100
 
 
+class RegistryLookupError(LookupError):
+    """A registry that answered has no such registered model, version, alias, or run artifact: a retry
+    repeats it (unlike a registry that could not be reached)."""
+
+
 def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
     """Config wins; then MLFLOW_TRACKING_URI (set by `alignflow up`); else a local sqlite file."""
     if configured:
@@ -328,13 +333,20 @@ class Tracker:
 
     def version_for_alias(self, name: str, alias: str) -> Any | None:
         """The version ``alias`` points at (an all-digit ``alias`` is a version number: that version), or
-        None when the model, the alias or the version does not exist."""
+        None when the model, the alias or the version does not exist.
+
+        Raises:
+            MlflowException: any other answer (a registry that cannot be reached is not a missing model).
+        """
         try:
             if alias.isdigit():
                 return self._client.get_model_version(name, alias)
             return self._client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # a missing model or version: RESOURCE_DOES_NOT_EXIST; a missing alias: INVALID_PARAMETER_VALUE
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._client.set_registered_model_alias(name, alias, str(version))

@@ -29,7 +29,7 @@ from alignflow.components.platform.lineage_cursor import (
     select_prompts,
     version_uri,
 )
-from alignflow.components.platform.tracking import Tracker
+from alignflow.components.platform.tracking import RegistryLookupError, Tracker
 from alignflow.components.stages.common import read_examples, round_prompts
 from alignflow.components.stages.results import Artifact, Checkpoint
 
@@ -92,11 +92,11 @@ def _registry_version(tracker: Tracker, uri: str, key: str) -> Any:
         versions = tracker.search_model_versions(f"name = '{name}'")
         what = f"version {ref}" if ref.isdigit() else f"alias '{ref}'"
         if not versions:
-            raise LookupError(f"{key}: no registered model '{name}' at {tracker.tracking_uri}; run `alignflow run` "
-                              f"once (it registers and gates the lineage's first version)")
+            raise RegistryLookupError(f"{key}: no registered model '{name}' at {tracker.tracking_uri}; run "
+                                      f"`alignflow run` once (it registers and gates the lineage's first version)")
         aliases = sorted({f"@{a}" for v in versions for a in (getattr(v, "aliases", None) or [])})
         numbers = sorted(int(v.version) for v in versions)
-        raise LookupError(f"{key}: '{name}' has no {what} at {tracker.tracking_uri} (it has versions "
+        raise RegistryLookupError(f"{key}: '{name}' has no {what} at {tracker.tracking_uri} (it has versions "
                           f"{numbers[0]}–{numbers[-1]}{', aliases ' + ', '.join(aliases) if aliases else ''})")
     return found
 
@@ -122,8 +122,8 @@ def lineage_state(tracker: Tracker, config: PipelineConfig, run_key: str | None 
     if choice == "sft":
         reference = sft if sft != "none" else tags.get(TAG_REFERENCE, "none")
         if reference == "none":
-            raise LookupError(f"preference.reference=sft: {name} v{version.version} records no SFT model of its "
-                              f"lineage ({TAG_SFT}); use preference.reference=previous_round")
+            raise RegistryLookupError(f"preference.reference=sft: {name} v{version.version} records no SFT model "
+                                      f"of its lineage ({TAG_SFT}); use preference.reference=previous_round")
     elif choice == "production":
         production = registry.version_for_alias(tracker, name, "production")
         reference = version_uri(name, (production or version).version)

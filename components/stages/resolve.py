@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alignflow.components.modeling.checkpoints import read_metadata
+from alignflow.components.modeling.checkpoints import ModelSourceError, read_metadata
 from alignflow.components.platform import registry
 from alignflow.components.platform.tracking import Tracker
 from alignflow.components.stages.results import Checkpoint, ResolvedModel
@@ -20,13 +20,15 @@ def resolve_model(spec: str, key: str, tracker: Tracker | None, cache_root: Path
     """``key``: the config key that holds ``spec``, for the error message.
 
     Raises:
-        FileNotFoundError: ``spec`` is neither a directory nor a ``models:/`` URI.
+        ModelSourceError: ``spec`` is neither a directory nor a ``models:/`` URI (not retried: a retry
+            repeats it).
         LookupError: the registry has no version with that alias.
     """
     named = registry.parse_model_uri(spec)
     if named is None:
         if not Path(spec).is_dir():
-            raise FileNotFoundError(f"{key}: '{spec}' is not a checkpoint directory or models:/name@alias")
+            hint = f" (a registered model is written models:/{spec})" if "@" in spec and "/" not in spec else ""
+            raise ModelSourceError(f"{key}: '{spec}' is not a checkpoint directory or models:/name@alias{hint}")
         path = Path(spec).resolve()
         return ResolvedModel(checkpoint=Checkpoint(path=str(path), model_id=read_metadata(path).get(
             "model_id", f"local:{spec}")), source=spec)

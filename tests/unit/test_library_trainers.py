@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from alignflow.components.config import PreferenceConfig, RewardConfig, TinyModelConfig
+from alignflow.components.config import ConfigError, PreferenceConfig, RewardConfig, TinyModelConfig
 from alignflow.components.evaluation.reward import reward_model_metrics
 from alignflow.components.modeling.checkpoints import tiny_model
 from alignflow.components.modeling.logprobs import encode_pairs, encode_stepped
@@ -174,7 +174,7 @@ def test_training_only_the_top_blocks_leaves_the_rest_untouched_and_still_separa
             assert moved != frozen, name  # a frozen weight never moves; a trained one does
     assert reward_model_metrics(score_pairs(model, tokenizer, pairs, cfg), [p.category for p in pairs])[
         "rm/accuracy"] == 1.0
-    with pytest.raises(ValueError, match="between 1 and the model's"):
+    with pytest.raises(ConfigError, match="between 1 and the model's"):  # a config error: not retried
         freeze_below_top_layers(_reward_model(tokenizer, cfg.head), len(layers) + 1)
 
 

@@ -7,6 +7,7 @@ from prefect.states import Failed
 
 from alignflow.components.collection.quality import PairQualityError
 from alignflow.components.data.formats import DataFormatError
+from alignflow.components.platform.tracking import RegistryLookupError
 from alignflow.components.scoring.base import ScorerError
 from alignflow.components.stages.reward_model import RewardStageError
 from alignflow.tasks.context import retry_unless_deterministic
@@ -25,9 +26,10 @@ def test_deterministic_errors_are_not_retried_and_transient_ones_are():
                   ScorerError("scorer 'python:my_reward' raised ValueError on row 2"),
                   PairQualityError("n_pairs 0 < min_pairs 1"),
                   RewardStageError("the reward model's 3 pairs left 3 to train on and 0 held out"),
-                  LookupError("reward.source: alignflow-reward has no alias 'production'")):
+                  RegistryLookupError("alignflow-reward has no alias production")):
         assert retry_unless_deterministic(None, None, Failed(data=error)) is False, type(error).__name__
-    for error in (OSError("connection reset by peer"), RuntimeError("CUDA error: an illegal memory access")):
+    for error in (OSError("connection reset by peer"), RuntimeError("CUDA error: an illegal memory access"),
+                  KeyError("a bug's missing key is not a missing registry entry")):
         assert retry_unless_deterministic(None, None, Failed(data=error)) is True, type(error).__name__
 
 
@@ -56,3 +58,41 @@ def test_a_task_s_cache_key_follows_the_content_of_the_data_files(tmp_path):
     assert appended != first
     (shards / "b.jsonl").write_text('{"prompt": "What is 4 + 4?"}\n')  # a new file in a source directory
     assert policy.compute_key(None, inputs, None) not in (first, appended)  # type: ignore[arg-type]
+
+
+def test_a_reward_source_that_is_no_directory_is_a_model_source_error_with_a_hint(tmp_path):
+    import pytest
+
+    from alignflow.components.modeling.checkpoints import ModelSourceError
+    from alignflow.components.stages.resolve import resolve_model
+
+    with pytest.raises(ModelSourceError, match=r"reward.source: 'alignflow-reward@production' is not a checkpoint "
+                                               r"directory .*written models:/alignflow-reward@production"):
+        resolve_model("alignflow-reward@production", "reward.source", None, tmp_path)
+    try:
+        resolve_model(str(tmp_path / "missing"), "reward.source", None, tmp_path)
+    except ModelSourceError as exc:
+        assert retry_unless_deterministic(None, None, Failed(data=exc)) is False
+
+
+def test_a_registry_that_cannot_be_reached_is_not_a_missing_model():
+    import pytest
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    from alignflow.components.platform.tracking import Tracker
+
+    class Registry:  # what MLflow's client raises: a missing alias, a missing model, a server that is down
+        def __init__(self, code: str) -> None:
+            self.code = code
+
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("answer", error_code=ErrorCode.Value(self.code))
+
+    tracker = object.__new__(Tracker)
+    for code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+        tracker._client = Registry(code)  # type: ignore[attr-defined]
+        assert tracker.version_for_alias("alignflow-reward", "production") is None
+    tracker._client = Registry("INTERNAL_ERROR")  # type: ignore[attr-defined]
+    with pytest.raises(MlflowException):
+        tracker.version_for_alias("alignflow-reward", "production")
