@@ -95,8 +95,8 @@ def _clean_failure(command: str) -> Iterator[None]:
     try:
         yield
     except deterministic_errors() as exc:
-        console.print(f"[red]{command} failed:[/red] {escape(str(exc))}\n(finished stages are cached: fix this "
-                      f"and run the same command again)")
+        console.print(f"[red]{command} failed:[/red] {escape(str(exc))}", soft_wrap=True)  # paths stay whole
+        console.print("(finished stages are cached: fix this and run the same command again)")
         raise typer.Exit(1) from None
 
 
@@ -129,7 +129,7 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     except deterministic_errors() as exc:
-        console.print(f"[red]alignflow continue failed:[/red] {escape(str(exc))}")
+        console.print(f"[red]alignflow continue failed:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
                   f"{result.status}. {result.message}")
@@ -411,7 +411,7 @@ def compare(config: ConfigOpt = None, set_: SetOpt = None,
             series = collect(tracker, run_id, metric)
         except LookupError as exc:  # no finished run yet, or a run id that is not there
             console.print(f"[red]{escape(str(exc))}[/red] (experiment '{cfg.tracking.experiment}': run "
-                          f"`alignflow run` with this config first)")
+                          f"`alignflow run` with this config first)", soft_wrap=True)
             raise typer.Exit(1) from None
         print(comparison_table(series))
     if plot:
