@@ -99,6 +99,12 @@ SCORER_EVAL_METRICS = ("mean", "pass_rate", "coverage")
 NO_DEFAULT_PASS_RULE = ("python", "reward_model", "judge")
 
 
+def _is_constraint_kind(name: str) -> bool:
+    from alignflow.components.data.constraints import CONSTRAINT_TYPES  # the constraints task's kinds
+
+    return name in CONSTRAINT_TYPES
+
+
 def _raise_problems(problems: Iterable[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
@@ -903,13 +909,16 @@ class PipelineConfig(_Section):
             if metric is None or metric == "auto":
                 continue
             parts = metric.split("/")
-            known = (f"eval/accuracy (the primary scorer's pass rate), eval/accuracy_<group>, eval/mean_length, "
-                     f"eval/kl_to_reference, eval/<scorer id>/{{{','.join(SCORER_EVAL_METRICS)}}} (scorers: {ids})")
+            known = (f"eval/accuracy (the primary scorer's pass rate), eval/accuracy_<group> (eval.group_by), "
+                     f"eval/mean_length, eval/<scorer id>/{{{','.join(SCORER_EVAL_METRICS)}}} (scorers: {ids})")
+            group_letters = {column[:1] for column in self.eval.group_by}  # policy.group_key: accuracy_<letter><value>
             if parts[0] != "eval" or len(parts) < 2 or not all(parts[1:]):
                 problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}")
-            elif len(parts) == 2 and parts[1] not in ("accuracy", "mean_length", "kl_to_reference") \
-                    and not parts[1].startswith("accuracy_"):
-                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}")
+            elif len(parts) == 2 and parts[1] not in ("accuracy", "mean_length") and not (
+                    parts[1].startswith("accuracy_") and parts[1][len("accuracy_"):][:1] in group_letters):
+                problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}"
+                                + (" (eval/kl_to_reference: the baseline has no reference, so it cannot be a gate's "
+                                   "metric)" if parts[1] == "kl_to_reference" else ""))
             elif len(parts) == 2 and parts[1].startswith("accuracy") and primary.id in no_rule:
                 problems.append(f"promotion.{key}: '{metric}' is the primary scorer's pass rate, and '{primary.id}' "
                                 f"({primary.type}) has no pass rule: set its pass_threshold, or use "
@@ -923,9 +932,10 @@ class PipelineConfig(_Section):
             elif len(parts) == 3 and parts[2] == "pass_rate" and parts[1] in no_rule:
                 problems.append(f"promotion.{key}: '{metric}': scorer '{parts[1]}' has no pass rule, so it logs no "
                                 f"pass rate: set its pass_threshold, or use eval/{parts[1]}/mean")
-            elif len(parts) > 3 and (len(parts) != 4 or parts[2] != "kind"):
+            elif len(parts) > 3 and (len(parts) != 4 or parts[2] != "kind" or not _is_constraint_kind(
+                    parts[3]) or next(s.type for s in self.scoring.scorers if s.id == parts[1]) != "constraints"):
                 problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}, or "
-                                f"eval/<constraints scorer id>/kind/<kind>")
+                                f"eval/<constraints scorer id>/kind/<constraint kind>")
         if (self.rounds.n_rounds > 0 and self.pairs.strategy == "correct_vs_incorrect"
                 and primary.id in no_rule):
             problems.append(f"pairs.strategy correct_vs_incorrect pairs passing with failing samples, but the primary "

@@ -222,6 +222,12 @@ RM_PRIMARY = "scoring.scorers=[{type: reward_model, model: 'models:/alignflow-re
     (["promotion.metric=eval/acuracy"], "'eval/acuracy' is not an eval metric: use eval/accuracy"),
     (["promotion.metric=eval/arithmetic/mean/"], "'eval/arithmetic/mean/' is not an eval metric"),
     (["promotion.metric=eval/arithmetic/kind/x/y"], "is not an eval metric"),
+    (["promotion.metric=eval/kl_to_reference"], "the baseline has no reference"),
+    (["promotion.metric=eval/accuracy_x1"], "'eval/accuracy_x1' is not an eval metric"),
+    (["eval.group_by=[]", "promotion.metric=eval/accuracy_d1"], "'eval/accuracy_d1' is not an eval metric"),
+    (["promotion.metric=eval/arithmetic/kind/title"], "constraints scorer id>/kind/<constraint kind>"),
+    (["scoring.scorers=[{type: constraints}]", "promotion.metric=eval/constraints/kind/titel"],
+     "constraints scorer id>/kind/<constraint kind>"),
     ([RM_PRIMARY, "promotion.metric=eval/reward_model/pass_rate"],
      "scorer 'reward_model' has no pass rule, so it logs no pass rate"),
     ([RM_PRIMARY, "promotion.metric=eval/accuracy"],
@@ -242,5 +248,6 @@ def test_known_metric_names_and_a_pass_threshold_load():
     assert cfg.promotion.metric == "eval/arithmetic/pass_rate"
     load_config(None, ["scoring.scorers=[{type: python, function: 'r.py:f', pass_threshold: 0.5}]",
                        "pairs.strategy=correct_vs_incorrect", "promotion.metric=eval/accuracy_d1"])
+    load_config(None, ["scoring.scorers=[{type: constraints}]", "promotion.metric=eval/constraints/kind/title"])
     load_config(None, [RM_PRIMARY, "pairs.strategy=best_vs_worst", "promotion.metric=eval/reward_model/mean"])
     load_config(None, [RM_PRIMARY, "pairs.strategy=best_vs_worst", "promotion.metric=eval/arithmetic/pass_rate"])
