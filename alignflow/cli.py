@@ -95,8 +95,8 @@ def _clean_failure(command: str) -> Iterator[None]:
     try:
         yield
     except deterministic_errors() as exc:
-        console.print(f"[red]{command} failed:[/red] {escape(str(exc))}", soft_wrap=True)  # paths stay whole
-        console.print("(finished stages are cached: fix this and run the same command again)")
+        console.print("(finished stages are cached: fix what follows and run the same command again)")
+        console.print(f"[red]{command} failed:[/red] {escape(str(exc))}", soft_wrap=True)  # last; paths stay whole
         raise typer.Exit(1) from None
 
 
@@ -578,6 +578,16 @@ def data_check(
         console.print(f"[red]{escape(str(error))}[/red]")
     if report.truncated:
         console.print(f"[red]… stopped after {len(report.errors)} errors[/red]")
+    if report.ok and sources:  # the files' constraints columns, as a constraints scorer or labeller reads them
+        from alignflow.components.data.formats import DataFormatError
+        from alignflow.components.stages.data import check_constraints_columns
+
+        try:
+            check_constraints_columns(cfg, {role: load_role(specs[role], role, cfg.data.seed, builtin_sources(
+                cfg, role), cache_dir=cache_dir, key_prefix=prefix)})
+        except DataFormatError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]\n[red]FAILED[/red]")
+            raise typer.Exit(1) from None
     if report.ok and not sources:  # the config's roles together: the eval split, and eval vs training prompts
         from alignflow.components.data.formats import DataFormatError
         from alignflow.components.stages.data import contamination_message, load_roles

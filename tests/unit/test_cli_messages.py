@@ -103,3 +103,18 @@ def test_compare_before_any_run_says_so_in_one_line(tmp_path):
     out = " ".join(done.stdout.split())
     assert "no finished pipeline run in experiment" in out and "'nothing-yet': run `alignflow run`" in out, out
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_data_check_of_a_file_parses_its_constraints_column(tmp_path):
+    rows = [{"prompt": f"Write note {i}.", "constraints": [{"kind": "lowercase"}]} for i in range(3)]
+    rows[1]["constraints"] = [{"kind": ["x"]}]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "params.yaml"
+    config.write_text(f"model: {{source: tiny}}\nstate_dir: {tmp_path / 'state'}\n"
+                      f"scoring:\n  scorers: [{{type: constraints}}]\n")
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "data", "check", "-c", str(config), "--role",
+                           "prompts", str(tmp_path / "prompts.jsonl")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "prompts.jsonl: row 2: field 'constraints': unknown constraint kind ['x']" in out, out
