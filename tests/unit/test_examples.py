@@ -54,14 +54,21 @@ def test_the_constraints_example_loads_with_every_override_the_readme_runs(monke
     path = REPO / "examples" / "constraints.yaml"
     arms = {
         "rm": [],
-        "verifier": ["scoring.scorers=[{type: constraints}, {type: reward_model, weight: 0}]"],
+        "verifier": ["scoring.scorers=[{type: constraints}, {type: reward_model, weight: 0}]",
+                     "tracking.registered_model=constraints-policy-verifier",
+                     "reward.source=models:/alignflow-reward@production", "reward.labeller=null", "reward.prompts=64",
+                     "reward.samples_per_prompt=4", "reward.min_accuracy=0.6", "reward.trainable_layers=null"],
         "gpm": ["rounds.n_rounds=0", "reward.loss=gpm", "scoring.scorers=[{type: constraints}]",
                 "promotion.proxy_metric=null", "promotion.truth_metric=null"],
     }
     for name, overrides in arms.items():
         cfg = load_config(path, [f"state_dir={REPO / '.alignflow'}", *overrides])
         assert unused_settings(cfg) == [], name
-        assert cfg.reward.enabled and cfg.reward.labeller is not None and cfg.reward.labeller.type == "constraints"
+        if name == "verifier":  # the RM arm's registered reward model, trained by nothing here
+            assert cfg.reward.source == "models:/alignflow-reward@production" and cfg.reward.labeller is None
+        else:
+            assert cfg.reward.labeller is not None and cfg.reward.labeller.type == "constraints"
+        assert cfg.reward.enabled
     rm = load_config(path)
     assert [(s.type, s.model, s.weight) for s in rm.scoring.scorers] == [("reward_model", None, 1.0),
                                                                          ("constraints", None, 0.0)]
