@@ -118,19 +118,13 @@ def continue_(config: ConfigOpt = None, set_: SetOpt = None,
     configure_environment(cfg)
     from alignflow.components.platform.lineage_lock import LineageBusyError
     from alignflow.flows.continuing import continue_rounds  # imports Prefect
-    from alignflow.tasks.context import deterministic_errors
 
     try:
-        result = continue_rounds(cfg.model_dump(mode="json"), run_key)
+        with _clean_failure("alignflow continue"):  # a missing model, alias or version (RegistryLookupError) too
+            result = continue_rounds(cfg.model_dump(mode="json"), run_key)
     except LineageBusyError as exc:
         console.print(f"[yellow]{exc}[/yellow]")
         raise typer.Exit(3) from None
-    except LookupError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from None
-    except deterministic_errors() as exc:
-        console.print(f"[red]alignflow continue failed:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
     console.print(f"lineage {result.lineage_id}, round {result.round_index} from {result.policy_in}: "
                   f"{result.status}. {result.message}")
     if result.status == "trained":
@@ -561,12 +555,14 @@ def data_check(
                    f"truncated @ {cfg.preference.max_length}"):
         table.add_column(column)
     tokenizer = load_tokenizer(materialize_base(cfg.model, cfg.seed, cfg.state_dir)) if report.ok else None
+    loaded: dict[str, list] = {}  # role -> the rows the profile loaded (checked below, not loaded again)
     for source in report.sources:
         stats: dict = {}
         if tokenizer is not None and source.rows:
             spec = next(s for s in specs[source.role] if s.source == source.source)
             rows = load_role([spec], source.role, cfg.data.seed, builtin_sources(cfg, source.role),
                              cache_dir=cache_dir, key_prefix=source.key.rsplit("[", 1)[0])
+            loaded.setdefault(source.role, []).extend(rows)
             stats = profile(rows, tokenizer, cfg.preference.max_length, prompt_template=cfg.data.prompt_template,
                             system_prompt=cfg.data.system_prompt)
         table.add_row(source.source, source.role, source.format or "?", str(source.rows), str(source.errors),
@@ -578,22 +574,17 @@ def data_check(
         console.print(f"[red]{escape(str(error))}[/red]")
     if report.truncated:
         console.print(f"[red]… stopped after {len(report.errors)} errors[/red]")
-    if report.ok and sources:  # the files' constraints columns, as a constraints scorer or labeller reads them
+    if report.ok:  # across rows: constraints columns as a constraints scorer reads them; for the config's roles
+        # together, also the eval split and eval vs training prompts (load_roles checks the columns too)
         from alignflow.components.data.formats import DataFormatError
-        from alignflow.components.stages.data import check_constraints_columns
+        from alignflow.components.stages.data import check_constraints_columns, contamination_message, load_roles
 
+        contaminated: list[str] = []
         try:
-            check_constraints_columns(cfg, {role: load_role(specs[role], role, cfg.data.seed, builtin_sources(
-                cfg, role), cache_dir=cache_dir, key_prefix=prefix)})
-        except DataFormatError as exc:
-            console.print(f"[red]{escape(str(exc))}[/red]\n[red]FAILED[/red]")
-            raise typer.Exit(1) from None
-    if report.ok and not sources:  # the config's roles together: the eval split, and eval vs training prompts
-        from alignflow.components.data.formats import DataFormatError
-        from alignflow.components.stages.data import contamination_message, load_roles
-
-        try:
-            _, contaminated = load_roles(cfg)
+            if sources:
+                check_constraints_columns(cfg, loaded)
+            else:
+                _, contaminated = load_roles(cfg)
         except DataFormatError as exc:
             console.print(f"[red]{escape(str(exc))}[/red]\n[red]FAILED[/red]")
             raise typer.Exit(1) from None

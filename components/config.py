@@ -905,13 +905,13 @@ class PipelineConfig(_Section):
         no_rule = {s.id for s in self.scoring.scorers if s.pass_threshold is None and s.type in NO_DEFAULT_PASS_RULE}
         problems: list[str | None] = []
         p = self.promotion
+        known = (f"eval/accuracy (the primary scorer's pass rate), eval/accuracy_<group> (eval.group_by), "
+                 f"eval/mean_length, eval/<scorer id>/{{{','.join(SCORER_EVAL_METRICS)}}} (scorers: {ids})")
+        group_letters = {column[:1] for column in self.eval.group_by}  # policy.group_key: accuracy_<letter><value>
         for key, metric in (("metric", p.metric), ("proxy_metric", p.proxy_metric), ("truth_metric", p.truth_metric)):
             if metric is None or metric == "auto":
                 continue
             parts = metric.split("/")
-            known = (f"eval/accuracy (the primary scorer's pass rate), eval/accuracy_<group> (eval.group_by), "
-                     f"eval/mean_length, eval/<scorer id>/{{{','.join(SCORER_EVAL_METRICS)}}} (scorers: {ids})")
-            group_letters = {column[:1] for column in self.eval.group_by}  # policy.group_key: accuracy_<letter><value>
             if parts[0] != "eval" or len(parts) < 2 or not all(parts[1:]):
                 problems.append(f"promotion.{key}: '{metric}' is not an eval metric: use {known}")
             elif len(parts) == 2 and parts[1] not in ("accuracy", "mean_length") and not (

@@ -43,7 +43,7 @@ def decoder_layers(causal_lm: PreTrainedModel) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and n_layers and len(module) == n_layers:
             return module
     raise ConfigError(f"{type(causal_lm).__name__} has no list of its {n_layers} transformer blocks to freeze; "
-                     f"set reward.trainable_layers to null (train the whole backbone)")
+                      f"set reward.trainable_layers to null (train the whole backbone)")
 
 
 def freeze_below_top_layers(model: RewardModel, trainable_layers: int) -> int:
@@ -64,7 +64,7 @@ def freeze_below_top_layers(model: RewardModel, trainable_layers: int) -> int:
     layers = decoder_layers(model.causal_lm)
     if not 1 <= trainable_layers <= len(layers):
         raise ConfigError(f"reward.trainable_layers {trainable_layers} is not between 1 and the model's "
-                         f"{len(layers)} transformer blocks")
+                          f"{len(layers)} transformer blocks")
     model.causal_lm.get_input_embeddings().requires_grad_(False)
     for block in list(layers)[:len(layers) - trainable_layers]:
         block.requires_grad_(False)

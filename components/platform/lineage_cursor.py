@@ -98,8 +98,9 @@ def read_cursor(tracker: Tracker, version: Any) -> PromptCursor:
     tags = dict(version.tags or {})
     name = f"{version.name} v{version.version}"
     if TAG_ID not in tags or TAG_CURSOR not in tags:
-        raise RegistryLookupError(f"{name} is not part of a lineage (no {TAG_ID} / {TAG_CURSOR} tags): start one with "
-                          f"`alignflow run` (its registered version carries the lineage's prompt cursor)")
+        raise RegistryLookupError(f"{name} is not part of a lineage (no {TAG_ID} / {TAG_CURSOR} tags): start "
+                                  f"one with `alignflow run` (its registered version carries the lineage's prompt "
+                                  f"cursor)")
     if not version.run_id:
         raise RegistryLookupError(f"{name}: no run produced it, so it has no prompt cursor")
     with tempfile.TemporaryDirectory(prefix="alignflow-cursor-") as tmp:

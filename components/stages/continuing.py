@@ -97,7 +97,7 @@ def _registry_version(tracker: Tracker, uri: str, key: str) -> Any:
         aliases = sorted({f"@{a}" for v in versions for a in (getattr(v, "aliases", None) or [])})
         numbers = sorted(int(v.version) for v in versions)
         raise RegistryLookupError(f"{key}: '{name}' has no {what} at {tracker.tracking_uri} (it has versions "
-                          f"{numbers[0]}–{numbers[-1]}{', aliases ' + ', '.join(aliases) if aliases else ''})")
+                                  f"{numbers[0]}–{numbers[-1]}{', aliases ' + ', '.join(aliases) if aliases else ''})")
     return found
 
 
